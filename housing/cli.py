@@ -1,0 +1,62 @@
+"""The ``housing`` command: each sub-command lives in the module that does the work.
+
+A command module exposes ``HELP`` (one line), ``configure(parser)`` to declare its arguments and
+``run(args) -> int`` (the exit code). Modules keep heavy imports inside ``run`` so that ``housing --help`` is
+fast and each container image needs only its own component's dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+COMMANDS: dict[str, str] = {
+    "train": "model.train",
+    "evaluate": "model.evaluate",
+    "publish": "model.publish",
+    "promote": "model.registry",
+}
+"""Sub-command name -> module implementing it."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="housing",
+        description="Boston Housing price prediction on KServe: train, publish, serve, watch for drift, roll out.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
+        module.configure(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``housing`` command.
+
+    Args:
+        argv: Arguments without the program name; defaults to ``sys.argv[1:]``.
+
+    Returns:
+        The exit code.
+    """
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    return int(args.run(args) or 0)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Structured (logfmt-style) logs on standard error, the same shape in every component."""
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format='time=%(asctime)s level=%(levelname)s logger=%(name)s msg="%(message)s"',
+        force=True,
+    )
