@@ -1,0 +1,38 @@
+# syntax=docker/dockerfile:1
+# Detector image: `python -m detector` (drift detection on the request logger's CloudEvents).
+# Build from the repository root: docker build -f docker/detector.Dockerfile -t ACR.azurecr.io/housing-detector:TAG .
+# Stage 1 installs only the "detector" extra of pyproject.toml (exact versions from docker/constraints.txt) into a
+# virtual environment; stage 2 copies that environment onto a clean slim image: no pip cache, no build tools.
+# Both stages use the same pinned Python image (one patch version, Debian bookworm).
+FROM python:3.11.13-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir "pip==25.3"
+COPY docker/constraints.txt pyproject.toml README.md ./
+COPY model/ model/
+COPY housing/ housing/
+COPY detector/ detector/
+RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[detector]" \
+    && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+
+FROM python:3.11.13-slim-bookworm
+# A numeric non-root user, so Kubernetes can verify runAsNonRoot without reading /etc/passwd.
+RUN groupadd --gid 10001 housing && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin housing \
+    && mkdir -p /var/lib/detector && chown 10001:10001 /var/lib/detector
+COPY --from=build /opt/venv /opt/venv
+# Read-only root file system: nothing is written outside /tmp (an emptyDir in Kubernetes) and the state directory /var/lib/detector (a volume).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    OMP_NUM_THREADS=1
+WORKDIR /tmp
+USER 10001:10001
+VOLUME ["/var/lib/detector"]
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
+ENTRYPOINT ["python", "-m", "detector"]
+CMD ["--http_port", "8080", "--state_dir", "/var/lib/detector"]

@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+# Trainer image: `housing train` (train, quality gate, MLflow registration, publish to Blob Storage).
+# Build from the repository root: docker build -f docker/trainer.Dockerfile -t ACR.azurecr.io/housing-trainer:TAG .
+# Stage 1 installs only the "training" extra of pyproject.toml (exact versions from docker/constraints.txt) into a
+# virtual environment; stage 2 copies that environment onto a clean slim image: no pip cache, no build tools.
+# Both stages use the same pinned Python image (one patch version, Debian bookworm).
+FROM python:3.11.13-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir "pip==25.3"
+COPY docker/constraints.txt pyproject.toml README.md ./
+COPY model/ model/
+COPY housing/ housing/
+RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[training]" \
+    && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+
+FROM python:3.11.13-slim-bookworm
+# A numeric non-root user, so Kubernetes can verify runAsNonRoot without reading /etc/passwd.
+RUN groupadd --gid 10001 housing && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin housing \
+    && mkdir -p /var/lib/mlflow && chown 10001:10001 /var/lib/mlflow
+COPY --from=build /opt/venv /opt/venv
+# Read-only root file system: nothing is written outside /tmp (an emptyDir in Kubernetes).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    OMP_NUM_THREADS=1
+WORKDIR /tmp
+USER 10001:10001
+# docker/compose.yaml also runs `mlflow server` from this image, keeping its store in this volume.
+VOLUME ["/var/lib/mlflow"]
+# A batch job: there is no server to check, and Kubernetes reads the Job's exit code.
+HEALTHCHECK NONE
+ENTRYPOINT ["housing"]
+CMD ["train", "--output", "/tmp/artifact", "--no-progress"]

@@ -1,0 +1,230 @@
+{{/* Names, labels and the pieces every pod shares. */}}
+
+{{- define "housing.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Object-name prefix; the InferenceService has this name, so KServe's objects are FULLNAME-predictor etc. */}}
+{{- define "housing.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "housing.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "housing.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: housing-kserve
+{{- end -}}
+
+{{- define "housing.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "housing.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "ctx" $ "component" "detector") */}}
+{{- define "housing.componentSelector" -}}
+{{ include "housing.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Canonical KServe deployment mode (Standard or Knative) from the value, old names accepted. */}}
+{{- define "housing.mode" -}}
+{{- if has .Values.deploymentMode (list "Knative" "Serverless") -}}Knative{{- else -}}Standard{{- end -}}
+{{- end -}}
+
+{{- define "housing.image" -}}
+{{- printf "%s/housing-%s:%s" .ctx.Values.image.registry .component (default .ctx.Chart.AppVersion .ctx.Values.image.tag) -}}
+{{- end -}}
+
+{{- define "housing.serviceAccountName" -}}{{ include "housing.fullname" . }}{{- end -}}
+{{- define "housing.detectorName" -}}{{ include "housing.fullname" . }}-detector{{- end -}}
+
+{{/* The detector Service URL the request logger posts CloudEvents to. */}}
+{{- define "housing.loggerUrl" -}}
+{{- if .Values.logger.url -}}
+{{- .Values.logger.url -}}
+{{- else -}}
+{{- printf "http://%s.%s.svc.cluster.local:8080" (include "housing.detectorName" .) .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Container security context shared by every container: non-root, read-only root, nothing extra. */}}
+{{- define "housing.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "housing.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The predictor component of the InferenceService, stable or canary:
+     (dict "ctx" $ "model" MODEL "endpoint" "default"|"canary" "name" CANARY_NAME) */}}
+{{- define "housing.predictorSpec" -}}
+{{- $ := .ctx -}}
+{{- $values := $.Values -}}
+{{- if .name }}
+name: {{ .name }}
+{{- end }}
+labels:
+  {{- include "housing.componentSelector" (dict "ctx" $ "component" "predictor") | nindent 2 }}
+  housing.kserve.dev/endpoint: {{ .endpoint }}
+  {{- if $values.azure.workloadIdentity.enabled }}
+  azure.workload.identity/use: "true"
+  {{- end }}
+annotations:
+  housing.kserve.dev/model-sha256: {{ .model.sha256 | default "unpinned" | quote }}
+  {{- with .model.version }}
+  housing.kserve.dev/model-version: {{ . | quote }}
+  {{- end }}
+serviceAccountName: {{ include "housing.serviceAccountName" $ }}
+{{- if not .name }}
+{{- /* Autoscaling fields on the stable predictor only: KServe refuses them on a named canary. */}}
+minReplicas: {{ $values.predictor.minReplicas }}
+maxReplicas: {{ $values.predictor.maxReplicas }}
+scaleMetric: {{ include "housing.scaleMetric" (dict "ctx" $ "component" $values.predictor) }}
+scaleTarget: {{ $values.predictor.scaleTarget }}
+{{- end }}
+{{- if $values.logger.enabled }}
+logger:
+  mode: {{ $values.logger.mode }}
+  url: {{ include "housing.loggerUrl" $ }}
+{{- end }}
+containers:
+  - name: kserve-container
+    image: {{ include "housing.image" (dict "ctx" $ "component" "predictor") }}
+    imagePullPolicy: {{ $values.image.pullPolicy }}
+    command: [python, -m, predictor]
+    args:
+      - --model_name
+      - {{ $values.model.name }}
+      - --storage_uri
+      - {{ .model.storageUri | quote }}
+      {{- with .model.sha256 }}
+      - --expected_sha256
+      - {{ . | quote }}
+      {{- end }}
+      - --http_port
+      - "8080"
+      - --grpc_port
+      - "8081"
+      {{- range $values.predictor.extraArgs }}
+      - {{ . | quote }}
+      {{- end }}
+    env:
+      # Read by KServe to know the predictor's protocol (the transformer calls it with --protocol v2).
+      # Not STORAGE_URI: that env var would make KServe add its storage initializer.
+      - name: PROTOCOL
+        value: v2
+      - name: OMP_NUM_THREADS
+        value: {{ $values.predictor.ompNumThreads | quote }}
+      - name: TMPDIR
+        value: /tmp
+    ports:
+      - name: http1
+        containerPort: 8080
+        protocol: TCP
+    # The server is live at once and ready once the verified model is loaded (downloads are retried in the
+    # background), so no startup probe is needed; Knative before 1.15 would refuse one anyway.
+    readinessProbe:
+      httpGet: {path: /v2/models/{{ $values.model.name }}/ready, port: 8080}
+      periodSeconds: 10
+      failureThreshold: 3
+    livenessProbe:
+      httpGet: {path: /v2/health/live, port: 8080}
+      periodSeconds: 15
+      failureThreshold: 4
+    resources:
+      {{- toYaml $values.predictor.resources | nindent 6 }}
+    securityContext:
+      {{- include "housing.containerSecurityContext" $ | nindent 6 }}
+    volumeMounts:
+      - {name: tmp, mountPath: /tmp}
+volumes:
+  - name: tmp
+    emptyDir: {sizeLimit: 1Gi}
+{{- end -}}
+
+{{/* The scale metric of a component: the value, or the mode's natural one. */}}
+{{- define "housing.scaleMetric" -}}
+{{- if .component.scaleMetric -}}
+{{- .component.scaleMetric -}}
+{{- else if eq (include "housing.mode" .ctx) "Knative" -}}
+concurrency
+{{- else -}}
+cpu
+{{- end -}}
+{{- end -}}
+
+{{/* Environment of the training pods (CronJob and the detector's Jobs). */}}
+{{- define "housing.trainingEnv" -}}
+- name: MLFLOW_TRACKING_URI
+  value: {{ .Values.training.mlflowTrackingUri | quote }}
+- name: OMP_NUM_THREADS
+  value: "1"
+- name: HOME
+  value: /tmp
+- name: TMPDIR
+  value: /tmp
+{{- end -}}
+
+{{/* The training container: train, gate, register, publish. */}}
+{{- define "housing.trainingContainer" -}}
+name: trainer
+image: {{ include "housing.image" (dict "ctx" . "component" "trainer") }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+command: [housing, train]
+args:
+  - --output
+  - /tmp/artifact
+  - --publish
+  - {{ .Values.training.publishUri | quote }}
+  - --no-progress
+  {{- range .Values.training.extraArgs }}
+  - {{ . | quote }}
+  {{- end }}
+env:
+  {{- include "housing.trainingEnv" . | nindent 2 }}
+resources:
+  {{- toYaml .Values.training.resources | nindent 2 }}
+securityContext:
+  {{- include "housing.containerSecurityContext" . | nindent 2 }}
+volumeMounts:
+  - {name: tmp, mountPath: /tmp}
+{{- end -}}
+
+{{/* Pod spec of a training Job (CronJob and detector-triggered). */}}
+{{- define "housing.trainingPodSpec" -}}
+serviceAccountName: {{ include "housing.serviceAccountName" . }}
+automountServiceAccountToken: false
+restartPolicy: Never
+securityContext:
+  {{- include "housing.podSecurityContext" . | nindent 2 }}
+containers:
+  - {{- include "housing.trainingContainer" . | nindent 4 }}
+volumes:
+  - name: tmp
+    emptyDir: {sizeLimit: 2Gi}
+{{- end -}}

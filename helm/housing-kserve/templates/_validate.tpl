@@ -1,0 +1,55 @@
+{{/*
+Rules that span several values. KServe would silently ignore most of these combinations (a canary field of the
+other mode, an autoscaling metric its autoscaler does not know), so the render fails instead, saying what to do.
+*/}}
+{{- define "housing.validate" -}}
+{{- $v := .Values -}}
+{{- $mode := include "housing.mode" . -}}
+{{- if and (eq $mode "Standard") (not (kindIs "invalid" $v.rollout.canaryTrafficPercent)) -}}
+{{- fail "rollout.canaryTrafficPercent is a Knative-mode field and Standard (RawDeployment) mode ignores it: use rollout.canaries (a named canary with its own model and trafficPercent), or set deploymentMode: Knative" -}}
+{{- end -}}
+{{- if and (eq $mode "Knative") $v.rollout.canaries -}}
+{{- fail "rollout.canaries (named canaries, spec.canary) are a Standard (RawDeployment) mode feature: in Knative mode set model to the new model and rollout.canaryTrafficPercent to its share" -}}
+{{- end -}}
+{{- $total := 0 -}}
+{{- $names := list -}}
+{{- range $v.rollout.canaries -}}
+{{- if has .name $names -}}
+{{- fail (printf "rollout.canaries: the name %q is used twice; each canary needs its own name" .name) -}}
+{{- end -}}
+{{- $names = append $names .name -}}
+{{- $total = add $total .trafficPercent -}}
+{{- if and (eq .model.storageUri $v.model.storageUri) (eq (.model.sha256 | default "") ($v.model.sha256 | default "")) -}}
+{{- fail (printf "rollout.canaries[%s] serves the same model as the stable predictor (model.storageUri and model.sha256): a canary must differ" .name) -}}
+{{- end -}}
+{{- end -}}
+{{- if gt (int $total) 100 -}}
+{{- fail (printf "rollout.canaries: trafficPercent adds up to %d; the canaries' shares must add up to 100 or less (the stable predictor gets the rest)" (int $total)) -}}
+{{- end -}}
+{{- range $component := list "predictor" "transformer" -}}
+{{- $c := index $v $component -}}
+{{- if gt (int $c.minReplicas) (int $c.maxReplicas) -}}
+{{- fail (printf "%s.minReplicas (%d) is greater than %s.maxReplicas (%d)" $component (int $c.minReplicas) $component (int $c.maxReplicas)) -}}
+{{- end -}}
+{{- $metric := include "housing.scaleMetric" (dict "ctx" $ "component" $c) -}}
+{{- if eq $mode "Standard" -}}
+{{- if eq (int $c.minReplicas) 0 -}}
+{{- fail (printf "%s.minReplicas is 0, but scale to zero needs Knative: set it to 1 or more in Standard (RawDeployment) mode" $component) -}}
+{{- end -}}
+{{- if not (has $metric (list "cpu" "memory")) -}}
+{{- fail (printf "%s.scaleMetric %q needs Knative's autoscaler; Standard (RawDeployment) mode scales with an HPA on cpu or memory" $component $metric) -}}
+{{- end -}}
+{{- if and (eq $metric "cpu") (gt (int $c.scaleTarget) 100) -}}
+{{- fail (printf "%s.scaleTarget is %d, but with scaleMetric cpu it is a utilisation percentage (1-100)" $component (int $c.scaleTarget)) -}}
+{{- end -}}
+{{- else if not (has $metric (list "concurrency" "rps")) -}}
+{{- fail (printf "%s.scaleMetric %q: Knative mode scales on concurrency or rps (cpu/memory would need Knative's HPA class, which this chart does not set)" $component $metric) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $v.logger.enabled (not $v.detector.enabled) (not $v.logger.url) -}}
+{{- fail "logger.enabled sends the CloudEvents to the detector, but detector.enabled is false: set logger.enabled: false, or logger.url to another receiver" -}}
+{{- end -}}
+{{- if and $v.azure.workloadIdentity.enabled (not $v.azure.workloadIdentity.clientId) -}}
+{{- fail "azure.workloadIdentity.enabled needs azure.workloadIdentity.clientId: the client ID of the managed identity with Storage Blob Data access" -}}
+{{- end -}}
+{{- end -}}
