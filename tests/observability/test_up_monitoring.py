@@ -1,0 +1,53 @@
+"""``housing up --monitoring``: the local stack plus a real Prometheus scraping it, with the shipped rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from housing.monitoring import RULES_FILE
+from tests.conftest import free_port, http_ok, python_service, require_tool, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def test_housing_up_monitoring_starts_prometheus_scraping_the_stack(
+    artifact_dir: Path, tmp_path: Path
+) -> None:
+    require_tool("prometheus")
+    port = free_port()
+    ports = [str(free_port()) for _ in range(4)]
+    up = python_service("housing-up", [
+        "-m", "housing", "up", "--monitoring", "--prometheus-port", str(port),
+        "--artifact", str(artifact_dir), "--log-dir", str(tmp_path / "stack"),
+        "--predictor-port", ports[0], "--predictor-grpc-port", ports[1],
+        "--transformer-port", ports[2], "--transformer-grpc-port", ports[3],
+    ], tmp_path).start()  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: f"prometheus: {url}" in up.log(), timeout=120, what="housing up printing Prometheus's URL"
+        )
+
+        def scraped() -> set[str]:
+            result = httpx.get(f"{url}/api/v1/query", params={"query": "up == 1"}, timeout=5).json()
+            return {series["metric"].get("component", "") for series in result["data"]["result"]}
+
+        wait_until(
+            lambda: {"predictor", "transformer"} <= scraped(), timeout=30, what="both services scraped"
+        )
+        rules = httpx.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        assert {rule["name"] for group in rules for rule in group["rules"]} >= {"HousingHighErrorRate"}
+        config = json.loads((tmp_path / "stack" / "prometheus" / "prometheus.yml").read_text())
+        assert config["global"]["scrape_interval"] == "5s"
+        assert (
+            tmp_path / "stack" / "prometheus" / "prometheus-rules.yaml"
+        ).read_text() == RULES_FILE.read_text()
+    finally:
+        up.stop()
+    assert up.process is not None and up.process.returncode == 0, up.log()
+    with pytest.raises(httpx.HTTPError):
+        http_ok(f"{url}/-/ready")  # stopped with the stack
