@@ -1,0 +1,457 @@
+"""``housing train``: compare candidates, evaluate the shipped model honestly, gate it, write and register it.
+
+The steps stay apart, scikit-learn style: :func:`model.dataset.load_dataset` reads and validates the data,
+:func:`train_model` evaluates and fits (no I/O), :func:`artifact_metadata` and
+:func:`model.artifact.save_artifact` persist, and :mod:`model.tracking` logs to MLflow. :func:`build_artifact`
+chains them without MLflow, for tests and notebooks.
+
+Default output: ``var/artifacts/housing-price/<version>/``, with ``var/artifacts/housing-price/latest``
+pointing at the newest (see :mod:`model.paths`; :func:`latest_artifact` finds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from model.paths import MODEL_NAME, default_artifact_dir, latest_artifact
+from model.schema import ALL_FEATURES, DEFAULT_FEATURES, TARGET, TARGET_DESCRIPTION, TARGET_UNIT, select
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from model.evaluation import CVResult, Plan
+
+__all__ = ["build_artifact", "default_artifact_dir", "latest_artifact", "train_model"]
+
+log = logging.getLogger(__name__)
+
+HELP = "Train, evaluate and gate the model, write its artifact, log and register it in MLflow."
+REFERENCE_ROWS = 300
+QUANTILE_LEVELS = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
+LIBRARIES = ("scikit-learn", "numpy", "scipy", "joblib")
+CANDIDATE_CHOICES = ("gbr_log", "gbr", "linear", "dummy")
+"""``--candidate`` values, the default first (spelled out here so that ``--help`` needs no scikit-learn)."""
+
+
+@dataclass
+class TrainingResult:
+    """Everything a run learned: the fitted pipeline and the figures that justify it.
+
+    Attributes:
+        pipeline: The final model, fitted on all rows.
+        candidate: Name of the shipped candidate (see :func:`model.pipeline.make_candidate`).
+        features: Its inputs, in model order.
+        params: Settings of the run and the fitted estimator (JSON-safe).
+        metrics: Flat figures: headline ``rmse``/``mae``/``r2`` (and ``_std``), per-candidate CV, the cost of
+            dropping ``b``, permutation importances, fit time and predict latency.
+        x: The training features, shape [N, n_features].
+        y: The training target.
+        evaluation: The CV result behind the headline figures (nested CV in a full run).
+        comparison: The repeated K-fold result of every candidate, by name.
+    """
+
+    pipeline: Any
+    candidate: str
+    features: tuple[str, ...]
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    x: np.ndarray
+    y: np.ndarray
+    evaluation: CVResult
+    comparison: dict[str, CVResult] = field(default_factory=dict)
+
+    @property
+    def headline(self) -> dict[str, float]:
+        """The figures the quality gate judges: ``rmse``, ``mae``, ``r2``."""
+        return {key: self.metrics[key] for key in ("rmse", "mae", "r2")}
+
+    @property
+    def importances(self) -> dict[str, float]:
+        """Permutation importance of each feature for the shipped candidate, measured on held-out folds."""
+        return self.comparison[self.candidate].importances
+
+
+def features_and_target(frame: pd.DataFrame, features: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The feature matrix (columns in ``features`` order) and target vector of a validated data frame."""
+    select(features)
+    return frame[list(features)].to_numpy(dtype="float64"), frame[TARGET].to_numpy(dtype="float64")
+
+
+def train_model(
+    frame: pd.DataFrame,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    *,
+    candidate: str | None = None,
+    fast: bool = False,
+    seed: int = 42,
+    progress: bool = True,
+    plan: Plan | None = None,
+) -> TrainingResult:
+    """Compare the candidates, evaluate the shipped one, measure the cost of ``b``, and fit the final model.
+
+    Every candidate is scored by the same repeated K-fold. In a full run the shipped candidate is also scored
+    by nested CV (hyper-parameters chosen by an inner grid search inside each outer fold), which gives the
+    headline figures, and the final model is tuned by the same search on all rows. A fast run uses fewer folds
+    and fixed settings, and its headline figures come from plain CV.
+
+    Args:
+        frame: Validated data (see :func:`model.dataset.load_dataset`).
+        features: Inputs of the model, in order.
+        candidate: The model family to ship; defaults to :data:`model.pipeline.DEFAULT_CANDIDATE`.
+        fast: Seconds instead of minutes (tests, smoke runs).
+        seed: Seed of every split, shuffle and estimator: same seed and data, same model and figures.
+        progress: Show progress bars on standard error.
+        plan: How much evaluation to do; defaults to the full or fast :class:`model.evaluation.Plan`.
+
+    Returns:
+        The fitted pipeline with its figures.
+    """
+    from model import evaluation, pipeline
+
+    features = tuple(features)
+    candidate = candidate or pipeline.DEFAULT_CANDIDATE
+    plan = plan or (evaluation.Plan.fast() if fast else evaluation.Plan())
+    x, y = features_and_target(frame, features)
+    cv = evaluation.repeated_kfold(plan.splits, plan.repeats, seed)
+    gbr_params = plan.gbr_params
+    metrics: dict[str, float] = {}
+
+    comparison: dict[str, evaluation.CVResult] = {}
+    for name in [*[family for family in pipeline.CANDIDATES if family != candidate], candidate]:
+        comparison[name] = evaluation.cross_validate(
+            pipeline.make_candidate(name, seed=seed, params=gbr_params),
+            x,
+            y,
+            cv,
+            feature_names=features,
+            importance_repeats=plan.importance_repeats if name == candidate else 0,
+            seed=seed,
+            description=f"cv {name}",
+            progress=progress,
+        )
+        metrics.update(comparison[name].summary(f"cv_{name}"))
+    shipped = comparison[candidate]
+    metrics.update({f"importance_{name}": value for name, value in shipped.importances.items()})
+    metrics.update(b_cost(frame, features, candidate, gbr_params, shipped, cv, seed, progress))
+
+    best: dict[str, Any] = {}
+    evaluated = shipped
+    grid = pipeline.param_grid(candidate, plan.grid)
+    if plan.nested_repeats and grid:
+        search = evaluation.tuned(
+            pipeline.make_candidate(candidate, seed=seed, params=gbr_params), grid, seed, plan.inner_splits
+        )
+        outer = evaluation.repeated_kfold(plan.splits, plan.nested_repeats, seed)
+        evaluated = evaluation.cross_validate(
+            search, x, y, outer, seed=seed, description=f"nested cv {candidate}", progress=progress
+        )
+        metrics.update(evaluated.summary("nested_cv"))
+        log.info("tuning the final model on all %d rows", len(y))
+        best = pipeline.strip_prefix(candidate, search.fit(x, y).best_params_)
+    for metric in evaluation.METRICS:
+        metrics[metric] = evaluated.mean(metric)
+        metrics[f"{metric}_std"] = evaluated.std(metric)
+
+    final_params = {**gbr_params, **best}
+    final, fit_times = evaluation.timed_fit(
+        pipeline.make_candidate(candidate, seed=seed, params=final_params), x, y
+    )
+    metrics.update(fit_times)
+    metrics.update(evaluation.predict_latency(final, x[:1]))
+    params: dict[str, Any] = {
+        "candidate": candidate,
+        "seed": seed,
+        "fast": fast,
+        "cv": plan.describe() if grid else f"{plan.repeats}x{plan.splits}-fold CV",
+        "n_rows": len(y),
+        **({} if pipeline.booster_prefix(candidate) is None else final_params),
+    }
+    return TrainingResult(final, candidate, features, params, metrics, x, y, evaluated, comparison)
+
+
+def b_cost(
+    frame: pd.DataFrame,
+    features: tuple[str, ...],
+    candidate: str,
+    gbr_params: dict[str, Any],
+    scored: CVResult,
+    cv: Any,
+    seed: int,
+    progress: bool,
+) -> dict[str, float]:
+    """What leaving out ``b`` costs: the shipped candidate's CV with ``b`` toggled, on the same folds.
+
+    Returns:
+        ``cv_with_b_*`` and ``cv_without_b_*`` means, and ``b_cost_rmse``/``b_cost_mae`` (how much worse
+        without ``b``, USD 1000s) and ``b_cost_r2`` (R² lost without ``b``).
+    """
+    from model import evaluation, pipeline
+
+    toggled = tuple(name for name in features if name != "b") if "b" in features else (*features, "b")
+    x, y = features_and_target(frame, toggled)
+    other = evaluation.cross_validate(
+        pipeline.make_candidate(candidate, seed=seed, params=gbr_params),
+        x,
+        y,
+        cv,
+        seed=seed,
+        description=f"cv {candidate} {'without' if 'b' in features else 'with'} b",
+        progress=progress,
+    )
+    with_b, without_b = (scored, other) if "b" in features else (other, scored)
+    figures = {**with_b.summary("cv_with_b"), **without_b.summary("cv_without_b")}
+    figures["b_cost_rmse"] = without_b.mean("rmse") - with_b.mean("rmse")
+    figures["b_cost_mae"] = without_b.mean("mae") - with_b.mean("mae")
+    figures["b_cost_r2"] = with_b.mean("r2") - without_b.mean("r2")
+    return figures
+
+
+def reference_sample(result: TrainingResult, rows: int = REFERENCE_ROWS) -> dict[str, Any]:
+    """The training data the drift detector compares live traffic with (see :mod:`model.artifact`)."""
+    import numpy as np
+
+    generator = np.random.default_rng(result.params["seed"])
+    chosen = np.sort(generator.choice(len(result.y), size=min(rows, len(result.y)), replace=False))
+    sample = result.x[chosen]
+    quantiles = np.quantile(result.x, QUANTILE_LEVELS, axis=0)
+    return {
+        "features": sample.tolist(),
+        "predictions": [float(value) for value in result.pipeline.predict(sample)],
+        "quantiles": {
+            name: {f"{level:g}": float(quantiles[i, j]) for i, level in enumerate(QUANTILE_LEVELS)}
+            for j, name in enumerate(result.features)
+        },
+        "n_rows": len(result.y),
+    }
+
+
+def artifact_metadata(
+    result: TrainingResult, version: str, created_at: datetime | None = None
+) -> dict[str, Any]:
+    """The ``model.json`` content of a trained model (see :mod:`model.artifact` for the keys)."""
+    from model.pipeline import estimator_name
+
+    created_at = created_at or datetime.now(UTC)
+    return {
+        "name": MODEL_NAME,
+        "version": version,
+        "created_at": created_at.isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "libraries": library_versions(),
+        "features": [feature.to_dict() for feature in select(result.features)],
+        "target": {"name": TARGET, "description": TARGET_DESCRIPTION, "unit": TARGET_UNIT},
+        "estimator": estimator_name(result.pipeline),
+        "params": result.params,
+        "metrics": result.metrics,
+        "reference": reference_sample(result),
+    }
+
+
+def unregistered_version(created_at: datetime) -> str:
+    """The version of a model that no registry numbered, e.g. ``dev-20250101T120000Z``."""
+    return "dev-" + created_at.strftime("%Y%m%dT%H%M%SZ")
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout this code runs from, or ``None`` outside a git checkout."""
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return completed.stdout.strip() or None
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries the pickle depends on (the predictor must match them)."""
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def build_artifact(
+    directory: str | Path,
+    *,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    fast: bool = False,
+    seed: int = 42,
+    data: str | Path | None = None,
+) -> Path:
+    """Train on the bundled (or given) data and write an artifact, without MLflow and without the gate.
+
+    Args:
+        directory: Where to write ``model.joblib`` and ``model.json``.
+        features: Inputs of the model, in order.
+        fast: A model in seconds (fewer folds and trees), for tests.
+        seed: Random seed.
+        data: A CSV to train on instead of the bundled data set.
+
+    Returns:
+        The artifact directory.
+    """
+    from model.artifact import save_artifact
+    from model.dataset import load_dataset
+
+    result = train_model(load_dataset(data), features, fast=fast, seed=seed, progress=False)
+    created_at = datetime.now(UTC)
+    return save_artifact(
+        directory, result.pipeline, artifact_metadata(result, unregistered_version(created_at))
+    )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare the arguments of ``housing train``."""
+    parser.add_argument("--data", type=Path, help="training CSV (default: the bundled Boston Housing data)")
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument(
+        "--features",
+        nargs="+",
+        choices=ALL_FEATURES,
+        metavar="NAME",
+        help=f"model inputs in order (default: all but b: {' '.join(DEFAULT_FEATURES)})",
+    )
+    chosen.add_argument("--with-b", action="store_true", help="use all 13 features, b included")
+    parser.add_argument(
+        "--candidate",
+        choices=CANDIDATE_CHOICES,
+        help=f"model family to ship (default: {CANDIDATE_CHOICES[0]}; dummy only shows the gate failing)",
+    )
+    parser.add_argument(
+        "--output", type=Path, help="artifact directory (default: var/artifacts/housing-price/<version>)"
+    )
+    parser.add_argument("--fast", action="store_true", help="few folds, fewer trees, no nested CV: seconds")
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--no-mlflow", action="store_true", help="do not log to MLflow nor register the model"
+    )
+    parser.add_argument(
+        "--publish", metavar="URL", help="also upload the artifact to Blob Storage (Azure/Azurite)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, gate, write, register and optionally publish; print the figures.
+
+    Returns:
+        0, or 1 when the data is invalid or the model fails the quality gate (nothing is written then).
+    """
+    from model.artifact import save_artifact
+    from model.dataset import DataValidationError, load_dataset
+    from model.evaluation import QualityGate, format_table
+    from model.paths import point_latest_at
+
+    features = ALL_FEATURES if args.with_b else tuple(args.features or DEFAULT_FEATURES)
+    if "b" in features:
+        log.warning("training with b, a variable built on an assumption about race (see model.schema)")
+    try:
+        frame = load_dataset(args.data)
+    except (DataValidationError, OSError) as error:
+        print(f"error: invalid training data: {error}", file=sys.stderr)
+        return 1
+    result = train_model(
+        frame,
+        features,
+        candidate=args.candidate,
+        fast=args.fast,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print(format_table(figure_rows(result)))
+    failures = QualityGate().failures(result.headline)
+    if failures:
+        if not args.no_mlflow:
+            from model import tracking
+
+            tracking.log_failed(result, failures)
+        print(
+            f"error: quality gate failed for {result.candidate}: {'; '.join(failures)} "
+            f"(needs {QualityGate().describe()}); no artifact written",
+            file=sys.stderr,
+        )
+        return 1
+
+    created_at = datetime.now(UTC)
+
+    def write(version: str | None) -> Path:
+        version = version or unregistered_version(created_at)
+        directory = args.output or default_artifact_dir(version)
+        save_artifact(directory, result.pipeline, artifact_metadata(result, version, created_at))
+        if args.output is None:
+            point_latest_at(directory)
+        return Path(directory)
+
+    if not args.no_mlflow:
+        from model import tracking
+
+        logged = tracking.log_trained(result, write)
+        directory = logged.artifact_dir
+        print(f"mlflow run id: {logged.run_id}")
+        print(f"registered model: {MODEL_NAME} version {logged.version} (alias challenger)")
+    else:
+        directory = write(None)
+    print(f"artifact: {directory}")
+    if args.publish:
+        from model.publish import publish_and_report
+
+        return publish_and_report(directory, args.publish)
+    return 0
+
+
+def figure_rows(result: TrainingResult) -> list[tuple[str, str]]:
+    """The figures printed at the end of training, one (name, value) per line."""
+    metrics = result.metrics
+    method = "nested CV" if "nested_cv_rmse_mean" in metrics else "CV"
+    rows = [
+        ("model", f"{result.candidate} on {len(result.features)} features"),
+        ("evaluation", result.params["cv"]),
+    ]
+    for name in ("rmse", "mae", "r2"):
+        rows.append((f"{name} ({method})", f"{metrics[name]:.3f} ± {metrics[name + '_std']:.3f}"))
+    for family in result.comparison:
+        rows.append(
+            (
+                f"cv {family}",
+                f"RMSE {metrics[f'cv_{family}_rmse_mean']:.3f}  MAE {metrics[f'cv_{family}_mae_mean']:.3f}  "
+                f"R² {metrics[f'cv_{family}_r2_mean']:.3f}",
+            )
+        )
+    rows.append(
+        (
+            "cost of excluding b (same folds)",
+            f"RMSE {metrics['b_cost_rmse']:+.3f}  MAE {metrics['b_cost_mae']:+.3f}  "
+            f"R² {-metrics['b_cost_r2']:+.3f}",
+        )
+    )
+    top = sorted(result.importances.items(), key=lambda item: -item[1])[:5]
+    rows.append(("top importances", ", ".join(f"{name} {value:.2f}" for name, value in top)))
+    rows.append(("final fit", f"{metrics['fit_seconds']:.3f} s (CPU {metrics['fit_cpu_seconds']:.3f} s)"))
+    rows.append(
+        (
+            "predict 1 row",
+            f"p50 {metrics['predict_latency_p50_us']:.0f} µs, p99 {metrics['predict_latency_p99_us']:.0f} µs "
+            f"(CPU p50 {metrics['predict_cpu_p50_us']:.0f} µs)",
+        )
+    )
+    return rows

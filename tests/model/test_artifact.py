@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from model.artifact import ArtifactError, load_artifact, read_metadata, verify_artifact
+from model.schema import DEFAULT_FEATURES, FEATURES_BY_NAME
+
+
+@pytest.fixture
+def copy(artifact_dir, tmp_path):
+    target = tmp_path / "artifact"
+    shutil.copytree(artifact_dir, target)
+    return target
+
+
+def test_metadata_describes_the_model(artifact_dir):
+    metadata = read_metadata(artifact_dir)
+    assert metadata["name"] == "housing-price"
+    assert metadata["version"].startswith("dev-")
+    assert metadata["created_at"].endswith("+00:00")
+    assert metadata["features"] == [FEATURES_BY_NAME[name].to_dict() for name in DEFAULT_FEATURES]
+    assert metadata["target"] == {
+        "name": "medv",
+        "description": "Median value of owner-occupied homes",
+        "unit": "USD 1000s",
+    }
+    assert metadata["estimator"] == "TransformedTargetRegressor(GradientBoostingRegressor)"
+    assert {"scikit-learn", "numpy", "python"} <= set(metadata["libraries"])
+    assert metadata["params"]["candidate"] == "gbr_log"
+    for key in (
+        "rmse",
+        "mae",
+        "r2",
+        "b_cost_rmse",
+        "fit_seconds",
+        "predict_latency_p50_us",
+        "importance_lstat",
+    ):
+        assert isinstance(metadata["metrics"][key], float), key
+
+
+def test_reference_sample_matches_the_model(artifact_dir):
+    artifact = load_artifact(artifact_dir)
+    reference = artifact.metadata["reference"]
+    rows = np.array(reference["features"])
+    assert rows.shape == (300, len(DEFAULT_FEATURES))
+    assert reference["n_rows"] == 506
+    np.testing.assert_allclose(artifact.pipeline.predict(rows), reference["predictions"])
+    rm = reference["quantiles"]["rm"]
+    assert rm["0"] <= rm["0.25"] <= rm["0.5"] <= rm["0.75"] <= rm["1"]
+    assert set(reference["quantiles"]) == set(DEFAULT_FEATURES)
+
+
+def test_round_trip_predicts_house_prices(artifact_dir):
+    artifact = load_artifact(artifact_dir, expected_sha256=read_metadata(artifact_dir)["sha256"].upper())
+    assert artifact.feature_names == list(DEFAULT_FEATURES)
+    assert artifact.version == artifact.metadata["version"]
+    predictions = artifact.pipeline.predict(np.array(artifact.metadata["reference"]["features"][:20]))
+    assert ((predictions > 5) & (predictions < 55)).all()
+
+
+def test_tampered_model_is_refused_before_unpickling(copy):
+    with open(copy / "model.joblib", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ArtifactError, match="refusing to unpickle a file that was modified"):
+        load_artifact(copy)
+
+
+def test_wrong_pinned_sha256_is_refused(copy):
+    with pytest.raises(ArtifactError, match="does not match the pinned sha256"):
+        verify_artifact(copy, expected_sha256="0" * 64)
+
+
+def test_broken_metadata_is_refused(copy, tmp_path):
+    (copy / "model.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        read_metadata(copy)
+    (copy / "model.json").write_text(json.dumps({"name": "housing-price"}))
+    with pytest.raises(ArtifactError, match="lacks required keys"):
+        read_metadata(copy)
+    with pytest.raises(ArtifactError, match="not a model artifact directory"):
+        read_metadata(tmp_path / "nowhere")
