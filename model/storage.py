@@ -88,17 +88,22 @@ def parse_blob_url(url: str) -> BlobLocation:
     return BlobLocation(account_url=account_url, container=rest[0], prefix="/".join(rest[1:]))
 
 
-def container_client(location: BlobLocation) -> Any:
-    """A ``ContainerClient`` for the location, authenticated as described in the module docstring."""
+def container_client(location: BlobLocation, **client_options: Any) -> Any:
+    """A ``ContainerClient`` for the location, authenticated as described in the module docstring.
+
+    ``client_options`` go to ``BlobServiceClient`` (e.g. ``retry_total=0`` for a caller that retries itself).
+    """
     from azure.storage.blob import BlobServiceClient
 
     connection_string = os.environ.get(CONNECTION_STRING_ENV)
     if connection_string:
-        service = BlobServiceClient.from_connection_string(connection_string)
+        service = BlobServiceClient.from_connection_string(connection_string, **client_options)
     else:
         from azure.identity import DefaultAzureCredential
 
-        service = BlobServiceClient(account_url=location.account_url, credential=DefaultAzureCredential())
+        service = BlobServiceClient(
+            account_url=location.account_url, credential=DefaultAzureCredential(), **client_options
+        )
     return service.get_container_client(location.container)
 
 
@@ -164,12 +169,13 @@ def publish(directory: str | Path, url: str, *, progress: bool = True) -> Publis
     return result
 
 
-def download(uri: str, destination: str | Path) -> Path:
+def download(uri: str, destination: str | Path, **client_options: Any) -> Path:
     """Fetch an artifact directory, from Blob Storage or a local path.
 
     Args:
         uri: A Blob Storage URL, a ``file://`` URL, or a local directory.
         destination: Where to put downloaded files (ignored for local artifacts, which are used in place).
+        **client_options: Passed to ``BlobServiceClient`` (see :func:`container_client`).
 
     Returns:
         The local artifact directory. Nothing is verified here: use :func:`model.artifact.load_artifact`.
@@ -187,7 +193,7 @@ def download(uri: str, destination: str | Path) -> Path:
     location = parse_blob_url(uri)
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
-    container = container_client(location)
+    container = container_client(location, **client_options)
     try:
         for name in UPLOAD_ORDER:
             target = destination / name

@@ -1,0 +1,398 @@
+"""Serving benchmark: our predictor and transformer against a naive KServe model, measured in one run.
+
+``python -m benchmarks serving`` measures, each for ``--seconds`` (``--quick``: 1 s):
+
+1. the floor: ``pipeline.predict`` in-process, 1 and 32 rows (no server at all);
+2. naive: the minimal ``kserve.Model`` (``pipeline.predict(get_predict_input(payload))``, KServe defaults);
+3. predictor: ``python -m predictor`` with the same V2 JSON payloads;
+4. end to end: ``python -m transformer`` -> predictor over gRPC (as ``housing up`` runs it), with
+   named-feature V1 JSON (the original payload); and the same with the transformer calling the predictor
+   over REST V2 ("e2e, REST hop");
+
+each with 1-row and 32-row payloads at concurrency 1 and 32, plus 1,000-row batches end to end. It prints
+req/s, rows/s, p50, p99 and each server's peak resident memory, checks the targets below, and saves everything
+to ``benchmarks/results/serving.json``. Load comes from an aiohttp client on loopback, bounded in time.
+
+Targets: predictor >= 1.0x naive throughput; end to end >= 0.5x predictor; end-to-end p99 <= 50 ms at
+concurrency 32; 1,000-row batches end to end >= 50,000 rows/s. The machine is shared and small (2 cores):
+compare figures within one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
+MODEL = "housing"
+V1_PATH = f"/v1/models/{MODEL}:predict"
+V2_PATH = f"/v2/models/{MODEL}/infer"
+HEADER = "target                rows  conc     req/s     rows/s   p50 ms   p99 ms errors"
+TARGETS = {
+    "predictor_vs_naive_throughput": 1.0,
+    "e2e_vs_predictor_throughput": 0.5,
+    "e2e_p99_ms_at_concurrency_32": 50.0,
+    "e2e_1000_row_rows_per_second": 50_000.0,
+}
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One bounded measurement."""
+
+    target: str
+    rows: int
+    concurrency: int
+    seconds: float
+    requests: int
+    errors: int
+    requests_per_second: float
+    rows_per_second: float
+    p50_ms: float
+    p99_ms: float
+
+
+def floor(pipeline: Any, rows: np.ndarray, seconds: float) -> Phase:
+    """``pipeline.predict`` in a loop, in this process: what no server can beat."""
+    import sklearn
+
+    latencies = []
+    deadline = time.perf_counter() + seconds
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        while time.perf_counter() < deadline:
+            began = time.perf_counter()
+            pipeline.predict(rows)
+            latencies.append(time.perf_counter() - began)
+    return summarize("in-process predict", len(rows), 1, seconds, latencies, 0)
+
+
+async def load(url: str, body: bytes, rows: int, concurrency: int, seconds: float, target: str) -> Phase:
+    """POST ``body`` from ``concurrency`` clients for ``seconds`` after a warm-up; non-200 is an error."""
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    headers = {"content-type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def client(until: float, record: bool) -> None:
+            nonlocal errors
+            while time.perf_counter() < until:
+                began = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    ok = response.status == 200
+                if record:
+                    if ok:
+                        latencies.append(time.perf_counter() - began)
+                    else:
+                        errors += 1
+
+        warm_up = time.perf_counter() + min(0.5, seconds / 4)
+        await asyncio.gather(*(client(warm_up, False) for _ in range(concurrency)))
+        started = time.perf_counter()
+        await asyncio.gather(*(client(started + seconds, True) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return summarize(target, rows, concurrency, elapsed, latencies, errors)
+
+
+def summarize(
+    target: str, rows: int, concurrency: int, elapsed: float, latencies: list[float], errors: int
+) -> Phase:
+    """Throughput and latency percentiles of one phase."""
+    p50, p99 = (np.percentile(latencies, (50, 99)) * 1000).tolist() if latencies else (0.0, 0.0)
+    per_second = len(latencies) / elapsed
+    return Phase(
+        target, rows, concurrency, round(elapsed, 2), len(latencies) + errors, errors,
+        round(per_second, 1), round(per_second * rows, 1), round(p50, 2), round(p99, 2),
+    )  # fmt: skip
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """A server process of the benchmark, started with the container's entrypoint."""
+
+    def __init__(self, name: str, args: list[str], port: int, log_dir: Path):
+        self.name, self.port = name, port
+        self.log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop())
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, *args], stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+        )
+
+    @property
+    def url(self) -> str:
+        """Base URL of its REST server."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Wait until the model is ready (fail early if the process exits)."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see {self.log.name}")
+            try:
+                if httpx.get(f"{self.url}/v2/models/{MODEL}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.name} not ready within {timeout:.0f} s; see {self.log.name}")
+
+    def stop(self) -> float:
+        """Stop it and return its peak resident memory in MB."""
+        peak = peak_rss_mb(self.process.pid)
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+        return peak
+
+
+def v2_body(rows: np.ndarray) -> bytes:
+    """A V2 JSON request with one [N, n_features] FP64 tensor."""
+    tensor = {"name": "input-0", "datatype": "FP64", "shape": list(rows.shape), "data": rows.ravel().tolist()}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+def v1_named_body(rows: np.ndarray, names: Sequence[str]) -> bytes:
+    """A V1 JSON request with one object of named features per row (the original payload)."""
+    return json.dumps({"instances": [dict(zip(names, row.tolist(), strict=True)) for row in rows]}).encode()
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every phase; return the figures."""
+    from model.artifact import load_artifact
+    from model.dataset import load_dataset
+
+    artifact_dir = args.artifact or Path(tempfile.mkdtemp(prefix="bench-artifact-"))
+    if args.artifact is None:
+        from model.train import build_artifact
+
+        print("training a fast artifact for the benchmark ...", flush=True)
+        build_artifact(artifact_dir, fast=True)
+    artifact = load_artifact(artifact_dir)
+    names = artifact.feature_names
+    data = load_dataset()[names].to_numpy(dtype=np.float64)
+    batches = {rows: np.resize(data, (rows, len(names))) for rows in (1, 32, 1000)}
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-serving-logs-"))
+    seconds, phases, peaks = args.seconds, [], {}
+    load_average = os.getloadavg()  # other work on the machine skews every figure: recorded with them
+
+    def run(url: str, body: bytes, rows: int, concurrency: int, target: str) -> None:
+        phase = asyncio.run(load(url, body, rows, concurrency, seconds, target))
+        phases.append(phase)
+        print(format_phase(phase), flush=True)
+
+    def sweep(url: str, make_body: Any, target: str) -> None:
+        for rows in (1, 32):
+            for concurrency in (1, 32):
+                run(url, make_body(batches[rows]), rows, concurrency, target)
+
+    print(HEADER)
+    for rows in (1, 32):
+        phase = floor(artifact.pipeline, batches[rows], seconds)
+        phases.append(phase)
+        print(format_phase(phase), flush=True)
+
+    port = free_port()
+    naive = Server(
+        "naive", ["-m", "benchmarks.serving", "naive-server", str(artifact_dir), str(port)], port, log_dir
+    )
+    naive.wait_ready()
+    sweep(f"{naive.url}{V2_PATH}", v2_body, "naive kserve.Model")
+    peaks["naive"] = naive.stop()
+
+    http, grpc, front, rest_front = free_port(), free_port(), free_port(), free_port()
+    predictor = Server(
+        "predictor",
+        [
+            "-m",
+            "predictor",
+            "--storage_uri",
+            str(artifact_dir),
+            "--http_port",
+            str(http),
+            "--grpc_port",
+            str(grpc),
+        ],
+        http,
+        log_dir,
+    )
+    # As ``housing up`` runs it: gRPC to the predictor; a second transformer calls the predictor over REST V2.
+    grpc_hop = ["--protocol", "grpc-v2", "--predictor_host", f"127.0.0.1:{grpc}"]
+    rest_hop = ["--protocol", "v2", "--predictor_host", f"127.0.0.1:{http}"]
+    transformers = {}
+    for name, hop, port in (("transformer", grpc_hop, front), ("transformer-rest", rest_hop, rest_front)):
+        args_ = ["-m", "transformer", *hop, "--predictor_rest_host", f"127.0.0.1:{http}"]
+        args_ += ["--http_port", str(port), "--grpc_port", str(free_port())]
+        transformers[name] = Server(name, args_, port, log_dir)
+    try:
+        predictor.wait_ready()
+        for server in transformers.values():
+            server.wait_ready()
+        sweep(f"{predictor.url}{V2_PATH}", v2_body, "predictor")
+
+        def named(rows: np.ndarray) -> bytes:
+            return v1_named_body(rows, names)
+
+        sweep(f"{transformers['transformer'].url}{V1_PATH}", named, "end to end")
+        for concurrency in (1, 4):
+            run(
+                f"{transformers['transformer'].url}{V1_PATH}",
+                named(batches[1000]),
+                1000,
+                concurrency,
+                "end to end",
+            )
+        sweep(f"{transformers['transformer-rest'].url}{V1_PATH}", named, "e2e, REST hop")
+    finally:
+        for name, server in transformers.items():
+            peaks[name] = server.stop()
+        peaks["predictor"] = predictor.stop()
+    return {
+        "phases": [asdict(phase) for phase in phases],
+        "peak_rss_mb": peaks,
+        "logs": str(log_dir),
+        "load_average": load_average,
+    }
+
+
+def format_phase(phase: Phase) -> str:
+    """One line of the printed table."""
+    return (
+        f"{phase.target:<20} {phase.rows:>5} {phase.concurrency:>5} {phase.requests_per_second:>9.1f} "
+        f"{phase.rows_per_second:>10.0f} {phase.p50_ms:>8.2f} {phase.p99_ms:>8.2f} {phase.errors:>6}"
+    )
+
+
+def check_targets(phases: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Compare the figures with the targets (ratios over the four 1/32-row x 1/32-concurrency cells)."""
+
+    def throughput(target: str, rows: int, concurrency: int) -> float:
+        return float(cell(target, rows, concurrency)["requests_per_second"])
+
+    def cell(target: str, rows: int, concurrency: int) -> dict[str, Any]:
+        return next(
+            p for p in phases if (p["target"], p["rows"], p["concurrency"]) == (target, rows, concurrency)
+        )
+
+    cells = [(rows, concurrency) for rows in (1, 32) for concurrency in (1, 32)]
+    vs_naive = min(throughput("predictor", *c) / throughput("naive kserve.Model", *c) for c in cells)
+    vs_predictor = min(throughput("end to end", *c) / throughput("predictor", *c) for c in cells)
+    p99 = max(cell("end to end", rows, 32)["p99_ms"] for rows in (1, 32))
+    big = max(p["rows_per_second"] for p in phases if p["target"] == "end to end" and p["rows"] == 1000)
+    measured = {
+        "predictor_vs_naive_throughput": round(vs_naive, 2),
+        "e2e_vs_predictor_throughput": round(vs_predictor, 2),
+        "e2e_p99_ms_at_concurrency_32": p99,
+        "e2e_1000_row_rows_per_second": big,
+    }
+    return {
+        name: {
+            "target": TARGETS[name],
+            "measured": value,
+            "met": value <= TARGETS[name] if name.startswith("e2e_p99") else value >= TARGETS[name],
+        }
+        for name, value in measured.items()
+    }
+
+
+def naive_server(artifact_dir: str, port: int) -> None:
+    """The baseline: the smallest ``kserve.Model`` that serves the pipeline, on KServe's defaults."""
+    from kserve import Model, ModelServer
+    from kserve.utils.utils import get_predict_input, get_predict_response
+
+    from model.artifact import load_artifact
+
+    class NaiveModel(Model):
+        def __init__(self, name: str):
+            super().__init__(name)
+            self.pipeline = load_artifact(artifact_dir).pipeline
+            self.ready = True
+
+        def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+            return get_predict_response(payload, self.pipeline.predict(get_predict_input(payload)), self.name)
+
+    ModelServer(http_port=port, grpc_port=free_port()).start([NaiveModel(MODEL)])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, print the table and the targets, save JSON."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["naive-server"]:
+        naive_server(argv[1], int(argv[2]))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m benchmarks serving", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="length of each phase (default: %(default)s)"
+    )
+    parser.add_argument("--quick", action="store_true", help="1 s phases: a smoke run")
+    parser.add_argument("--artifact", type=Path, help="artifact to serve (default: train a fast one)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds = 1.0
+    figures = measure(args)
+    targets = check_targets(figures["phases"])
+    print(f"\npeak RSS (MB): {figures['peak_rss_mb']}")
+    for name, result in targets.items():
+        verdict = "met " if result["met"] else "MISS"
+        print(f"{verdict} {name}: {result['measured']} (target {result['target']})")
+    report = {
+        "benchmark": "serving",
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_at_start": figures.pop("load_average"),
+        },
+        "seconds_per_phase": args.seconds,
+        **figures,
+        "targets": targets,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""The predictor: the trained scikit-learn pipeline behind KServe's V1 and V2 (REST and gRPC) protocols.
+
+Input: one FP32/FP64 tensor of shape [N, n_features], columns in the model's feature order (listed in the
+V2 model metadata ``parameters.feature_names``). Output: ``predictions``, median home value in USD 1000s.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import numpy as np
+import sklearn
+from kserve import InferRequest, Model
+from kserve.errors import InvalidInput, ModelNotReady
+from kserve.utils.utils import get_predict_input, get_predict_response
+from prometheus_client import Gauge, Histogram
+
+from model import storage
+from model.artifact import ModelArtifact, load_artifact
+from model.schema import TARGET, TARGET_UNIT
+from predictor.server import BATCH_ROWS
+
+PREDICTED_VALUE = Histogram(
+    "housing_predicted_value",
+    "Predicted median home value (USD 1000s).",
+    ["model_name", "model_version"],
+    buckets=(5, 10, 15, 20, 25, 30, 35, 40, 45, 50),
+)
+MODEL_INFO = Gauge(
+    "housing_model_info", "The model being served (always 1).", ["model_name", "model_version", "sha256"]
+)
+NUMERIC_DATATYPES = ("FP32", "FP64")
+
+
+class HousingModel(Model):
+    """Serves one verified model artifact.
+
+    Args:
+        name: The model name in the endpoint paths (``housing``).
+        storage_uri: Local path, ``file://`` URL or Blob Storage URL of the artifact directory.
+        expected_sha256: The sha256 of ``model.joblib`` the deployment pins, if any.
+    """
+
+    def __init__(self, name: str, storage_uri: str, expected_sha256: str | None = None):
+        super().__init__(name)
+        self.storage_uri = storage_uri
+        self.expected_sha256 = expected_sha256
+        self.artifact: ModelArtifact | None = None
+        self._download_dir: str | None = None
+
+    def load(self) -> bool:
+        """Download, verify (before unpickling) and load the artifact.
+
+        Raises:
+            StorageError: Storage cannot be reached or holds no artifact.
+            ArtifactError: The artifact fails its checks (nothing was unpickled).
+        """
+        if self._download_dir is None:  # local artifacts are read in place: nothing is written there
+            self._download_dir = (
+                tempfile.mkdtemp(prefix="housing-model-") if storage.is_blob_url(self.storage_uri) else ""
+            )
+        # No retries inside the storage SDK: the caller retries with its own bounded back-off and says why.
+        directory = storage.download(
+            self.storage_uri, self._download_dir, retry_total=0, connection_timeout=10
+        )
+        self.artifact = load_artifact(directory, self.expected_sha256)
+        MODEL_INFO.labels(self.name, self.artifact.version, self.artifact.sha256).set(1)
+        self.ready = True
+        return self.ready
+
+    def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        """Predict for every row of the payload's tensor."""
+        artifact = self._loaded()
+        rows = self._rows(payload, artifact.feature_names)
+        # The rows were checked just above: skip scikit-learn's per-call finiteness and parameter checks.
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            predictions = artifact.pipeline.predict(rows)
+        BATCH_ROWS.labels(component="predictor", model_name=self.name).observe(len(rows))
+        histogram = PREDICTED_VALUE.labels(self.name, artifact.version)
+        for value in predictions:
+            histogram.observe(value)
+        return get_predict_response(payload, predictions, self.name)
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """One tensor of shape [-1, n_features]."""
+        return [{"name": "input-0", "datatype": "FP64", "shape": [-1, len(self._loaded().feature_names)]}]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        """One tensor of shape [-1]: median home value in USD 1000s."""
+        return [{"name": "output-0", "datatype": "FP64", "shape": [-1]}]
+
+    async def describe(self) -> dict[str, Any]:
+        """Model version, feature order and units, added to the V2 model metadata."""
+        artifact = self._loaded()
+        return {
+            "platform": "sklearn",
+            "versions": [artifact.version],
+            "parameters": {
+                "feature_names": ",".join(artifact.feature_names),
+                "model_version": artifact.version,
+                "sha256": artifact.sha256,
+                "target": TARGET,
+                "unit": TARGET_UNIT,
+            },
+        }
+
+    def _loaded(self) -> ModelArtifact:
+        if self.artifact is None:
+            raise ModelNotReady(self.name, "the model is still loading")
+        return self.artifact
+
+    @staticmethod
+    def _rows(payload: Any, feature_names: list[str]) -> np.ndarray:
+        shape_rule = f"must be numbers of shape [N, {len(feature_names)}], columns {', '.join(feature_names)}"
+        if isinstance(payload, InferRequest):
+            if len(payload.inputs) != 1:
+                raise InvalidInput(f"expected one input tensor that {shape_rule}, got {len(payload.inputs)}")
+            if payload.inputs[0].datatype not in NUMERIC_DATATYPES:
+                raise InvalidInput(
+                    f"input-0: datatype {payload.inputs[0].datatype} is not supported; use FP32 or FP64"
+                )
+        try:
+            rows = np.asarray(get_predict_input(payload, columns=feature_names), dtype=np.float64)
+        except (ValueError, TypeError, KeyError, IndexError) as error:
+            raise InvalidInput(f"input-0: {shape_rule} ({error})") from None
+        if rows.ndim != 2 or rows.shape[1] != len(feature_names) or rows.shape[0] == 0:
+            raise InvalidInput(f"input-0: {shape_rule}, got shape {list(rows.shape)}")
+        if not np.isfinite(rows).all():
+            raise InvalidInput("input-0: every value must be a finite number (no NaN or infinity)")
+        return rows

@@ -1,0 +1,104 @@
+"""Fixtures of the serving tests: real predictor and transformer processes on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.artifact import ModelArtifact, load_artifact
+from model.dataset import load_dataset
+from tests.conftest import Service, free_port, python_service
+
+MODEL = "housing"
+
+
+@dataclass
+class Server:
+    """A running predictor or transformer."""
+
+    service: Service
+    http_port: int
+    grpc_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+def start_predictor(
+    log_dir: Path, storage_uri: str, *extra: str, env: dict[str, str] | None = None, name: str = "predictor"
+) -> Server:
+    """Start ``python -m predictor`` (not waiting for readiness)."""
+    http_port, grpc_port = free_port(), free_port()
+    args = ["-m", "predictor", "--model_name", MODEL, "--storage_uri", storage_uri,
+            "--http_port", str(http_port), "--grpc_port", str(grpc_port), *extra]  # fmt: skip
+    return Server(python_service(name, args, log_dir, env).start(), http_port, grpc_port)
+
+
+def start_transformer(
+    log_dir: Path, predictor: Server, *extra: str, protocol: str = "v2", name: str = "transformer"
+) -> Server:
+    """Start ``python -m transformer`` in front of ``predictor`` and wait until it is ready."""
+    http_port, grpc_port = free_port(), free_port()
+    host = predictor.grpc_address if protocol == "grpc-v2" else f"127.0.0.1:{predictor.http_port}"
+    args = ["-m", "transformer", "--model_name", MODEL, "--predictor_host", host, "--protocol", protocol,
+            "--predictor_rest_host", f"127.0.0.1:{predictor.http_port}",
+            "--http_port", str(http_port), "--grpc_port", str(grpc_port), *extra]  # fmt: skip
+    server = Server(python_service(name, args, log_dir).start(), http_port, grpc_port)
+    server.service.wait_ready(f"{server.url}/v2/health/ready")
+    return server
+
+
+@pytest.fixture(scope="module")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("serving-logs")
+
+
+@pytest.fixture(scope="module")
+def predictor(artifact_dir: Path, log_dir: Path) -> Iterator[Server]:
+    """A predictor serving the session's artifact from a local path."""
+    server = start_predictor(log_dir, str(artifact_dir))
+    server.service.wait_ready(f"{server.url}/v2/health/ready")
+    yield server
+    server.service.stop()
+
+
+@pytest.fixture(scope="module")
+def transformer(predictor: Server, log_dir: Path) -> Iterator[Server]:
+    """A transformer calling the predictor over REST V2."""
+    server = start_transformer(log_dir, predictor)
+    yield server
+    server.service.stop()
+
+
+@pytest.fixture(scope="session")
+def artifact(artifact_dir: Path) -> ModelArtifact:
+    """The served artifact, loaded in-process (the reference for predictions)."""
+    return load_artifact(artifact_dir)
+
+
+@pytest.fixture(scope="session")
+def houses() -> list[dict[str, float]]:
+    """Every row of the bundled data as a V1 instance (all 13 schema features, ``b`` included)."""
+    frame = load_dataset().drop(columns=["medv"])
+    return [{name: float(value) for name, value in row.items()} for row in frame.to_dict(orient="records")]
+
+
+@pytest.fixture(scope="session")
+def rows_of(artifact: ModelArtifact) -> Callable[[list[dict[str, float]]], np.ndarray]:
+    """Instances -> the [N, n_features] array in the model's feature order."""
+
+    def rows(instances: list[dict[str, float]]) -> np.ndarray:
+        return np.array(
+            [[house[name] for name in artifact.feature_names] for house in instances], dtype=np.float64
+        )
+
+    return rows

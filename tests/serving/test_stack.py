@@ -1,0 +1,127 @@
+"""``housing up`` end to end, as a user runs it: real processes, a real prediction, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.artifact import load_artifact
+from model.dataset import load_dataset
+from tests.conftest import ROOT, free_port, require_tool
+
+pytestmark = pytest.mark.slow
+
+
+def up_command(*extra: str) -> list[str]:
+    ports = ["--predictor-port", "--predictor-grpc-port", "--transformer-port", "--transformer-grpc-port"]
+    command = [sys.executable, "-m", "housing", "up"]
+    for flag in ports:
+        command += [flag, str(free_port())]
+    return [*command, *extra]
+
+
+def environment(var_dir: Path) -> dict[str, str]:
+    env = {**os.environ, "HOUSING_VAR_DIR": str(var_dir), "OMP_NUM_THREADS": "1"}
+    env.pop("AZURE_STORAGE_CONNECTION_STRING", None)
+    return env
+
+
+def started_pids(output: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", output)]
+
+
+def assert_gone(pids: list[int]) -> None:
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def printed_prediction(output: str) -> float:
+    match = re.search(r"prediction for the first house of the data set: ([\d.]+) \(USD 1000s", output)
+    assert match, output
+    return float(match.group(1))
+
+
+def first_house_prediction(artifact_dir: Path) -> float:
+    artifact = load_artifact(artifact_dir)
+    first = load_dataset().iloc[[0]][artifact.feature_names].to_numpy(dtype=np.float64)
+    return float(artifact.pipeline.predict(first)[0])
+
+
+def test_up_once_serves_the_given_artifact(artifact_dir: Path, tmp_path: Path):
+    done = subprocess.run(
+        up_command("--once", "--artifact", str(artifact_dir)),
+        capture_output=True, text=True, timeout=180, cwd=ROOT, env=environment(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "curl -s -H 'Content-Type: application/json'" in done.stdout
+    assert printed_prediction(done.stdout) == pytest.approx(first_house_prediction(artifact_dir), abs=0.005)
+    pids = started_pids(done.stdout)
+    assert len(pids) == 2
+    assert_gone(pids)
+
+
+def test_up_trains_first_when_nothing_is_trained(tmp_path: Path):
+    done = subprocess.run(
+        up_command("--once", "--fast"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=environment(tmp_path),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no trained artifact yet: training one first" in done.stdout
+    latest = tmp_path / "artifacts" / "housing-price" / "latest"
+    assert latest.exists()
+    assert printed_prediction(done.stdout) == pytest.approx(
+        first_house_prediction(latest.resolve()), abs=0.005
+    )
+    assert_gone(started_pids(done.stdout))
+
+
+def test_up_once_from_azurite(artifact_dir: Path, tmp_path: Path):
+    require_tool("azurite-blob")
+    done = subprocess.run(
+        up_command("--once", "--azurite", "--azurite-port", str(free_port()), "--artifact", str(artifact_dir)),  # noqa: E501
+        capture_output=True, text=True, timeout=180, cwd=ROOT, env=environment(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(
+        r"publishing .* to http://127\.0\.0\.1:\d+/devstoreaccount1/models/housing/", done.stdout
+    )
+    assert printed_prediction(done.stdout) == pytest.approx(first_house_prediction(artifact_dir), abs=0.005)
+    pids = started_pids(done.stdout)
+    assert len(pids) == 3  # azurite, predictor, transformer
+    assert_gone(pids)
+
+
+def test_up_stops_everything_on_sigint(artifact_dir: Path, tmp_path: Path):
+    process = subprocess.Popen(
+        up_command("--artifact", str(artifact_dir)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=environment(tmp_path),
+    )  # fmt: skip
+    output = ""
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output += line
+            if "press Ctrl-C to stop" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+        output += rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    pids = started_pids(output)
+    assert len(pids) == 2, output
+    assert_gone(pids)

@@ -1,0 +1,47 @@
+"""Run tritonclient's gRPC client in its own process and print what it saw as JSON.
+
+tritonclient.grpc and kserve both register the Open Inference Protocol messages (package ``inference``) in
+protobuf's default descriptor pool, so the two cannot be imported into one process: the tests talk to the
+servers through tritonclient.grpc from here.
+
+Usage: ``python -m tests.serving.triton_grpc_client ADDRESS MODEL OUTPUT < request.json``, where the request
+is ``{"inputs": [{"name": ..., "datatype": ..., "data": [[...], ...]}]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import tritonclient.grpc as triton_grpc
+from tritonclient.utils import InferenceServerException
+
+
+def main() -> None:
+    address, model, output = sys.argv[1:4]
+    request = json.load(sys.stdin)
+    client = triton_grpc.InferenceServerClient(address)
+    metadata = client.get_model_metadata(model)
+    report: dict = {
+        "live": client.is_server_live(),
+        "ready": client.is_server_ready(),
+        "model_ready": client.is_model_ready(model),
+        "inputs": [[t.name, t.datatype, list(t.shape)] for t in metadata.inputs],
+        "outputs": [[t.name, t.datatype, list(t.shape)] for t in metadata.outputs],
+    }
+    tensors = []
+    for spec in request["inputs"]:
+        data = np.array(spec["data"], dtype=np.float32 if spec["datatype"] == "FP32" else np.float64)
+        tensor = triton_grpc.InferInput(spec["name"], list(data.shape), spec["datatype"])
+        tensor.set_data_from_numpy(data)
+        tensors.append(tensor)
+    try:
+        report["result"] = client.infer(model, tensors).as_numpy(output).tolist()
+    except InferenceServerException as error:
+        report["error"] = {"status": error.status(), "message": error.message()}
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
