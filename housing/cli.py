@@ -18,6 +18,9 @@ COMMANDS: dict[str, str] = {
     "evaluate": "model.evaluate",
     "publish": "model.publish",
     "promote": "model.registry",
+    "rollout": "housing.rollout",
+    "up": "housing.stack",
+    "drift": "detector.batch",
 }
 """Sub-command name -> module implementing it."""
 

@@ -18,12 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from housing.stack import AZURITE_ACCOUNT, AZURITE_KEY
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 STRICT = os.environ.get("STRICT_TOOLS") == "1"
-AZURITE_ACCOUNT = "devstoreaccount1"
-# The well-known Azurite development key (public, documented by Microsoft; not a secret).
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 def require(condition: bool, reason: str) -> None:

@@ -1,0 +1,284 @@
+"""The detector's HTTP service: a small Starlette app in front of :class:`detector.monitor.Monitor`.
+
+Routes:
+
+- ``POST /`` (and ``/events``): KServe inference-logger CloudEvents, binary or structured mode; 202 when
+  accepted, 400 naming the problem when not, 503 until the reference is loaded.
+- ``POST /feedback``: ground truth, ``{"id": ID, "value": V}`` or ``{"labels": [{"id": ID, "value": V}, ..]}``
+  (``V`` one number per predicted row: a number, or a list for a multi-row request).
+- ``GET /status``: windows, last results, live metrics, retrain episodes (JSON).
+- ``GET /metrics``: Prometheus; ``GET /healthz`` and ``/v2/health/live``: alive; ``GET /readyz`` and
+  ``/v2/health/ready``: 200 once the reference is loaded, else 503 with the reason.
+
+The reference is loaded in a background thread (retrying while storage is unreachable), so the process is live
+at once and ready when it can judge traffic. Full windows are tested in one worker process
+(:mod:`detector.worker`), so ingest never waits for the tests. State is saved atomically to
+``STATE_DIR/state.json`` every ``flush_interval`` seconds when something changed, and on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import multiprocessing
+import os
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from detector import metrics, worker
+from detector.events import InvalidEventError, parse_event
+from detector.monitor import Due, Monitor, Settings
+from detector.retrain import RetrainTrigger
+from detector.stats import DriftResult
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+ACCEPTED = Response(status_code=202)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the service needs, read once at start-up (see ``python -m detector --help``)."""
+
+    storage_uri: str
+    state_dir: Path
+    settings: Settings = field(default_factory=Settings)
+    threshold: float = 0.3
+    p_value: float = 0.05
+    correction: str = "fdr"
+    bins: int = 10
+    cooldown: float = 3600.0
+    flush_interval: float = 1.0
+    retry_interval: float = 10.0
+
+
+class Detector:
+    """The service's state: the monitor (once the reference is loaded) and its persistence.
+
+    Args:
+        config: The settings.
+        action_name: The retrain action's name (see :mod:`detector.retrain`).
+        action: The retrain action, or ``None`` for ``none``.
+    """
+
+    def __init__(self, config: Config, action_name: str, action: Callable[[dict[str, Any]], None] | None):
+        self.config = config
+        self.action_name = action_name
+        self.action = action
+        self.monitor: Monitor | None = None
+        self.executor: ProcessPoolExecutor | None = None
+        self.error: str | None = "loading the reference"
+        self.dirty = False
+        self.state_path = config.state_dir / STATE_FILE
+
+    def load(self) -> None:
+        """Fetch the artifact's metadata, build the tests, resume the saved state (blocking; retries)."""
+        from detector.stats import DriftTester, Reference
+        from model.artifact import read_metadata
+        from model.storage import download
+
+        while self.monitor is None:
+            try:
+                directory = download(self.config.storage_uri, self.config.state_dir / "artifact")
+                reference = Reference.from_metadata(read_metadata(directory))
+                options: dict[str, Any] = {
+                    "threshold": self.config.threshold,
+                    "p_value": self.config.p_value,
+                    "correction": self.config.correction,
+                    "bins": self.config.bins,
+                }
+                self.executor = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=worker.start,
+                    initargs=(reference, options),
+                )
+                started = self.executor.submit(worker.ready)  # the worker starts now, alongside the next line
+                tester = DriftTester(reference, **options)
+                started.result(timeout=600)
+                state = self._read_state()
+                trigger = RetrainTrigger(
+                    self.action_name, self.action, self.config.cooldown, state.get("retrain")
+                )
+                self.monitor = Monitor(tester, self.config.settings, trigger, state)
+                self.error = None
+                log.info(
+                    "reference loaded: model version %s, %d rows, features %s",
+                    reference.version,
+                    len(reference.rows),
+                    list(reference.features),
+                )
+            except Exception as error:  # storage down or artifact broken: say so in readiness and retry
+                self.error = f"cannot load the reference from {self.config.storage_uri}: {error}"
+                log.error("%s; retrying in %.0f s", self.error, self.config.retry_interval)
+                threading.Event().wait(self.config.retry_interval)
+
+    def dispatch(self) -> None:
+        """Hand full windows to the worker process; each result is recorded back on the event loop."""
+        if self.monitor is None or self.executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        for number, item in self.monitor.take_due():
+            future = loop.run_in_executor(self.executor, worker.test, item.rows, item.predictions)
+            future.add_done_callback(functools.partial(self._record, number, item))
+
+    def _record(self, number: int, item: Due, future: asyncio.Future[DriftResult]) -> None:
+        if future.cancelled() or self.monitor is None:
+            return  # shutting down: the window stays queued in the saved state and is tested after a restart
+        try:
+            result = future.result()
+        except (
+            Exception
+        ) as error:  # the worker died (e.g. out of memory): test here rather than lose the window
+            log.error("window test in the worker failed (%s); testing in-process", error)
+            result = self.monitor.tester.test(item.rows, item.predictions)
+        self.monitor.record(number, result)
+        self.dirty = True
+
+    def save(self) -> None:
+        """Write the state file atomically (a temporary file renamed over the old one)."""
+        if self.monitor is None:
+            return
+        self._write(self.monitor.snapshot())
+
+    def _write(self, snapshot: dict[str, Any]) -> None:
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=self.config.state_dir, prefix=".state.", delete=False
+        ) as handle:
+            json.dump(snapshot, handle, separators=(",", ":"))
+        os.replace(handle.name, self.state_path)
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            state = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, json.JSONDecodeError) as error:
+            log.error("state file %s unreadable (%s): starting afresh", self.state_path, error)
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    async def flush_forever(self) -> None:
+        """Expire old pending events and save the state when it changed, every ``flush_interval`` seconds."""
+        while True:
+            await asyncio.sleep(self.config.flush_interval)
+            if self.monitor is None:
+                continue
+            self.monitor.expire()
+            self.dispatch()
+            if self.dirty:
+                self.dirty = False
+                snapshot = self.monitor.snapshot()
+                try:
+                    await asyncio.to_thread(self._write, snapshot)
+                except OSError as error:
+                    self.dirty = True
+                    log.error("cannot save state to %s: %s", self.state_path, error)
+
+
+def create_app(detector: Detector) -> Starlette:
+    """The ASGI app serving ``detector``."""
+
+    async def events(request: Request) -> Response:
+        monitor = detector.monitor
+        if monitor is None:
+            return JSONResponse({"error": f"not ready: {detector.error}"}, status_code=503)
+        body = await request.body()
+        try:
+            event = parse_event(request.headers, body, monitor.tester.reference.features)
+            monitor.ingest(event)
+        except InvalidEventError as error:
+            metrics.EVENTS.labels(type=error.kind or "unknown", outcome="invalid").inc()
+            return JSONResponse({"error": str(error)}, status_code=400)
+        if monitor.queued:
+            detector.dispatch()
+        detector.dirty = True
+        return ACCEPTED
+
+    async def feedback(request: Request) -> Response:
+        monitor = detector.monitor
+        if monitor is None:
+            return JSONResponse({"error": f"not ready: {detector.error}"}, status_code=503)
+        try:
+            document = json.loads(await request.body())
+            items = document["labels"] if isinstance(document, dict) and "labels" in document else [document]
+            if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+                raise ValueError("labels: must be a list of {'id': ..., 'value': ...} objects")
+            unmatched = [
+                str(item["id"]) for item in items if not monitor.feedback(str(item["id"]), item["value"])
+            ]
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _invalid_feedback("body: must be JSON")
+        except KeyError as error:
+            return _invalid_feedback(f"{error.args[0]}: required")
+        except (TypeError, ValueError) as error:
+            return _invalid_feedback(str(error))
+        detector.dirty = True
+        if "labels" not in document and unmatched:
+            return JSONResponse(
+                {"error": f"id: no recent prediction has id {unmatched[0]!r}"}, status_code=404
+            )
+        return JSONResponse({"accepted": len(items) - len(unmatched), "unmatched": unmatched})
+
+    async def status(request: Request) -> Response:
+        if detector.monitor is None:
+            return JSONResponse({"ready": False, "error": detector.error}, status_code=503)
+        return JSONResponse({"ready": True, **detector.monitor.status()})
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request) -> Response:
+        if detector.monitor is None:
+            return JSONResponse({"ready": False, "reason": detector.error}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    async def prometheus(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        threading.Thread(target=detector.load, name="load-reference", daemon=True).start()
+        flusher = asyncio.create_task(detector.flush_forever())
+        yield
+        flusher.cancel()
+        if detector.executor is not None:
+            detector.executor.shutdown(wait=True, cancel_futures=True)
+        detector.save()
+        log.info("state saved to %s", detector.state_path)
+
+    return Starlette(
+        routes=[
+            Route("/", events, methods=["POST"]),
+            Route("/events", events, methods=["POST"]),
+            Route("/feedback", feedback, methods=["POST"]),
+            Route("/status", status),
+            Route("/metrics", prometheus),
+            Route("/healthz", live),
+            Route("/v2/health/live", live),
+            Route("/readyz", ready),
+            Route("/v2/health/ready", ready),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _invalid_feedback(message: str) -> Response:
+    metrics.EVENTS.labels(type="feedback", outcome="invalid").inc()
+    return JSONResponse({"error": message}, status_code=400)

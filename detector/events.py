@@ -1,0 +1,197 @@
+"""Decode KServe inference-logger CloudEvents into feature rows and predictions.
+
+An event is an HTTP CloudEvent 1.0, in binary mode (``ce-*`` headers, the raw inference payload as body)
+as KServe's agent sends it, or in structured mode (one JSON envelope); the ``cloudevents`` SDK reads both. The
+body is whatever the logged component received or returned:
+
+- requests: V1 ``{"instances": [{"crim": ..}, ..]}`` (named) or ``{"instances": [[..], ..]}`` (positional,
+  model order); V2 ``{"inputs": [{"name": "crim", "shape": [N], "data": [..]}, ..]}`` (one input per
+  feature) or one ``[N, n_features]`` tensor;
+- responses: V1 ``{"predictions": [..]}``, V2 ``{"outputs": [{"data": [..], ..}], "model_version": ..}``.
+
+Anything else raises :class:`InvalidEventError` with a message naming the field and the rule broken.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from cloudevents.exceptions import GenericException
+from cloudevents.http import from_http
+
+from model.request_logger import METADATA_MODEL_VERSION, REQUEST_TYPE, RESPONSE_TYPE, decode_metadata
+
+KINDS = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
+
+
+class InvalidEventError(ValueError):
+    """The event cannot be used; the message says which field breaks which rule.
+
+    Attributes:
+        kind: ``request`` or ``response`` when the event type was readable, else ``None``.
+    """
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class InferenceEvent:
+    """One decoded inference event.
+
+    Attributes:
+        kind: ``request`` or ``response``.
+        id: The inference request id (shared by a request and its response).
+        endpoint: ``default`` or ``canary`` (``ce-endpoint``).
+        component: ``predictor`` or ``transformer`` (``ce-component``).
+        model_version: From ``ce-metadata`` or the V2 response, when known.
+        rows: Request inputs, shape [N, n_features] in model order (requests only).
+        predictions: Response values, shape [N] (responses only).
+    """
+
+    kind: str
+    id: str
+    endpoint: str
+    component: str
+    model_version: str | None
+    rows: np.ndarray | None = None
+    predictions: np.ndarray | None = None
+
+
+def parse_event(headers: Mapping[str, str], body: bytes, features: Sequence[str]) -> InferenceEvent:
+    """Read one HTTP CloudEvent (binary or structured mode) from the inference logger.
+
+    Args:
+        headers: The HTTP request headers.
+        body: The HTTP request body.
+        features: The model's input names, in model order.
+
+    Returns:
+        The decoded event.
+
+    Raises:
+        InvalidEventError: Not a CloudEvent, an unknown type, or a body that is not a usable V1/V2 payload.
+    """
+    try:
+        event = from_http(headers, body)  # a Mapping: the SDK reads it with .items(), no copy needed
+    except (GenericException, ValueError, TypeError) as error:
+        raise InvalidEventError(f"not a CloudEvent 1.0: {error}") from None
+    kind = KINDS.get(event["type"])
+    if kind is None:
+        raise InvalidEventError(f"ce-type: must be {REQUEST_TYPE} or {RESPONSE_TYPE}, got {event['type']!r}")
+    payload = _json_payload(event.get_data(), kind)
+    metadata = decode_metadata(event.get("metadata"))
+    try:
+        rows, predictions, version = None, None, None
+        if kind == "request":
+            rows = decode_request(payload, features)
+        else:
+            predictions, version = decode_response(payload)
+    except InvalidEventError as error:
+        raise InvalidEventError(str(error), kind) from None
+    return InferenceEvent(
+        kind=kind,
+        id=str(event["id"]),
+        endpoint=str(event.get("endpoint") or "default"),
+        component=str(event.get("component") or "unknown"),
+        model_version=metadata.get(METADATA_MODEL_VERSION) or version,
+        rows=rows,
+        predictions=predictions,
+    )
+
+
+def decode_request(payload: Any, features: Sequence[str]) -> np.ndarray:
+    """The feature rows of a V1 or V2 inference request, shape [N, len(features)] in ``features`` order.
+
+    Raises:
+        InvalidEventError: The payload is neither protocol's request, or does not carry the model's features.
+    """
+    if isinstance(payload, dict) and "instances" in payload:
+        instances = payload["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise InvalidEventError("instances: must be a non-empty list")
+        if all(isinstance(item, dict) for item in instances):
+            missing = [name for name in features if name not in instances[0]]
+            if missing:
+                raise InvalidEventError(f"instances[0]: missing feature(s) {missing}")
+            try:
+                return _finite("instances", [[item[name] for name in features] for item in instances])
+            except KeyError as error:
+                raise InvalidEventError(f"instances: every instance needs feature {error}") from None
+        return _finite("instances", instances, width=len(features))
+    if isinstance(payload, dict) and isinstance(payload.get("inputs"), list) and payload["inputs"]:
+        inputs = payload["inputs"]
+        if not all(isinstance(item, dict) and "data" in item for item in inputs):
+            raise InvalidEventError("inputs: each V2 input needs 'name', 'shape', 'datatype' and 'data'")
+        by_name = {item.get("name"): item for item in inputs}
+        if all(name in by_name for name in features):
+            columns = [
+                _finite(f"inputs[{name}].data", by_name[name]["data"]).reshape(-1) for name in features
+            ]
+            if len({len(column) for column in columns}) != 1:
+                raise InvalidEventError("inputs: every feature input must have the same number of rows")
+            return np.column_stack(columns)
+        if len(inputs) == 1:
+            return _finite(f"inputs[{inputs[0].get('name')}].data", inputs[0]["data"], width=len(features))
+        raise InvalidEventError(
+            f"inputs: expected one [N, {len(features)}] tensor or one input per feature {list(features)}"
+        )
+    raise InvalidEventError("body: not a V1 ('instances') or V2 ('inputs') inference request")
+
+
+def decode_response(payload: Any) -> tuple[np.ndarray, str | None]:
+    """The predictions of a V1 or V2 inference response, shape [N], and the V2 ``model_version``.
+
+    Raises:
+        InvalidEventError: The payload is neither protocol's response.
+    """
+    if isinstance(payload, dict) and "predictions" in payload:
+        return _finite("predictions", payload["predictions"]).reshape(-1), None
+    if isinstance(payload, dict) and isinstance(payload.get("outputs"), list) and payload["outputs"]:
+        output = payload["outputs"][0]
+        if not isinstance(output, dict) or "data" not in output:
+            raise InvalidEventError("outputs[0]: a V2 output needs 'data'")
+        version = payload.get("model_version")
+        return _finite("outputs[0].data", output["data"]).reshape(-1), str(version) if version else None
+    raise InvalidEventError("body: not a V1 ('predictions') or V2 ('outputs') inference response")
+
+
+def _json_payload(data: Any, kind: str) -> Any:
+    if isinstance(data, bytes | bytearray | str):
+        try:
+            return json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InvalidEventError("body: must be a JSON inference payload", kind) from None
+    if data is None:
+        raise InvalidEventError("body: empty", kind)
+    return data
+
+
+def _finite(field: str, values: Any, width: int | None = None) -> np.ndarray:
+    """Values as a float array; with ``width``, reshaped to rows of ``width`` columns."""
+    try:
+        array = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise InvalidEventError(f"{field}: must be numbers (rows of equal length)") from None
+    if array.size == 0:
+        raise InvalidEventError(f"{field}: must not be empty")
+    if not np.isfinite(array).all():
+        raise InvalidEventError(f"{field}: must be finite numbers, got {_first_bad(array)}")
+    if width is None:
+        return array
+    if array.ndim > 2 or array.size % width or (array.ndim == 2 and array.shape[1] != width):
+        raise InvalidEventError(
+            f"{field}: must have {width} values per row (the model's features), got shape {array.shape}"
+        )
+    return array.reshape(-1, width)
+
+
+def _first_bad(array: np.ndarray) -> str:
+    value = float(array.reshape(-1)[~np.isfinite(array.reshape(-1))][0])
+    return "nan" if math.isnan(value) else repr(value)

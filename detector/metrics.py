@@ -1,0 +1,47 @@
+"""The detector's Prometheus metrics (names from the project's shared contract), in the default registry."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+KEY = ["endpoint", "model_version"]
+FEATURE_KEY = [*KEY, "feature"]
+
+DRIFT_SCORE = Gauge("housing_drift_score", "Drift score of the last tested window, in [0, 1].", KEY)
+DRIFT_DETECTED = Gauge("housing_drift_detected", "1 when the last tested window drifted, else 0.", KEY)
+FEATURE_DRIFT_SCORE = Gauge(
+    "housing_feature_drift_score",
+    "One feature's share of the drift score: its JS distance when its test is significant, else 0.",
+    FEATURE_KEY,
+)
+FEATURE_P_VALUE = Gauge(
+    "housing_feature_drift_p_value", "KS or chi-squared p-value of one feature.", FEATURE_KEY
+)
+FEATURE_PSI = Gauge("housing_feature_psi", "Population stability index of one feature.", FEATURE_KEY)
+FEATURE_JS = Gauge(
+    "housing_feature_js_distance", "Jensen-Shannon distance (base 2) of one feature.", FEATURE_KEY
+)
+PREDICTION_SCORE = Gauge(
+    "housing_prediction_drift_score",
+    "JS distance of the predictions when their KS test is significant, else 0.",
+    KEY,
+)
+PREDICTION_P_VALUE = Gauge("housing_prediction_drift_p_value", "KS p-value of the predictions.", KEY)
+LIVE_MAE = Gauge(
+    "housing_live_mae", "Mean absolute error over the last labelled predictions (USD 1000s).", KEY
+)
+LIVE_RMSE = Gauge("housing_live_rmse", "Root mean squared error over the last labelled predictions.", KEY)
+LIVE_R2 = Gauge("housing_live_r2", "R squared over the last labelled predictions.", KEY)
+LIVE_LABELS = Gauge("housing_live_labels", "Labelled predictions in the rolling window.", KEY)
+WINDOW_ROWS = Gauge("housing_window_rows", "Rows collected in the current, not yet tested, window.", KEY)
+WINDOWS_TESTED = Counter("housing_windows_tested", "Windows compared with the reference.", KEY)
+EVENTS = Counter(
+    "housing_detector_events",
+    "Events received, by type (request, response, feedback) and outcome (accepted, invalid, unmatched).",
+    ["type", "outcome"],
+)
+RETRAINS = Counter(
+    "housing_retrains_triggered",
+    "Retraining actions fired, by reason (drift, r2) and action.",
+    ["reason", "action"],
+)

@@ -1,0 +1,388 @@
+"""The detector's state machine: join requests to responses, fill windows, test them, track live accuracy.
+
+Nothing here does I/O: the HTTP app (:mod:`detector.app`) feeds decoded events and labels in, and saves
+:meth:`Monitor.snapshot` to the state directory. Everything runs on the event loop's thread, so no locks.
+
+- A request and its response (same ``ce-id`` and component, in either order) wait in a bounded pending buffer;
+  an event whose partner has not come within ``pending_ttl`` seconds, or that is pushed out when the buffer is
+  full, is counted ``unmatched``.
+- Joined rows go to the window of their ``(endpoint, model_version)``: canary traffic is judged on its own,
+  and each model version against the reference. A full window (``window_size`` rows) is queued for its test
+  (:meth:`Monitor.take_due`; the service runs it in a worker process, :meth:`Monitor.test_due` runs it here)
+  and :meth:`Monitor.record` publishes the result; a window still queued is saved with the state.
+- Labels posted to ``/feedback`` are matched to the prediction of the same request id; MAE, RMSE and R² are
+  computed over the last ``label_window`` labels of each key.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detector import metrics
+from detector.events import InferenceEvent, InvalidEventError
+from detector.retrain import RetrainTrigger
+from detector.stats import DriftResult, DriftTester
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Window, join and label settings (see ``python -m detector --help``)."""
+
+    window_size: int = 200
+    pending_ttl: float = 60.0
+    max_pending: int = 10_000
+    label_window: int = 100
+    min_labels: int = 30
+    r2_threshold: float = 0.8
+    max_recent: int = 10_000
+
+
+@dataclass
+class Pending:
+    """One half of a request/response pair, waiting for the other."""
+
+    kind: str
+    time: float
+    endpoint: str
+    model_version: str | None
+    values: np.ndarray
+
+
+@dataclass
+class Window:
+    """Rows (and their predictions) collected for one key, not yet tested."""
+
+    rows: list[np.ndarray] = field(default_factory=list)
+    predictions: list[np.ndarray] = field(default_factory=list)
+    count: int = 0
+
+
+@dataclass
+class Due:
+    """A full window waiting for its test."""
+
+    key: str
+    rows: np.ndarray
+    predictions: np.ndarray
+
+
+class Monitor:
+    """Joins, windows, tests and scores live traffic against one reference.
+
+    Args:
+        tester: The drift tests, built once for the reference.
+        settings: Window, join and label settings.
+        trigger: The retraining policy.
+        state: A :meth:`snapshot` to resume from.
+    """
+
+    def __init__(
+        self,
+        tester: DriftTester,
+        settings: Settings,
+        trigger: RetrainTrigger,
+        state: dict[str, Any] | None = None,
+    ):
+        self.tester = tester
+        self.settings = settings
+        self.trigger = trigger
+        self.pending: OrderedDict[tuple[str, str], Pending] = OrderedDict()
+        self.windows: dict[str, Window] = {}
+        self.results: dict[str, DriftResult] = {}
+        self.labels: dict[str, deque[tuple[float, float]]] = {}
+        self.recent: OrderedDict[str, tuple[str, np.ndarray]] = OrderedDict()
+        self.queued: dict[int, Due] = {}
+        self._handed_out: set[int] = set()
+        self._sequence = 0
+        if state:
+            self._restore(state)
+
+    @property
+    def width(self) -> int:
+        """Number of features per row."""
+        return len(self.tester.reference.features)
+
+    def ingest(self, event: InferenceEvent, now: float | None = None) -> None:
+        """Take one decoded request or response event.
+
+        Raises:
+            InvalidEventError: The response's prediction count does not match its request's rows.
+        """
+        now = time.time() if now is None else now
+        self.expire(now)
+        values = event.rows if event.kind == "request" else event.predictions
+        if values is None:
+            raise InvalidEventError("body: carries no values", event.kind)
+        key = (event.component, event.id)
+        partner = self.pending.pop(key, None)
+        if partner is not None and partner.kind == event.kind:  # a duplicate: the older one will never pair
+            metrics.EVENTS.labels(type=partner.kind, outcome="unmatched").inc()
+            partner = None
+        if partner is None:
+            self.pending[key] = Pending(event.kind, now, event.endpoint, event.model_version, values)
+            while len(self.pending) > self.settings.max_pending:
+                _, evicted = self.pending.popitem(last=False)
+                metrics.EVENTS.labels(type=evicted.kind, outcome="unmatched").inc()
+            metrics.EVENTS.labels(type=event.kind, outcome="accepted").inc()
+            return
+        this = Pending(event.kind, now, event.endpoint, event.model_version, values)
+        request, response = (this, partner) if event.kind == "request" else (partner, this)
+        if len(request.values) != len(response.values):
+            metrics.EVENTS.labels(type=partner.kind, outcome="unmatched").inc()
+            raise InvalidEventError(
+                f"response {event.id}: {len(response.values)} predictions "
+                f"for {len(request.values)} request rows",
+                event.kind,
+            )
+        metrics.EVENTS.labels(type=event.kind, outcome="accepted").inc()
+        version = response.model_version or request.model_version or self.tester.reference.version
+        self._add(f"{request.endpoint}/{version}", event.id, request.values, response.values)
+
+    def expire(self, now: float | None = None) -> None:
+        """Drop pending events older than ``pending_ttl`` and count them ``unmatched``."""
+        deadline = (time.time() if now is None else now) - self.settings.pending_ttl
+        while self.pending:
+            oldest = next(iter(self.pending.values()))
+            if oldest.time >= deadline:
+                return
+            self.pending.popitem(last=False)
+            metrics.EVENTS.labels(type=oldest.kind, outcome="unmatched").inc()
+
+    def feedback(self, request_id: str, values: float | list[float]) -> bool:
+        """Record the true value(s) of an earlier request's prediction(s).
+
+        Args:
+            request_id: The inference request id (``ce-id``).
+            values: One true value per predicted row (a number for a one-row request).
+
+        Returns:
+            ``False`` when no recent prediction has that id (the label is counted ``unmatched``).
+
+        Raises:
+            ValueError: The number of values does not match the number of predictions, or one is not finite.
+        """
+        found = self.recent.get(request_id)
+        if found is None:
+            metrics.EVENTS.labels(type="feedback", outcome="unmatched").inc()
+            return False
+        key, predictions = found
+        try:
+            truth = np.asarray(values, dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            truth = np.array([np.nan])
+        if len(truth) != len(predictions) or not np.isfinite(truth).all():
+            raise ValueError(f"value: must be {len(predictions)} finite number(s), one per predicted row")
+        labels = self.labels.setdefault(key, deque(maxlen=self.settings.label_window))
+        labels.extend(zip(truth.tolist(), predictions.tolist(), strict=True))
+        metrics.EVENTS.labels(type="feedback", outcome="accepted").inc()
+        self._publish_live(key)
+        self._check(key)
+        return True
+
+    def live(self, key: str) -> dict[str, float | int | None]:
+        """MAE, RMSE and R² of the labelled predictions of ``key`` (R² needs two labels that differ)."""
+        pairs = np.asarray(self.labels.get(key, ()), dtype=float).reshape(-1, 2)
+        if len(pairs) == 0:
+            return {"labels": 0, "mae": None, "rmse": None, "r2": None}
+        errors = pairs[:, 0] - pairs[:, 1]
+        spread = float(np.sum((pairs[:, 0] - pairs[:, 0].mean()) ** 2))
+        return {
+            "labels": len(pairs),
+            "mae": float(np.mean(np.abs(errors))),
+            "rmse": float(math.sqrt(np.mean(errors**2))),
+            "r2": 1.0 - float(np.sum(errors**2)) / spread if spread > 0 else None,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-safe summary: per key, the rows waiting, the last result and the live metrics."""
+        keys = sorted({*self.windows, *self.results, *self.labels})
+        return {
+            "reference_version": self.tester.reference.version,
+            "window_size": self.settings.window_size,
+            "threshold": self.tester.threshold,
+            "pending": len(self.pending),
+            "windows_queued": len(self.queued),
+            "keys": {
+                key: {
+                    "window_rows": self.windows[key].count if key in self.windows else 0,
+                    "last_result": self.results[key].to_dict() if key in self.results else None,
+                    "live": self.live(key),
+                }
+                for key in keys
+            },
+            "retrain": self.trigger.snapshot(),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as JSON-safe data (restored by passing it back as ``state``)."""
+        return {
+            "format": STATE_FORMAT,
+            "reference_version": self.tester.reference.version,
+            "pending": [
+                [
+                    component,
+                    request_id,
+                    item.kind,
+                    item.time,
+                    item.endpoint,
+                    item.model_version,
+                    item.values.tolist(),
+                ]
+                for (component, request_id), item in self.pending.items()
+            ],
+            "windows": {
+                key: {
+                    "rows": np.vstack(window.rows).tolist() if window.rows else [],
+                    "predictions": np.concatenate(window.predictions).tolist() if window.predictions else [],
+                }
+                for key, window in self.windows.items()
+            },
+            "queued": [
+                [item.key, item.rows.tolist(), item.predictions.tolist()] for item in self.queued.values()
+            ],
+            "results": {key: result.to_dict() for key, result in self.results.items()},
+            "labels": {key: list(labels) for key, labels in self.labels.items()},
+            "recent": [
+                [request_id, key, values.tolist()] for request_id, (key, values) in self.recent.items()
+            ],
+            "retrain": self.trigger.snapshot(),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state.get("format") != STATE_FORMAT:
+            log.warning("ignoring saved state of format %r (expected %d)", state.get("format"), STATE_FORMAT)
+            return
+        for component, request_id, kind, when, endpoint, version, values in state.get("pending", []):
+            self.pending[(component, request_id)] = Pending(
+                kind, when, endpoint, version, np.asarray(values, float)
+            )
+        for key, saved in state.get("windows", {}).items():
+            rows = np.asarray(saved["rows"], dtype=float).reshape(-1, self.width)
+            if len(rows):
+                self.windows[key] = Window([rows], [np.asarray(saved["predictions"], dtype=float)], len(rows))
+            metrics.WINDOW_ROWS.labels(*key.split("/", 1)).set(len(rows))
+        for key, rows, predictions in state.get("queued", []):
+            self._sequence += 1
+            self.queued[self._sequence] = Due(
+                key, np.asarray(rows, dtype=float), np.asarray(predictions, dtype=float)
+            )
+        for key, saved in state.get("results", {}).items():
+            self.results[key] = DriftResult.from_dict(saved)
+            self._publish_result(key, self.results[key])
+        for key, pairs in state.get("labels", {}).items():
+            self.labels[key] = deque((tuple(pair) for pair in pairs), maxlen=self.settings.label_window)
+            self._publish_live(key)
+        for request_id, key, values in state.get("recent", []):
+            self.recent[request_id] = (key, np.asarray(values, dtype=float))
+        log.info(
+            "resumed state: %d pending, %d windows, %d results, %d label sets",
+            len(self.pending),
+            len(self.windows),
+            len(self.results),
+            len(self.labels),
+        )
+
+    def _add(self, key: str, request_id: str, rows: np.ndarray, predictions: np.ndarray) -> None:
+        self.recent[request_id] = (key, predictions)
+        self.recent.move_to_end(request_id)
+        while len(self.recent) > self.settings.max_recent:
+            self.recent.popitem(last=False)
+        window = self.windows.setdefault(key, Window())
+        window.rows.append(rows)
+        window.predictions.append(predictions)
+        window.count += len(rows)
+        size = self.settings.window_size
+        if window.count >= size:
+            all_rows, all_predictions = np.vstack(window.rows), np.concatenate(window.predictions)
+            while len(all_rows) >= size:
+                self._sequence += 1
+                self.queued[self._sequence] = Due(key, all_rows[:size], all_predictions[:size])
+                all_rows, all_predictions = all_rows[size:], all_predictions[size:]
+            self.windows[key] = Window([all_rows], [all_predictions], len(all_rows))
+        metrics.WINDOW_ROWS.labels(*key.split("/", 1)).set(self.windows[key].count)
+
+    def take_due(self) -> list[tuple[int, Due]]:
+        """Full windows not yet handed out for testing (each is handed out once; see :meth:`record`)."""
+        due = [(number, item) for number, item in self.queued.items() if number not in self._handed_out]
+        self._handed_out.update(number for number, _ in due)
+        return due
+
+    def test_due(self) -> None:
+        """Test the queued windows here and now (the service tests them in a worker process instead)."""
+        for number, item in self.take_due():
+            self.record(number, self.tester.test(item.rows, item.predictions))
+
+    def record(self, number: int, result: DriftResult) -> None:
+        """Take the result of queued window ``number``: publish it and update the retrain episode."""
+        item = self.queued.pop(number, None)
+        self._handed_out.discard(number)
+        if item is None:
+            return
+        key = item.key
+        self.results[key] = result
+        metrics.WINDOWS_TESTED.labels(*key.split("/", 1)).inc()
+        self._publish_result(key, result)
+        drifted = [feature.name for feature in result.features if feature.drifted]
+        log.info(
+            "window tested: key=%s score=%.3f drifted=%s features=%s",
+            key,
+            result.score,
+            result.drifted,
+            drifted,
+        )
+        self._check(key)
+
+    def _check(self, key: str) -> None:
+        result = self.results.get(key)
+        live = self.live(key)
+        r2 = live["r2"]
+        reason = None
+        if result is not None and result.drifted:
+            reason = "drift"
+        elif (
+            r2 is not None
+            and int(live["labels"] or 0) >= self.settings.min_labels
+            and r2 < self.settings.r2_threshold
+        ):
+            reason = "r2"
+        endpoint, version = key.split("/", 1)
+        details = {
+            "endpoint": endpoint,
+            "model_version": version,
+            "drift_score": result.score if result else None,
+            "r2": r2,
+        }
+        self.trigger.update(key, reason, details)
+
+    def _publish_result(self, key: str, result: DriftResult) -> None:
+        labels = key.split("/", 1)
+        metrics.DRIFT_SCORE.labels(*labels).set(result.score)
+        metrics.DRIFT_DETECTED.labels(*labels).set(int(result.drifted))
+        for feature in result.features:
+            metrics.FEATURE_DRIFT_SCORE.labels(*labels, feature.name).set(feature.score)
+            metrics.FEATURE_P_VALUE.labels(*labels, feature.name).set(feature.p_value)
+            metrics.FEATURE_PSI.labels(*labels, feature.name).set(feature.psi)
+            metrics.FEATURE_JS.labels(*labels, feature.name).set(feature.js_distance)
+        if result.prediction is not None:
+            metrics.PREDICTION_SCORE.labels(*labels).set(result.prediction.score)
+            metrics.PREDICTION_P_VALUE.labels(*labels).set(result.prediction.p_value)
+
+    def _publish_live(self, key: str) -> None:
+        labels = key.split("/", 1)
+        live = self.live(key)
+        metrics.LIVE_LABELS.labels(*labels).set(live["labels"] or 0)
+        for gauge, name in ((metrics.LIVE_MAE, "mae"), (metrics.LIVE_RMSE, "rmse"), (metrics.LIVE_R2, "r2")):
+            value = live[name]
+            if value is not None:
+                gauge.labels(*labels).set(value)

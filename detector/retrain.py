@@ -1,0 +1,185 @@
+"""Retraining actions, and the policy that fires one action per drift episode.
+
+``--retrain_action``:
+
+- ``k8s-job``: create a Kubernetes Job from a YAML template (the Helm chart mounts it) with the kubernetes
+  client, in-cluster config or a kubeconfig;
+- ``command``: run a local command (by default ``housing train --fast``);
+- ``webhook``: POST a JSON description of the episode to a URL;
+- ``none``: only log and count.
+
+A retrain registers a new model version with alias ``challenger`` (that is what ``housing train`` does); the
+promotion stays a human (or pipeline) decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from detector.metrics import RETRAINS
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("none", "command", "webhook", "k8s-job")
+DEFAULT_COMMAND = "housing train --fast --no-progress"
+IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def command_action(command: str) -> Callable[[dict[str, Any]], None]:
+    """Run ``command`` (split like a shell would, no shell); the episode goes in ``HOUSING_RETRAIN_*``."""
+    arguments = shlex.split(command)
+
+    def run(episode: dict[str, Any]) -> None:
+        environment = {
+            **os.environ,
+            **{f"HOUSING_RETRAIN_{key.upper()}": str(value) for key, value in episode.items()},
+        }
+        completed = subprocess.run(arguments, env=environment, capture_output=True, text=True, check=False)
+        tail = (completed.stdout + completed.stderr)[-2000:]
+        if completed.returncode:
+            raise RuntimeError(f"{command!r} exited with {completed.returncode}: {tail}")
+        log.info("retrain command %r finished: %s", command, tail.strip().splitlines()[-1:] or "")
+
+    return run
+
+
+def webhook_action(url: str, timeout: float = 10.0) -> Callable[[dict[str, Any]], None]:
+    """POST the episode as JSON to ``url``."""
+
+    def run(episode: dict[str, Any]) -> None:
+        import httpx
+
+        httpx.post(url, json=episode, timeout=timeout).raise_for_status()
+
+    return run
+
+
+def k8s_job_action(
+    template: str | Path, namespace: str | None = None, kubeconfig: str | None = None
+) -> Callable[[dict[str, Any]], None]:
+    """Create a Job from the YAML ``template`` (a batch/v1 Job manifest) for each episode.
+
+    The Job gets a generated name (``metadata.name`` + ``-``, or ``housing-retrain-``) and the episode as
+    annotations. Namespace: ``namespace``, else the template's, else the pod's own, else ``default``.
+    """
+    import yaml
+
+    manifest = yaml.safe_load(Path(template).read_text())
+    if not isinstance(manifest, dict) or manifest.get("kind") != "Job":
+        raise ValueError(f"{template}: must be a batch/v1 Job manifest")
+    metadata = manifest.setdefault("metadata", {})
+    namespace = namespace or metadata.pop("namespace", None) or _pod_namespace()
+
+    def run(episode: dict[str, Any]) -> None:
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config(config_file=kubeconfig)
+        body: Any = {**manifest, "metadata": dict(metadata)}
+        body["metadata"]["generateName"] = f"{body['metadata'].pop('name', 'housing-retrain')}-"
+        body["metadata"]["annotations"] = {
+            **metadata.get("annotations", {}),
+            **{f"housing.example.com/retrain-{key}": str(value) for key, value in episode.items()},
+        }
+        created = client.BatchV1Api().create_namespaced_job(namespace=namespace, body=body)
+        log.info("created Job %s/%s", namespace, getattr(created.metadata, "name", "?"))
+
+    return run
+
+
+def _pod_namespace() -> str:
+    return IN_CLUSTER_NAMESPACE.read_text().strip() if IN_CLUSTER_NAMESPACE.exists() else "default"
+
+
+class RetrainTrigger:
+    """Fires the retrain action once per episode.
+
+    An episode starts when a key (endpoint/model version) drifts or its live R² falls; the key must recover
+    before it can fire again, and no two firings come closer than ``cooldown`` seconds.
+
+    Args:
+        action_name: One of :data:`ACTIONS` (the metric's ``action`` label).
+        action: Called with the episode in a background thread (ingest never waits); ``None`` for ``none``.
+        cooldown: Seconds between two firings, whatever the episode.
+        state: Saved :meth:`snapshot`, to resume after a restart.
+    """
+
+    def __init__(
+        self,
+        action_name: str,
+        action: Callable[[dict[str, Any]], None] | None,
+        cooldown: float = 3600.0,
+        state: dict[str, Any] | None = None,
+    ):
+        self.action_name = action_name
+        self.action = action
+        self.cooldown = cooldown
+        state = state or {}
+        self.active: set[str] = set(state.get("active", []))
+        self.last_fired: float | None = state.get("last_fired")
+        self.firings: list[dict[str, Any]] = list(state.get("firings", []))[-20:]
+        self.threads: list[threading.Thread] = []
+
+    def update(self, key: str, reason: str | None, details: dict[str, Any], now: float | None = None) -> bool:
+        """Record the latest verdict for ``key``; fire when a new episode starts outside the cool-down.
+
+        Args:
+            key: ``endpoint/model_version``.
+            reason: ``drift`` or ``r2`` when the key is unhealthy, ``None`` when it is healthy again.
+            details: What to pass to the action (scores, endpoint, version).
+            now: Time (epoch seconds); defaults to now.
+
+        Returns:
+            Whether the action fired.
+        """
+        now = time.time() if now is None else now
+        if reason is None:
+            self.active.discard(key)
+            return False
+        if key in self.active:
+            return False
+        self.active.add(key)
+        if self.last_fired is not None and now - self.last_fired < self.cooldown:
+            log.info(
+                "retrain for %s (%s) suppressed: cool-down until %.0f",
+                key,
+                reason,
+                self.last_fired + self.cooldown,
+            )
+            return False
+        self.last_fired = now
+        episode = {"reason": reason, "key": key, "time": now, **details}
+        self.firings = [*self.firings, {**episode, "action": self.action_name}][-20:]
+        RETRAINS.labels(reason=reason, action=self.action_name).inc()
+        log.warning(
+            "retrain triggered: reason=%s key=%s action=%s details=%s", reason, key, self.action_name, details
+        )
+        if self.action is not None:
+            thread = threading.Thread(
+                target=self._run, args=(self.action, episode), name="retrain", daemon=True
+            )
+            thread.start()
+            self.threads = [*(alive for alive in self.threads if alive.is_alive()), thread]
+        return True
+
+    def _run(self, action: Callable[[dict[str, Any]], None], episode: dict[str, Any]) -> None:
+        try:
+            action(episode)
+        except (
+            Exception
+        ) as error:  # an action failing must not stop the detector; it is logged with its cause
+            log.error("retrain action %s failed: %s", self.action_name, error)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON-safe state (active episodes, last firing time, recent firings)."""
+        return {"active": sorted(self.active), "last_fired": self.last_fired, "firings": self.firings}

@@ -1,0 +1,146 @@
+"""``housing drift``: the batch comparison of two CSV files (exit codes, table, reports)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from housing.cli import main
+from model.dataset import load_dataset
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("drift-csv")
+    data = load_dataset()
+    reference = data.sample(300, random_state=0)
+    current = data.drop(reference.index)
+    shifted = current.copy()
+    shifted["rm"] += data["rm"].std()
+    paths = {
+        "reference": directory / "reference.csv",
+        "current": directory / "current.csv",
+        "shifted": directory / "shifted.csv",
+        "bad": directory / "bad.csv",
+    }
+    reference.to_csv(paths["reference"], index=False)
+    current.to_csv(paths["current"], index=False)
+    shifted.to_csv(paths["shifted"], index=False)
+    broken = current.head(5).copy()
+    broken["nox"] = broken["nox"].astype(object)
+    broken.loc[broken.index[2], "nox"] = "high"
+    broken.to_csv(paths["bad"], index=False)
+    return paths
+
+
+def drift(*args: str) -> int:
+    handlers = logging.root.handlers[:]
+    try:
+        return main(["drift", *args])
+    finally:  # the CLI points logging at the captured stderr, which pytest closes after the test
+        logging.root.handlers[:] = handlers
+
+
+def test_same_distribution_exits_0_with_a_table(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert drift("--reference-data", str(files["reference"]), "--current-data", str(files["current"])) == 0
+    out = capsys.readouterr().out
+    assert "feature" in out and "PSI" in out and "JS dist" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.split()}
+    assert set(lines) >= {"crim", "chas", "rm", "lstat", "b"}  # b is compared when both files have it
+    assert lines["chas"].split()[1] == "chi2"
+    assert "no drift" in out.splitlines()[-1]
+
+
+def test_shift_exits_1_and_writes_reports(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png, page = tmp_path / "report.png", tmp_path / "out" / "report.html"
+    common = [
+        "--reference-data",
+        str(files["reference"]),
+        "--current-data",
+        str(files["shifted"]),
+        "--threshold",
+        "0.3",
+    ]
+    assert drift(*common, "--report", str(png)) == 1
+    out = capsys.readouterr().out
+    rm = next(line for line in out.splitlines() if line.startswith("rm "))
+    assert rm.endswith("YES")
+    assert "DRIFT" in out.splitlines()[-2]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert drift(*common, "--report", str(page), "--correction", "bonferroni") == 1
+    text = page.read_text()
+    assert "Drift report: DRIFT" in text and "<td>rm</td>" in text and "data:image/png;base64," in text
+    # A threshold of 1 can never be exceeded: no drift.
+    assert (
+        drift(
+            "--reference-data",
+            str(files["reference"]),
+            "--current-data",
+            str(files["shifted"]),
+            "--threshold",
+            "1",
+        )
+        == 0
+    )
+
+
+def test_predictions_column_is_compared(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference, current = pd.read_csv(files["reference"]), pd.read_csv(files["current"])
+    reference["prediction"], current["prediction"] = reference["medv"], current["medv"] + 15
+    reference.to_csv(tmp_path / "r.csv", index=False)
+    current.to_csv(tmp_path / "c.csv", index=False)
+    assert drift("--reference-data", str(tmp_path / "r.csv"), "--current-data", str(tmp_path / "c.csv")) == 0
+    prediction = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("prediction"))
+    assert prediction.endswith("YES")  # prediction drift is reported; the verdict is on the inputs
+
+
+def test_unusable_input_exits_2(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert drift("--reference-data", str(files["reference"]), "--current-data", str(files["bad"])) == 2
+    assert "row 2, column 'nox': must be a number, got 'high'" in capsys.readouterr().err
+    assert (
+        drift("--reference-data", str(files["reference"]), "--current-data", str(tmp_path / "missing.csv"))
+        == 2
+    )
+    assert "cannot read CSV" in capsys.readouterr().err
+    assert (
+        drift(
+            "--reference-data",
+            str(files["reference"]),
+            "--current-data",
+            str(files["current"]),
+            "--report",
+            str(tmp_path / "r.pdf"),
+        )
+        == 2
+    )
+    assert (
+        drift(
+            "--reference-data",
+            str(files["reference"]),
+            "--current-data",
+            str(files["current"]),
+            "--threshold",
+            "3",
+        )
+        == 2
+    )
+    assert "threshold must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        drift("--help")
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "--reference-data" in out and "--current-data" in out and "--report" in out

@@ -1,0 +1,92 @@
+"""The monitor in-process: joins, eviction, windows, episodes and cool-down, snapshot and restore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detector.events import InferenceEvent, InvalidEventError
+from detector.monitor import Monitor, Settings
+from detector.retrain import RetrainTrigger
+from detector.stats import DriftTester, Reference
+from model.artifact import read_metadata
+from tests.detector.conftest import held_out_rows
+
+
+@pytest.fixture(scope="module")
+def tester(artifact_dir: Path) -> DriftTester:
+    return DriftTester(Reference.from_metadata(read_metadata(artifact_dir)))
+
+
+def request(event_id: str, rows: np.ndarray, endpoint: str = "default") -> InferenceEvent:
+    return InferenceEvent("request", event_id, endpoint, "predictor", None, rows=np.atleast_2d(rows))
+
+
+def response(event_id: str, values: list[float], version: str | None = None) -> InferenceEvent:
+    return InferenceEvent("response", event_id, "default", "predictor", version, predictions=np.array(values))
+
+
+def test_pending_buffer_is_bounded_and_duplicates_replace(tester: DriftTester, artifact_dir: Path) -> None:
+    row = held_out_rows(artifact_dir)[0]
+    fired: list[dict] = []
+    monitor = Monitor(tester, Settings(max_pending=2, pending_ttl=10), RetrainTrigger("none", fired.append))
+    monitor.ingest(request("a", row), now=0)
+    monitor.ingest(request("a", row), now=1)  # a duplicate: the older one is unmatched
+    monitor.ingest(request("b", row), now=2)
+    monitor.ingest(request("c", row), now=3)  # evicts "a"
+    assert list(monitor.pending) == [("predictor", "b"), ("predictor", "c")]
+    monitor.expire(now=12.5)  # "b" is older than 10 s
+    assert list(monitor.pending) == [("predictor", "c")]
+    monitor.ingest(response("c", [20.0], version="9"), now=4)
+    assert monitor.windows["default/9"].count == 1 and not monitor.pending
+    monitor.ingest(request("d", row), now=5)
+    with pytest.raises(InvalidEventError, match="2 predictions for 1 request rows"):
+        monitor.ingest(response("d", [1.0, 2.0]), now=6)
+
+
+def test_one_firing_per_episode_and_cool_down(tester: DriftTester, artifact_dir: Path) -> None:
+    fired: list[dict] = []
+    trigger = RetrainTrigger("webhook", fired.append, cooldown=100)
+    assert trigger.update("default/1", "drift", {"drift_score": 0.5}, now=0)
+    assert not trigger.update("default/1", "drift", {}, now=10)  # same episode
+    assert not trigger.update("canary/1", "drift", {}, now=20)  # a new episode, but within the cool-down
+    assert not trigger.update("default/1", None, {}, now=30)  # recovered
+    assert trigger.update("default/1", "r2", {}, now=200)  # a new episode after the cool-down
+    for thread in trigger.threads:
+        thread.join(5)
+    assert [episode["reason"] for episode in fired] == ["drift", "r2"]
+    assert fired[0]["key"] == "default/1" and fired[0]["drift_score"] == 0.5
+    restored = RetrainTrigger("webhook", None, cooldown=100, state=trigger.snapshot())
+    assert restored.active == {"default/1", "canary/1"} and restored.last_fired == 200
+
+
+def test_windows_are_tested_when_full_and_state_round_trips(tester: DriftTester, artifact_dir: Path) -> None:
+    rows = held_out_rows(artifact_dir)[:25]
+    monitor = Monitor(tester, Settings(window_size=10), RetrainTrigger("none", None))
+    monitor.ingest(request("big", rows[:23]), now=0)
+    monitor.ingest(response("big", list(range(23))), now=0)
+    key = f"default/{tester.reference.version}"
+    assert len(monitor.queued) == 2 and key not in monitor.results
+    state = monitor.snapshot()
+    assert [len(rows) for _, rows, _ in state["queued"]] == [10, 10]
+    monitor.test_due()
+    assert not monitor.queued
+    assert monitor.results[key].rows == 10 and monitor.windows[key].count == 3
+    assert monitor.feedback("big", list(range(1, 24)))
+    assert monitor.live(key) == {
+        "labels": 23,
+        "mae": 1.0,
+        "rmse": 1.0,
+        "r2": pytest.approx(1 - 23 / np.var(range(23)) / 23),
+    }
+    with pytest.raises(ValueError, match="23 finite number"):
+        monitor.feedback("big", 3.0)
+    monitor.ingest(request("open", rows[0]), now=0)
+    state = monitor.snapshot()
+    copy = Monitor(
+        tester, Settings(window_size=10), RetrainTrigger("none", None, state=state["retrain"]), state
+    )
+    assert copy.status() == monitor.status()
+    assert copy.snapshot() == monitor.snapshot()
