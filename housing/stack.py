@@ -7,8 +7,9 @@ every process it started.
 ``--once`` exits after the prediction (tests and CI).
 
 Default ports (all on 127.0.0.1): predictor HTTP 8080 / gRPC 8081, transformer HTTP 8090 / gRPC 8091,
-drift detector HTTP 8070 (with ``--detector``; the transformer logs every inference to it), Azurite 10000
-(with ``--azurite``). Logs go to ``var/stack/<service>.log``.
+drift detector HTTP 8070 (the transformer logs every inference to it; ``--no-detector`` leaves it out),
+MLflow 5000 (with ``--mlflow``: the tracking server and model registry over the local store), Prometheus 9090
+(with ``--monitoring``), Azurite 10000 (with ``--azurite``). Logs go to ``var/stack/<service>.log``.
 
 Adding a service is adding a :class:`ServiceSpec` to the list :func:`services` returns.
 """
@@ -32,7 +33,7 @@ from typing import IO, Any
 
 from housing import monitoring
 
-HELP = "Start predictor and transformer on loopback, show a real prediction; Ctrl-C stops everything."
+HELP = "Start the stack (predictor, transformer, detector) on loopback, show a real prediction; Ctrl-C stops it."
 HOST = "127.0.0.1"
 AZURITE_ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key, published by Microsoft for the emulator: not a secret.
@@ -93,11 +94,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--azurite-port", type=int, default=10000, help="Azurite Blob port (default: %(default)s)"
     )
     parser.add_argument(
-        "--detector", action="store_true", help="also start the drift detector, fed by the transformer"
+        "--detector",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start the drift detector, fed by the transformer's request logger (default: on)",
     )
     parser.add_argument(
         "--detector-port", type=int, default=8070, help="detector HTTP port (default: %(default)s)"
     )
+    parser.add_argument(
+        "--mlflow", action="store_true", help="also start the MLflow tracking server and registry UI"
+    )
+    parser.add_argument("--mlflow-port", type=int, default=5000, help="MLflow port (default: %(default)s)")
     parser.add_argument("--ready-timeout", type=float, default=90.0, help="seconds to wait for readiness")
     parser.add_argument("--log-dir", type=Path, help="where service logs go (default: var/stack)")
     monitoring.configure(parser)  # --monitoring, --prometheus-port (housing/monitoring.py)
@@ -134,7 +142,23 @@ def services(args: argparse.Namespace, storage_uri: str, env: dict[str, str]) ->
             args.detector_port,
             env=env,
         )] if args.detector else []),
+        *([mlflow_service(args.mlflow_port)] if args.mlflow else []),
     ]  # fmt: skip
+
+
+def mlflow_service(port: int) -> ServiceSpec:
+    """The MLflow tracking server over the store training writes to (``MLFLOW_TRACKING_URI`` or var/mlflow)."""
+    from model.tracking import artifact_location, tracking_uri
+
+    uri = tracking_uri()
+    artifacts = artifact_location(uri)
+    return ServiceSpec(
+        "mlflow",
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", HOST,
+         "--port", str(port), "--workers", "1", *(["--artifacts-destination", artifacts] if artifacts else [])],
+        port,
+        ready_path="/health",
+    )  # fmt: skip
 
 
 class Stack:
@@ -240,7 +264,7 @@ def _latest_or_train(fast: bool) -> Path:
 
     artifact = latest_artifact()
     if artifact is None:
-        command = ["housing", "train", "--no-mlflow", *(["--fast"] if fast else [])]
+        command = ["housing", "train", *(["--fast"] if fast else [])]
         print(f"no trained artifact yet: training one first ({' '.join(command)})", flush=True)
         subprocess.run([sys.executable, "-m", *command], check=True)
         artifact = latest_artifact()

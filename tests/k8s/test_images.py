@@ -108,9 +108,15 @@ def test_dockerignore_keeps_the_context_small() -> None:
 def _stack_commands() -> dict[str, list[str]]:
     from housing.stack import services
 
-    args = argparse.Namespace(
-        predictor_port=8080, predictor_grpc_port=8081, transformer_port=8080, transformer_grpc_port=8081
-    )
+    from housing.stack import configure
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    # The in-pod ports: 8080 HTTP and 8081 gRPC for every server.
+    args = parser.parse_args(
+        ["--predictor-port", "8080", "--predictor-grpc-port", "8081", "--transformer-port", "8080",
+         "--transformer-grpc-port", "8081"]
+    )  # fmt: skip
     return {spec.name: spec.command[1:] for spec in services(args, AZURITE_MODEL, {})}
 
 
@@ -125,8 +131,13 @@ def test_image_commands_are_the_local_stack_commands() -> None:
         assert image[:3] == ["python", "-m", name]
         local = stack[name]
         assert local[:2] == ["-m", name]
-        # The image leaves out only what each deployment supplies: where the model is, where the predictor is.
-        supplied = {"predictor": {"--storage_uri"}, "transformer": {"--predictor_host"}}[name]
+        # The image leaves out only what each deployment supplies: where the model is, where the predictor is
+        # (its REST address defaults to --predictor_host), and the local request logger (KServe's agent logs on
+        # Kubernetes).
+        supplied = {
+            "predictor": {"--storage_uri"},
+            "transformer": {"--predictor_host", "--predictor_rest_host", "--logger_url"},
+        }[name]
         assert set(_flags(local)) - set(_flags(image)) == supplied
         assert set(_flags(image)) <= set(_flags(local))
     assert container_command("detector")[:3] == ["python", "-m", "detector"]
@@ -150,8 +161,11 @@ def test_compose_runs_the_local_stack_commands() -> None:
     } <= services.keys()
     assert ["-m", "predictor", *services["predictor"]["command"]] == stack["predictor"]
     transformer = ["-m", "transformer", *services["transformer"]["command"]]
-    local = stack["transformer"]
-    local[local.index("--predictor_host") + 1] = "predictor:8080"  # the compose network name, not 127.0.0.1
+    # The same command, with the compose network's host names instead of 127.0.0.1.
+    local = [
+        item.replace("127.0.0.1:8070", "detector:8080").replace("127.0.0.1", "predictor")
+        for item in stack["transformer"]
+    ]
     assert transformer == local
     for name in ("predictor", "transformer", "detector"):
         service = services[name]
@@ -182,7 +196,8 @@ def test_every_command_parses_with_the_real_programs(renders: dict[str, Render])
         assert parsed.storage_uri
     for args in (services["transformer"]["command"], isvc["transformer"]["containers"][0]["args"] + injected):
         parsed = transformer_args(args)
-        assert (parsed.model_name, parsed.protocol, parsed.http_port) == ("housing", "v2", 8080)
+        assert (parsed.model_name, parsed.http_port) == ("housing", 8080)
+        assert parsed.protocol in ("v2", "grpc-v2")  # compose: gRPC as locally; the chart: KServe's REST host
     detector = renders["defaults"].one("Deployment", "housing-housing-kserve-detector")
     for args in (
         services["detector"]["command"],

@@ -19,13 +19,13 @@ def test_housing_up_monitoring_starts_prometheus_scraping_the_stack(
 ) -> None:
     require_tool("prometheus")
     port = free_port()
-    ports = [str(free_port()) for _ in range(4)]
+    ports = [str(free_port()) for _ in range(5)]
     up = python_service("housing-up", [
         "-m", "housing", "up", "--monitoring", "--prometheus-port", str(port),
         "--artifact", str(artifact_dir), "--log-dir", str(tmp_path / "stack"),
         "--predictor-port", ports[0], "--predictor-grpc-port", ports[1],
-        "--transformer-port", ports[2], "--transformer-grpc-port", ports[3],
-    ], tmp_path).start()  # fmt: skip
+        "--transformer-port", ports[2], "--transformer-grpc-port", ports[3], "--detector-port", ports[4],
+    ], tmp_path, env={"HOUSING_VAR_DIR": str(tmp_path / "var")}).start()  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(
@@ -37,7 +37,7 @@ def test_housing_up_monitoring_starts_prometheus_scraping_the_stack(
             return {series["metric"].get("component", "") for series in result["data"]["result"]}
 
         wait_until(
-            lambda: {"predictor", "transformer"} <= scraped(), timeout=30, what="both services scraped"
+            lambda: {"predictor", "transformer", "detector"} <= scraped(), timeout=30, what="every service scraped"
         )
         rules = httpx.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]
         assert {rule["name"] for group in rules for rule in group["rules"]} >= {"HousingHighErrorRate"}

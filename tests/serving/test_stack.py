@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 def up_command(*extra: str) -> list[str]:
     ports = ["--predictor-port", "--predictor-grpc-port", "--transformer-port", "--transformer-grpc-port"]
-    command = [sys.executable, "-m", "housing", "up"]
+    command = [sys.executable, "-m", "housing", "up", "--no-detector"]
     for flag in ports:
         command += [flag, str(free_port())]
     return [*command, *extra]
