@@ -17,8 +17,8 @@ import httpx
 import numpy as np
 import pytest
 
-from housing import rollout
 from housing.cli import main
+from housing.rollout import analysis, objects
 from model.dataset import load_dataset
 from model.schema import ALL_FEATURES, DEFAULT_FEATURES, TARGET
 from tests.conftest import free_port, python_service, require_tool, wait_until
@@ -144,18 +144,18 @@ def analyze(prometheus, *extra: str) -> int:
 @pytest.mark.slow
 def test_good_canary_is_promoted(stable, canary_artifacts, tmp_path, capsys, api_server, kubeconfig):
     with canary_with_prometheus(stable, canary_artifacts["good"], tmp_path) as (prometheus, canary):
-        assert analyze(prometheus) == rollout.INCONCLUSIVE  # one request is not enough to judge
+        assert analyze(prometheus) == analysis.INCONCLUSIVE  # one request is not enough to judge
         assert "recommendation: inconclusive" in capsys.readouterr().out
 
         stable_codes, canary_codes = traffic(prometheus, stable, canary)
         assert set(stable_codes) == set(canary_codes) == {200}
-        assert analyze(prometheus) == rollout.PROMOTE
+        assert analyze(prometheus) == analysis.PROMOTE
         out = capsys.readouterr().out
         assert "recommendation: promote" in out and "FAIL" not in out and "no data" not in out
 
         strict = tmp_path / "slo.yaml"
         strict.write_text("max_p95_seconds: 0.0000001\nmax_error_rate: 0.01\n")
-        assert analyze(prometheus, "--slo", str(strict)) == rollout.ROLLBACK
+        assert analyze(prometheus, "--slo", str(strict)) == analysis.ROLLBACK
         latency_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("p95"))
         assert latency_row.endswith("FAIL")
 
@@ -176,10 +176,10 @@ def test_good_canary_is_promoted(stable, canary_artifacts, tmp_path, capsys, api
                 str(kubeconfig),
             ]
         )
-        assert analyze(prometheus, "--auto", "--kubeconfig", str(kubeconfig)) == rollout.PROMOTE
+        assert analyze(prometheus, "--auto", "--kubeconfig", str(kubeconfig)) == analysis.PROMOTE
         promoted = api_server.get_object("ml", "housing")
         assert "canary" not in promoted["spec"]
-        assert rollout.read_model(promoted["spec"]["predictor"]).storage_uri == CANARY_URI
+        assert objects.read_model(promoted["spec"]["predictor"]).storage_uri == CANARY_URI
 
 
 @pytest.mark.slow
@@ -207,7 +207,7 @@ def test_canary_with_errors_is_rolled_back(
             ]
         )
         capsys.readouterr()
-        assert analyze(prometheus, "--auto", "--kubeconfig", str(kubeconfig)) == rollout.ROLLBACK
+        assert analyze(prometheus, "--auto", "--kubeconfig", str(kubeconfig)) == analysis.ROLLBACK
         out = capsys.readouterr().out
         error_row = next(line for line in out.splitlines() if line.startswith("error rate"))
         assert error_row.split()[2:4] == ["0", "1"] and error_row.endswith("FAIL")
@@ -221,7 +221,7 @@ def test_canary_with_shifted_predictions_is_rolled_back(stable, canary_artifacts
     with canary_with_prometheus(stable, canary_artifacts["shifted"], tmp_path) as (prometheus, canary):
         stable_codes, canary_codes = traffic(prometheus, stable, canary)
         assert set(stable_codes) == set(canary_codes) == {200}
-        assert analyze(prometheus) == rollout.ROLLBACK
+        assert analyze(prometheus) == analysis.ROLLBACK
         out = capsys.readouterr().out
         ks_row = next(line for line in out.splitlines() if line.startswith("prediction KS D"))
         assert ks_row.endswith("FAIL") and float(ks_row.split()[4]) > 0.2
@@ -255,7 +255,7 @@ def test_bad_slo_file_is_refused(tmp_path, capsys, text, message):
 def test_slo_file_values(tmp_path):
     slo = tmp_path / "slo.json"
     slo.write_text('{"max_p95_seconds": 0.1, "min_requests": "200"}')
-    loaded = rollout.Slo.from_file(slo)
+    loaded = analysis.Slo.from_file(slo)
     assert loaded.max_p95_seconds == 0.1 and loaded.min_requests == 200 and loaded.max_error_rate == 0.01
 
 
@@ -269,11 +269,11 @@ def test_binned_ks_matches_scipy_on_the_bin_bounds():
     def cumulative(values):
         return {bound: float(np.sum(values <= bound)) for bound in bounds}
 
-    distance, p_value = rollout.binned_ks({"default": cumulative(stable), "canary": cumulative(canary)})
+    distance, p_value = analysis.binned_ks({"default": cumulative(stable), "canary": cumulative(canary)})
     # Binned values give the exact KS of the values rounded up to their bucket bound.
     exact = ks_2samp(np.digitize(stable, bounds, right=True), np.digitize(canary, bounds, right=True))
     assert distance == pytest.approx(exact.statistic)
     assert p_value < 1e-6
-    same, p_same = rollout.binned_ks({"default": cumulative(stable), "canary": cumulative(stable)})
+    same, p_same = analysis.binned_ks({"default": cumulative(stable), "canary": cumulative(stable)})
     assert same == 0.0 and p_same == 1.0
-    assert rollout.binned_ks({"default": cumulative(stable)}) is None
+    assert analysis.binned_ks({"default": cumulative(stable)}) is None

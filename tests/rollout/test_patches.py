@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from housing import rollout
 from housing.cli import main
+from housing.rollout import cluster, objects, plans
 from tests.conftest import require_shared
 
 STABLE_URI = "https://acct.blob.core.windows.net/models/housing/1.0.0"
@@ -40,7 +40,7 @@ def isvc(mode: str | None, *, args_form: str = "equals") -> dict[str, Any]:
     else:  # env vars only
         args = ["--model_name=housing"]
         env = [{"name": "STORAGE_URI", "value": STABLE_URI}, {"name": "EXPECTED_SHA256", "value": STABLE_SHA}]
-    annotations = {rollout.MODE_ANNOTATION: mode} if mode else {}
+    annotations = {objects.MODE_ANNOTATION: mode} if mode else {}
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -48,8 +48,8 @@ def isvc(mode: str | None, *, args_form: str = "equals") -> dict[str, Any]:
         "spec": {
             "predictor": {
                 "minReplicas": 1,
-                "labels": {rollout.ENDPOINT_LABEL: "default"},
-                "annotations": {rollout.VERSION_ANNOTATION: "1.0.0", rollout.SHA256_ANNOTATION: STABLE_SHA},
+                "labels": {objects.ENDPOINT_LABEL: "default"},
+                "annotations": {objects.VERSION_ANNOTATION: "1.0.0", objects.SHA256_ANNOTATION: STABLE_SHA},
                 "containers": [
                     {
                         "name": "kserve-container",
@@ -197,11 +197,11 @@ def test_serverless_canary_sets_new_model_and_split(api_server, kubeconfig, crd_
     assert predictor["canaryTrafficPercent"] == 10
     assert f"--storage_uri={CANARY_URI}" in container(predictor)["args"]
     assert f"--expected_sha256={CANARY_SHA}" in container(predictor)["args"]
-    assert predictor["annotations"][rollout.VERSION_ANNOTATION] == "1.1.0"
-    assert predictor["annotations"][rollout.SHA256_ANNOTATION] == CANARY_SHA
-    assert predictor["labels"][rollout.ENDPOINT_LABEL] == "canary"
+    assert predictor["annotations"][objects.VERSION_ANNOTATION] == "1.1.0"
+    assert predictor["annotations"][objects.SHA256_ANNOTATION] == CANARY_SHA
+    assert predictor["labels"][objects.ENDPOINT_LABEL] == "canary"
     assert container(predictor)["resources"] == container(before["spec"]["predictor"])["resources"]
-    memory = json.loads(after["metadata"]["annotations"][rollout.STABLE_MODEL_ANNOTATION])
+    memory = json.loads(after["metadata"]["annotations"][objects.STABLE_MODEL_ANNOTATION])
     assert memory == {"storage_uri": STABLE_URI, "sha256": STABLE_SHA, "version": "1.0.0"}
     assert_valid(after, crd_schema)
 
@@ -214,8 +214,8 @@ def test_serverless_promote_keeps_new_model_and_drops_split(api_server, kubeconf
     assert housing(kubeconfig, "promote", "housing") == 0
     after = stored(api_server)
     assert "canaryTrafficPercent" not in after["spec"]["predictor"]
-    assert rollout.read_model(after["spec"]["predictor"]).storage_uri == CANARY_URI
-    assert rollout.STABLE_MODEL_ANNOTATION not in after["metadata"]["annotations"]
+    assert objects.read_model(after["spec"]["predictor"]).storage_uri == CANARY_URI
+    assert objects.STABLE_MODEL_ANNOTATION not in after["metadata"]["annotations"]
 
 
 def test_serverless_rollback_restores_stable_model(api_server, kubeconfig):
@@ -260,7 +260,7 @@ def test_canary_replace_keeps_the_remembered_stable_model(api_server, kubeconfig
     )
     after = stored(api_server)
     assert (
-        json.loads(after["metadata"]["annotations"][rollout.STABLE_MODEL_ANNOTATION])["storage_uri"]
+        json.loads(after["metadata"]["annotations"][objects.STABLE_MODEL_ANNOTATION])["storage_uri"]
         == STABLE_URI
     )
     assert after["spec"]["predictor"]["canaryTrafficPercent"] == 5
@@ -293,8 +293,8 @@ def test_raw_canary_adds_a_named_spec_canary_entry(api_server, kubeconfig, crd_s
     (entry,) = after["spec"]["canary"]
     assert entry["trafficPercent"] == 25 and entry["predictor"]["name"] == "v110"
     assert "canaryTrafficPercent" not in entry["predictor"]
-    assert entry["predictor"]["labels"][rollout.ENDPOINT_LABEL] == "canary"
-    assert rollout.read_model(entry["predictor"]) == rollout.ModelRef(CANARY_URI, CANARY_SHA, None)
+    assert entry["predictor"]["labels"][objects.ENDPOINT_LABEL] == "canary"
+    assert objects.read_model(entry["predictor"]) == objects.ModelRef(CANARY_URI, CANARY_SHA, None)
     assert container(entry["predictor"])["image"] == container(before["spec"]["predictor"])["image"]
     assert_valid(after, crd_schema)
 
@@ -317,7 +317,7 @@ def test_raw_promote_moves_canary_model_into_predictor(api_server, kubeconfig, c
     assert housing(kubeconfig, "promote", "housing") == 0
     after = stored(api_server)
     assert "canary" not in after["spec"]
-    assert rollout.read_model(after["spec"]["predictor"]) == rollout.ModelRef(CANARY_URI, CANARY_SHA, "1.1.0")
+    assert objects.read_model(after["spec"]["predictor"]) == objects.ModelRef(CANARY_URI, CANARY_SHA, "1.1.0")
     assert container(after["spec"]["predictor"])["args"][2:4] == ["--storage_uri", CANARY_URI]
     assert_valid(after, crd_schema)
 
@@ -355,7 +355,7 @@ def test_standard_model_storage_uri_form(api_server, kubeconfig, crd_schema):
     )
     entry = stored(api_server)["spec"]["canary"][0]
     assert entry["predictor"]["model"]["storageUri"] == CANARY_URI
-    assert entry["predictor"]["annotations"][rollout.SHA256_ANNOTATION] == CANARY_SHA
+    assert entry["predictor"]["annotations"][objects.SHA256_ANNOTATION] == CANARY_SHA
     assert_valid(stored(api_server), crd_schema)
     housing(kubeconfig, "promote", "housing")
     assert stored(api_server)["spec"]["predictor"]["model"]["storageUri"] == CANARY_URI
@@ -501,7 +501,7 @@ def test_endless_conflicts_give_up_with_a_clear_error(api_server, kubeconfig, ca
         == 1
     )
     assert "kept changing" in capsys.readouterr().err
-    assert len(api_server.writes()) == rollout.CONFLICT_ATTEMPTS
+    assert len(api_server.writes()) == cluster.CONFLICT_ATTEMPTS
     assert "canary" not in stored(api_server)["spec"]
 
 
@@ -518,7 +518,7 @@ def test_merge_patch_round_trips_through_the_server_semantics():
 
     current = {"a": 1, "b": {"c": [1, 2], "d": "x"}, "e": None}
     wanted = {"a": 1, "b": {"c": [1, 3]}, "f": {"g": 1}, "e": None}
-    patch = rollout.merge_patch(current, wanted)
+    patch = plans.merge_patch(current, wanted)
     assert patch == {"b": {"c": [1, 3], "d": None}, "f": {"g": 1}}
     assert apply_merge_patch(current, patch) == {"a": 1, "b": {"c": [1, 3]}, "f": {"g": 1}, "e": None}
 
@@ -526,10 +526,10 @@ def test_merge_patch_round_trips_through_the_server_semantics():
 @pytest.mark.parametrize("form", ["equals", "separate", "env"])
 def test_read_and_write_model_in_each_form(form):
     predictor = isvc("Serverless", args_form=form)["spec"]["predictor"]
-    assert rollout.read_model(predictor) == rollout.ModelRef(STABLE_URI, STABLE_SHA, "1.0.0")
-    changed = rollout.with_model(predictor, rollout.ModelRef(CANARY_URI, CANARY_SHA, None))
-    assert rollout.read_model(changed) == rollout.ModelRef(CANARY_URI, CANARY_SHA, None)
-    assert rollout.read_model(predictor).storage_uri == STABLE_URI  # the input is not modified
+    assert objects.read_model(predictor) == objects.ModelRef(STABLE_URI, STABLE_SHA, "1.0.0")
+    changed = objects.with_model(predictor, objects.ModelRef(CANARY_URI, CANARY_SHA, None))
+    assert objects.read_model(changed) == objects.ModelRef(CANARY_URI, CANARY_SHA, None)
+    assert objects.read_model(predictor).storage_uri == STABLE_URI  # the input is not modified
 
 
 def test_context_and_namespace_flags(api_server, kubeconfig, capsys):

@@ -1,0 +1,159 @@
+"""``housing rollout``: canary rollouts of the housing InferenceService, decided by its own metrics.
+
+Sub-commands:
+
+- ``status NAME``: model per endpoint (storage URI, sha256, version), traffic split, readiness, URLs.
+- ``canary NAME --model-uri URI --sha256 HEX --percent P``: start a canary.
+- ``analyze NAME --prometheus URL``: compare canary and stable against SLOs; exit 0 promote, 1 roll back,
+  2 inconclusive (``--auto`` applies the verdict).
+- ``promote NAME`` / ``rollback NAME``: end the canary one way or the other.
+
+KServe has two ways to run a canary, and each ignores the other's fields without a word:
+
+- **Serverless** (Knative): the predictor spec names the *new* model and
+  ``spec.predictor.canaryTrafficPercent`` sends that share of traffic to the latest revision; the rest stays
+  on the previous rolled-out revision. The spec then no longer names the stable model, so ``canary`` records
+  it in an annotation that ``rollback`` restores.
+- **RawDeployment / Standard** (KServe >= 0.20): ``spec.canary`` is a list of named canaries, each a full
+  predictor spec with its own ``trafficPercent``; the stable predictor is left alone.
+
+The mode is read from the object (annotation ``serving.kserve.io/deploymentMode``, else
+``status.deploymentMode``); when neither says, the command refuses rather than guess. Changes are JSON merge
+patches carrying the ``metadata.resourceVersion`` that was read, so the API server refuses them (409) if
+someone changed the object in between; the command then reads it again, re-checks and retries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+
+from housing.rollout.analysis import (
+    INCONCLUSIVE,
+    PROMOTE,
+    SLO_HELP,
+    VERDICTS,
+    Prometheus,
+    Slo,
+    analyze,
+    print_checks,
+    verdict,
+)
+from housing.rollout.cluster import Cluster
+from housing.rollout.objects import DEFAULT_CANARY_NAME, ModelRef, RolloutError
+from housing.rollout.plans import plan_canary, plan_promote, plan_rollback
+from housing.rollout.status import describe, print_description
+
+HELP = "Canary rollouts of the InferenceService: status, canary, analyze, promote, rollback."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare the sub-commands and their arguments."""
+    cluster = argparse.ArgumentParser(add_help=False)
+    cluster.add_argument("name", help="InferenceService name")
+    cluster.add_argument("-n", "--namespace", help="namespace (default: the context's, else 'default')")
+    cluster.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: in-cluster, $KUBECONFIG, ~/.kube/config)"
+    )
+    cluster.add_argument("--context", help="kubeconfig context (default: the current one)")
+    dry = argparse.ArgumentParser(add_help=False)
+    dry.add_argument(
+        "--dry-run", action="store_true", help="print the JSON merge patch instead of applying it"
+    )
+    named = argparse.ArgumentParser(add_help=False)
+    named.add_argument("--canary-name", help="which canary (RawDeployment mode; default: the only one)")
+
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    status = actions.add_parser("status", parents=[cluster], help="models, traffic split, readiness and URLs")
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    canary = actions.add_parser("canary", parents=[cluster, dry], help="start a canary with a new model")
+    canary.add_argument("--model-uri", required=True, help="storage URI of the canary's model artifact")
+    canary.add_argument("--sha256", required=True, help="sha256 of its model.joblib (model.json 'sha256')")
+    canary.add_argument("--model-version", help="version to record (model.json 'version')")
+    canary.add_argument("--percent", type=int, required=True, help="share of traffic for the canary, 0-100")
+    canary.add_argument(
+        "--canary-name",
+        default=DEFAULT_CANARY_NAME,
+        help="name of the spec.canary entry (RawDeployment mode; default: %(default)s)",
+    )
+    canary.add_argument("--replace", action="store_true", help="replace a canary that already runs")
+
+    analyze_parser = actions.add_parser(
+        "analyze",
+        parents=[cluster],
+        help="compare canary and stable in Prometheus; exit 0 promote, 1 roll back, 2 inconclusive",
+    )
+    analyze_parser.add_argument("--prometheus", required=True, help="Prometheus base URL")
+    analyze_parser.add_argument("--window", default="10m", help="PromQL range (default: %(default)s)")
+    analyze_parser.add_argument(
+        "--selector",
+        default='component="predictor"',
+        help="extra PromQL label matchers (default: %(default)s)",
+    )
+    analyze_parser.add_argument("--slo", help="SLO file (YAML/JSON; keys as the flags, with underscores)")
+    defaults = Slo()
+    for field_name, value in asdict(defaults).items():
+        analyze_parser.add_argument(
+            "--" + field_name.replace("_", "-"),
+            type=type(value),
+            default=None,
+            help=f"{SLO_HELP[field_name]} (default: {value})",
+        )
+    analyze_parser.add_argument("--auto", action="store_true", help="promote or roll back as recommended")
+    analyze_parser.add_argument("--canary-name", help="which canary --auto acts on (RawDeployment mode)")
+
+    actions.add_parser("promote", parents=[cluster, dry, named], help="the canary becomes stable")
+    actions.add_parser("rollback", parents=[cluster, dry, named], help="remove the canary; stable untouched")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one ``housing rollout`` action; errors are one line on stderr and exit code 1 (analyze: 3)."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # else one log line per Prometheus query
+    try:
+        return _run(args)
+    except RolloutError as error:
+        print(f"housing rollout {args.action}: {error}", file=sys.stderr)
+        return 3 if args.action == "analyze" else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.action == "analyze":
+        slo = Slo.from_file(args.slo) if args.slo else Slo()
+        overrides = {name: getattr(args, name) for name in asdict(slo) if getattr(args, name) is not None}
+        slo = Slo(**(asdict(slo) | overrides))
+        checks = analyze(Prometheus(args.prometheus), slo, args.window, args.selector)
+        print_checks(checks)
+        outcome = verdict(checks)
+        if args.auto and outcome != INCONCLUSIVE:
+            plan = plan_promote if outcome == PROMOTE else plan_rollback
+            cluster = Cluster(args.kubeconfig, args.context, args.namespace)
+            cluster.change(args.name, lambda isvc: plan(isvc, args.canary_name))
+            print(f"applied: {VERDICTS[outcome]} of {cluster.namespace}/{args.name}")
+        return outcome
+
+    cluster = Cluster(args.kubeconfig, args.context, args.namespace)
+    if args.action == "status":
+        info = describe(cluster.get(args.name))
+        if args.output == "json":
+            print(json.dumps(info, indent=2, sort_keys=True))
+        else:
+            print_description(info)
+        return 0
+    if args.action == "canary":
+        model = ModelRef(args.model_uri, args.sha256, args.model_version)
+        cluster.change(
+            args.name,
+            lambda isvc: plan_canary(isvc, model, args.percent, args.canary_name, args.replace),
+            dry_run=args.dry_run,
+        )
+    elif args.action == "promote":
+        cluster.change(args.name, lambda isvc: plan_promote(isvc, args.canary_name), dry_run=args.dry_run)
+    else:
+        cluster.change(args.name, lambda isvc: plan_rollback(isvc, args.canary_name), dry_run=args.dry_run)
+    if not args.dry_run:
+        print(f"{args.action}: {cluster.namespace}/{args.name} patched")
+    return 0
