@@ -285,7 +285,7 @@ def throughput(artifact: Path, pairs: int, concurrency: int, baseline_requests: 
     invalid = (
         seen.get("request/invalid", 0) + seen.get("response/invalid", 0) + seen.get("unknown/invalid", 0)
     )
-    figures = {
+    figures: dict[str, Any] = {
         "events_sent": len(events),
         "concurrency": concurrency,
         "seconds": round(seconds, 3),

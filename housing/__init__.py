@@ -1,1 +1,1 @@
-"""The ``housing`` command line: one entry point for training, publishing, serving locally, drift and rollouts."""
+"""The ``housing`` command line: training, publishing, the local stack, drift and rollouts."""

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(
         prog="housing",
-        description="Boston Housing price prediction on KServe: train, publish, serve, watch for drift, roll out.",
+        description="Boston Housing price prediction on KServe: train, publish, serve, watch drift, roll out",
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

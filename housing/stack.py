@@ -33,7 +33,7 @@ from typing import IO, Any
 
 from housing import monitoring
 
-HELP = "Start the stack (predictor, transformer, detector) on loopback, show a real prediction; Ctrl-C stops it."
+HELP = "Start predictor, transformer and detector on loopback, show a real prediction; Ctrl-C stops them."
 HOST = "127.0.0.1"
 AZURITE_ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key, published by Microsoft for the emulator: not a secret.
@@ -147,7 +147,7 @@ def services(args: argparse.Namespace, storage_uri: str, env: dict[str, str]) ->
 
 
 def mlflow_service(port: int) -> ServiceSpec:
-    """The MLflow tracking server over the store training writes to (``MLFLOW_TRACKING_URI`` or var/mlflow)."""
+    """The MLflow tracking server over the store training writes to (``MLFLOW_TRACKING_URI``, else var/)."""
     from model.tracking import artifact_location, tracking_uri
 
     uri = tracking_uri()
@@ -155,7 +155,8 @@ def mlflow_service(port: int) -> ServiceSpec:
     return ServiceSpec(
         "mlflow",
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", HOST,
-         "--port", str(port), "--workers", "1", *(["--artifacts-destination", artifacts] if artifacts else [])],
+         "--port", str(port), "--workers", "1",
+         *(["--artifacts-destination", artifacts] if artifacts else [])],
         port,
         ready_path="/health",
     )  # fmt: skip

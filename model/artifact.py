@@ -1,6 +1,6 @@
 """The model artifact: a directory with ``model.joblib`` and a self-describing ``model.json``.
 
-This is the one module that writes and reads artifacts; the trainer, the predictor and the detector all use it.
+This is the one module that writes and reads artifacts; the trainer, the predictor and the detector use it.
 A pickle runs code when it is loaded, so :func:`load_artifact` checks the sha256 recorded in ``model.json``
 (and, when the deployment pins one, the expected sha256) *before* it unpickles anything.
 
@@ -11,7 +11,7 @@ A pickle runs code when it is loaded, so :func:`load_artifact` checks the sha256
 - ``target``: ``{"name", "description", "unit"}``
 - ``estimator``, ``params``: what was fitted
 - ``metrics``: evaluation figures (cross-validated RMSE, MAE, R², ...)
-- ``reference``: training data for drift detection: ``features`` (rows of a training sample, in feature order),
+- ``reference``: training data for drift detection: ``features`` (rows of a training sample, feature order),
   ``predictions`` (the model's predictions for those rows), ``quantiles`` (per feature), ``n_rows``
 - ``sha256``: of ``model.joblib``
 """
@@ -122,7 +122,9 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     if missing:
         raise ArtifactError(f"{path} lacks required keys {missing}")
     if metadata.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: format_version {metadata.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise ArtifactError(
+            f"{path}: format_version {metadata.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
     return metadata
 
 
@@ -177,7 +179,9 @@ def load_artifact(directory: str | Path, expected_sha256: str | None = None) -> 
     try:
         pipeline = joblib.load(Path(directory) / MODEL_FILE)
     except Exception as error:  # a verified file that still fails to load: wrong library versions, most often
-        raise ArtifactError(f"cannot load {MODEL_FILE} (libraries {metadata.get('libraries')}): {error}") from error
+        raise ArtifactError(
+            f"cannot load {MODEL_FILE} (libraries {metadata.get('libraries')}): {error}"
+        ) from error
     return ModelArtifact(pipeline=pipeline, metadata=metadata, path=Path(directory))
 
 

@@ -62,7 +62,9 @@ class Feature:
         Returns:
             ``None`` when the value is valid, otherwise the rule it breaks, e.g. ``"must be in [0, 100]"``.
         """
-        if isinstance(value, bool) or not isinstance(value, int | float) and not hasattr(value, "__float__"):
+        if isinstance(value, bool) or (
+            not isinstance(value, int | float) and not hasattr(value, "__float__")
+        ):
             return f"must be a number, got {type(value).__name__}"
         number = float(value)
         if math.isnan(number) or math.isinf(number):
@@ -100,13 +102,15 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature("rm", "Average number of rooms per dwelling", "rooms", lower_inclusive=False),
     Feature("age", "Owner-occupied units built before 1940", "percent", upper=100),
-    Feature("dis", "Weighted distance to five Boston employment centres", "distance index", lower_inclusive=False),
+    Feature(
+        "dis", "Weighted distance to five Boston employment centres", "distance index", lower_inclusive=False
+    ),
     Feature("rad", "Index of accessibility to radial highways", "index", kind="integer", lower=1),
     Feature("tax", "Full-value property-tax rate", "USD per 10,000 USD"),
     Feature("ptratio", "Pupil-teacher ratio by town", "pupils per teacher", lower_inclusive=False),
     Feature(
         "b",
-        "1000(Bk - 0.63)^2, Bk the proportion of Black residents by town (ethically problematic; unused by default)",
+        "1000(Bk - 0.63)^2, Bk the proportion of Black residents by town (problematic; unused by default)",
         "index",
         upper=396.9,
     ),

@@ -1,7 +1,7 @@
 """Publish model artifacts to Azure Blob Storage and download them again.
 
 Locations are URLs of the form KServe's ``storageUri`` uses, ``https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH``,
-or an Azurite endpoint, ``http://HOST:PORT/ACCOUNT/CONTAINER/PATH``; a local path or ``file://`` URL also works
+or an Azurite endpoint, ``http://HOST:PORT/ACCOUNT/CONTAINER/PATH``; a local path or ``file://`` URL works
 for :func:`download`.
 
 Credentials, in order:
@@ -12,6 +12,7 @@ Credentials, in order:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ class BlobLocation:
 
 @dataclass(frozen=True)
 class PublishResult:
-    """What :func:`publish` did: the files uploaded and the files skipped because the same content was there."""
+    """What :func:`publish` did: files uploaded, and files skipped because the same content was there."""
 
     uploaded: list[str]
     skipped: list[str]
@@ -135,10 +136,8 @@ def publish(directory: str | Path, url: str, *, progress: bool = True) -> Publis
     container = container_client(location)
     result = PublishResult(uploaded=[], skipped=[])
     try:
-        try:
+        with contextlib.suppress(ResourceExistsError):
             container.create_container()
-        except ResourceExistsError:
-            pass
         for name in UPLOAD_ORDER:
             path = directory / name
             digest = sha256_file(path)
@@ -152,7 +151,9 @@ def publish(directory: str | Path, url: str, *, progress: bool = True) -> Publis
                 pass
             size = path.stat().st_size
             with (
-                tqdm(total=size, unit="B", unit_scale=True, desc=f"upload {name}", disable=not progress) as bar,
+                tqdm(
+                    total=size, unit="B", unit_scale=True, desc=f"upload {name}", disable=not progress
+                ) as bar,
                 open(path, "rb") as handle,
             ):
                 blob.upload_blob(

@@ -1,6 +1,6 @@
 """Shared fixtures: tools (strict or skipping), free ports, real server processes, Azurite.
 
-``STRICT_TOOLS=1`` (CI) turns every "tool missing" skip into a failure, so a green CI run means every check ran.
+``STRICT_TOOLS=1`` (CI) turns every "tool missing" skip into a failure: a green CI run means every check ran.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class Service:
 
     def start(self) -> Service:
         environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **self.env}
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
             list(self.command), stdout=self._log, stderr=subprocess.STDOUT, env=environment, cwd=ROOT
         )
@@ -118,7 +118,9 @@ class Service:
         self._log.close()
 
 
-def python_service(name: str, args: Sequence[str], log_dir: Path, env: dict[str, str] | None = None) -> Service:
+def python_service(
+    name: str, args: Sequence[str], log_dir: Path, env: dict[str, str] | None = None
+) -> Service:
     """A ``python -m ...`` service run with this interpreter (so coverage follows it)."""
     return Service(name, [sys.executable, *args], log_dir / f"{name}.log", env or {})
 
@@ -148,12 +150,26 @@ def start_azurite(directory: Path, port: int | None = None) -> Azurite:
     directory.mkdir(parents=True, exist_ok=True)
     service = Service(
         "azurite",
-        [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(directory),
-         "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--loose"],
+        [
+            binary,
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(directory),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--loose",
+        ],
         directory / "azurite.log",
     ).start()
-    wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() is None,
-               timeout=30, what="Azurite listening")
+    wait_until(
+        lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() is None,
+        timeout=30,
+        what="Azurite listening",
+    )
     return Azurite(port=port, service=service)
 
 

@@ -1,4 +1,4 @@
-"""``housing up`` (the detector is on by default): a prediction through the transformer reaches the detector."""
+"""``housing up`` (detector on by default): a prediction through the transformer reaches the detector."""
 
 from __future__ import annotations
 

@@ -106,9 +106,7 @@ def test_dockerignore_keeps_the_context_small() -> None:
 
 
 def _stack_commands() -> dict[str, list[str]]:
-    from housing.stack import services
-
-    from housing.stack import configure
+    from housing.stack import configure, services
 
     parser = argparse.ArgumentParser()
     configure(parser)
@@ -131,9 +129,9 @@ def test_image_commands_are_the_local_stack_commands() -> None:
         assert image[:3] == ["python", "-m", name]
         local = stack[name]
         assert local[:2] == ["-m", name]
-        # The image leaves out only what each deployment supplies: where the model is, where the predictor is
-        # (its REST address defaults to --predictor_host), and the local request logger (KServe's agent logs on
-        # Kubernetes).
+        # The image leaves out only what each deployment supplies: where the model is, where the predictor
+        # is (its REST address defaults to --predictor_host), and the local request logger (on Kubernetes,
+        # KServe's agent logs).
         supplied = {
             "predictor": {"--storage_uri"},
             "transformer": {"--predictor_host", "--predictor_rest_host", "--logger_url"},

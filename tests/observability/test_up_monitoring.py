@@ -37,7 +37,9 @@ def test_housing_up_monitoring_starts_prometheus_scraping_the_stack(
             return {series["metric"].get("component", "") for series in result["data"]["result"]}
 
         wait_until(
-            lambda: {"predictor", "transformer", "detector"} <= scraped(), timeout=30, what="every service scraped"
+            lambda: {"predictor", "transformer", "detector"} <= scraped(),
+            timeout=30,
+            what="every service scraped",
         )
         rules = httpx.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]
         assert {rule["name"] for group in rules for rule in group["rules"]} >= {"HousingHighErrorRate"}
