@@ -11,6 +11,7 @@ import argparse
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +229,30 @@ def test_compose_prometheus_labels_match_the_pod_monitors() -> None:
     assert {t["labels"]["component"] for t in targets} == {"predictor", "transformer", "detector"}
     assert all(t["labels"]["endpoint"] == "default" for t in targets)
     assert Path(ROOT / "helm" / "housing-kserve" / "files" / "prometheus-rules.yaml").exists()
+
+
+# What each image runs first: its entrypoint module (the trainer's is the `housing` command, whose parser
+# imports every command module).
+ENTRYPOINT_MODULES = {
+    "predictor": "predictor.__main__",
+    "transformer": "transformer.__main__",
+    "detector": "detector.__main__",
+    "trainer": "housing.cli",
+}
+PROJECT_PACKAGES = {"model", "predictor", "transformer", "detector", "housing"}
+
+
+@pytest.mark.parametrize("image", sorted(ENTRYPOINT_MODULES))
+def test_image_copies_every_project_package_its_entrypoint_imports(image: str) -> None:
+    module = ENTRYPOINT_MODULES[image]
+    probe = (
+        "import importlib, sys\n"
+        f"entry = importlib.import_module({module!r})\n"
+        "getattr(entry, 'build_parser', lambda: None)()\n"
+        f"print(' '.join(sorted({{name.split('.')[0] for name in sys.modules}} & {PROJECT_PACKAGES!r})))\n"
+    )
+    imported = set(subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                                  check=True).stdout.split())  # fmt: skip
+    dockerfile = (DOCKER / f"{image}.Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+)/ \1/$", dockerfile, flags=re.MULTILINE))
+    assert imported <= copied, f"{image}.Dockerfile lacks COPY for {sorted(imported - copied)}"
