@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -125,3 +126,36 @@ def test_up_stops_everything_on_sigint(artifact_dir: Path, tmp_path: Path):
     pids = started_pids(output)
     assert len(pids) == 2, output
     assert_gone(pids)
+
+
+def test_up_with_mlflow_serves_the_registry_that_training_filled(tmp_path: Path):
+    """A fresh checkout: training is tracked and registered, then MLflow serves the registered model."""
+    port = free_port()
+    process = subprocess.Popen(
+        up_command("--fast", "--mlflow", "--mlflow-port", str(port)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=environment(tmp_path),
+    )  # fmt: skip
+    output = ""
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output += line
+            if "press Ctrl-C to stop" in line:
+                break
+        assert f"ready: mlflow at http://127.0.0.1:{port}" in output, output
+        answer = httpx.get(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/registered-models/get",
+            params={"name": "housing-price"},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        aliases = {alias["alias"] for alias in answer.json()["registered_model"].get("aliases", [])}
+        assert aliases == {"challenger"}
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+        output += rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert_gone(started_pids(output))
