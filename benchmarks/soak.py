@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
-from housing.stack import HOST, ServiceSpec, Stack
+from housing.stack import HOST, ServiceSpec, Stack, configure, services
+from model.paths import VAR_DIR_ENV
 from monitoring.traffic import PREDICT_PATH, houses, v1_body
 
 RESULTS = Path(__file__).resolve().parent / "results" / "soak.json"
@@ -72,24 +72,27 @@ async def load(
     Returns:
         Counts, throughput and latency percentiles (successful requests only); any non-200 is an error.
     """
+    import aiohttp  # httpx's async client is itself the bottleneck at this concurrency (docs/serving.md)
+
     latencies: list[float] = []
     errors: list[str] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
         deadline = time.perf_counter() + seconds
 
         async def client_loop() -> None:
             while time.perf_counter() < deadline:
                 began = time.perf_counter()
                 try:
-                    response = await client.post(url, json=make_body())
-                except httpx.HTTPError as error:
+                    async with session.post(url, json=make_body()) as response:
+                        text = await response.text()
+                except (aiohttp.ClientError, TimeoutError) as error:
                     errors.append(f"{type(error).__name__}: {error}")
                     continue
-                if response.status_code == 200:
+                if response.status == 200:
                     latencies.append(time.perf_counter() - began)
                 else:
-                    errors.append(f"{response.status_code}: {response.text[:200]}")
+                    errors.append(f"{response.status}: {text[:200]}")
 
         async def progress() -> None:
             while True:
@@ -178,27 +181,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def start_stack(stack: Stack, artifact: Path, workdir: Path) -> dict[str, ServiceSpec]:
-    """Predictor, detector and transformer (logging every inference to the detector), on free ports."""
-    python = sys.executable
-    ports = {
-        name: free_port()
-        for name in ("predictor", "predictor-grpc", "transformer", "transformer-grpc", "detector")
-    }
-    specs = {
-        "predictor": ServiceSpec("predictor", [
-            python, "-m", "predictor", "--model_name", "housing", "--storage_uri", str(artifact),
-            "--http_port", str(ports["predictor"]), "--grpc_port", str(ports["predictor-grpc"]),
-        ], ports["predictor"]),
-        "detector": ServiceSpec("detector", [
-            python, "-m", "detector", "--storage_uri", str(artifact), "--host", HOST,
-            "--http_port", str(ports["detector"]), "--state_dir", str(workdir / "detector-state"),
-        ], ports["detector"]),
-        "transformer": ServiceSpec("transformer", [
-            python, "-m", "transformer", "--model_name", "housing", "--protocol", "v2",
-            "--predictor_host", f"{HOST}:{ports['predictor']}", "--logger_url", f"http://{HOST}:{ports['detector']}",
-            "--http_port", str(ports["transformer"]), "--grpc_port", str(ports["transformer-grpc"]),
-        ], ports["transformer"]),
-    }  # fmt: skip
+    """The ``housing up`` stack (the transformer logging every inference to the detector), on free ports."""
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    flags = ("--predictor-port", "--predictor-grpc-port", "--transformer-port", "--transformer-grpc-port",
+             "--detector-port")  # fmt: skip
+    args = parser.parse_args([item for flag in flags for item in (flag, str(free_port()))])
+    os.environ[VAR_DIR_ENV] = str(workdir)  # the detector keeps its state under the stack's var dir
+    specs = {spec.name: spec for spec in services(args, str(artifact), {})}
     for spec in specs.values():
         stack.start(spec)
     for spec in specs.values():
