@@ -156,13 +156,9 @@ class Prometheus:
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        from housing.stack import stop_process
+
+        stop_process(self.process, timeout)
         self.log_file.close()
 
 

@@ -162,6 +162,18 @@ def mlflow_service(port: int) -> ServiceSpec:
     )  # fmt: skip
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """End a process with SIGTERM (so it saves its state and coverage), then SIGKILL after ``timeout`` s."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class Stack:
     """The processes started so far; :meth:`stop` ends every one of them (and only them)."""
 
@@ -211,11 +223,7 @@ class Stack:
                 print(f"stopping {spec.name} (pid {process.pid})", flush=True)
                 process.terminate()
         for _, process, log in self.running:
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout)
             log.close()
         self.running.clear()
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from housing.stack import AZURITE_ACCOUNT, AZURITE_KEY
+from housing.stack import AZURITE_ACCOUNT, AZURITE_KEY, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -107,15 +107,9 @@ class Service:
         return self.log_path.read_text(errors="replace")[-8000:] if self.log_path.exists() else ""
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._log.close()
+        if self.process is not None:
+            stop_process(self.process, timeout)
+            self._log.close()
 
 
 def python_service(
