@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,11 +231,13 @@ def timed_fit(estimator: Any, x: np.ndarray, y: np.ndarray) -> tuple[Any, dict[s
     }
 
 
-def predict_latency(estimator: Any, row: np.ndarray, repeats: int = 300) -> dict[str, float]:
-    """In-process latency of ``predict`` on a single row.
+def predict_latency(
+    predict: Callable[[np.ndarray], Any], row: np.ndarray, repeats: int = 300
+) -> dict[str, float]:
+    """In-process latency of a predict call on a single row.
 
     Args:
-        estimator: A fitted estimator.
+        predict: The call to time, e.g. ``estimator.predict`` or the predictor's own path.
         row: One row of features, shape [1, n_features].
         repeats: Timed calls (after a few warm-up calls).
 
@@ -244,11 +246,11 @@ def predict_latency(estimator: Any, row: np.ndarray, repeats: int = 300) -> dict
         (CPU time of this thread, which other work on a shared machine does not inflate), in microseconds.
     """
     for _ in range(10):
-        estimator.predict(row)
+        predict(row)
     wall, cpu = [], []
     for _ in range(repeats):
         started, started_cpu = time.perf_counter_ns(), time.thread_time_ns()
-        estimator.predict(row)
+        predict(row)
         cpu.append((time.thread_time_ns() - started_cpu) / 1000)
         wall.append((time.perf_counter_ns() - started) / 1000)
     wall.sort()

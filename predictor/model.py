@@ -10,7 +10,6 @@ import tempfile
 from typing import Any
 
 import numpy as np
-import sklearn
 from kserve import InferRequest, Model
 from kserve.errors import InvalidInput, ModelNotReady
 from kserve.utils.utils import get_predict_input, get_predict_response
@@ -18,6 +17,7 @@ from prometheus_client import Gauge, Histogram
 
 from model import storage
 from model.artifact import ModelArtifact, load_artifact
+from model.pipeline import predict_validated
 from model.schema import TARGET, TARGET_UNIT
 from predictor.server import BATCH_ROWS
 
@@ -73,9 +73,7 @@ class HousingModel(Model):
         """Predict for every row of the payload's tensor."""
         artifact = self._loaded()
         rows = self._rows(payload, artifact.feature_names)
-        # The rows were checked just above: skip scikit-learn's per-call finiteness and parameter checks.
-        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-            predictions = artifact.pipeline.predict(rows)
+        predictions = predict_validated(artifact.pipeline, rows)  # the rows were checked just above
         BATCH_ROWS.labels(component="predictor", model_name=self.name).observe(len(rows))
         histogram = PREDICTED_VALUE.labels(self.name, artifact.version)
         for value in predictions:

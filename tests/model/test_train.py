@@ -92,7 +92,7 @@ def test_quality_gate_names_every_broken_threshold():
 
 def test_predict_latency_reports_percentiles(frame):
     model = make_candidate("linear").fit(frame[["rm"]].to_numpy(), frame["medv"].to_numpy())
-    latency = predict_latency(model, frame[["rm"]].to_numpy()[:1], repeats=20)
+    latency = predict_latency(model.predict, frame[["rm"]].to_numpy()[:1], repeats=20)
     assert 0 < latency["predict_latency_p50_us"] <= latency["predict_latency_p99_us"]
 
 
