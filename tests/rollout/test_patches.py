@@ -90,6 +90,12 @@ def housing(kubeconfig, *args: str) -> int:
     return main(["rollout", *args, "--kubeconfig", str(kubeconfig)])
 
 
+def canary(kubeconfig, percent: str, *extra: str) -> int:
+    """``housing rollout canary housing`` with the test canary model at ``percent``."""
+    model = ["--model-uri", CANARY_URI, "--sha256", CANARY_SHA]
+    return housing(kubeconfig, "canary", "housing", *model, "--percent", percent, *extra)
+
+
 @pytest.fixture(scope="module")
 def crd_schema():
     """A validator for KServe's InferenceService schema (built once: the schema is 2 MB)."""
@@ -208,9 +214,7 @@ def test_serverless_canary_sets_new_model_and_split(api_server, kubeconfig, crd_
 
 def test_serverless_promote_keeps_new_model_and_drops_split(api_server, kubeconfig):
     api_server.put_object(isvc("Serverless"))
-    housing(
-        kubeconfig, "canary", "housing", "--model-uri", CANARY_URI, "--sha256", CANARY_SHA, "--percent", "10"
-    )
+    canary(kubeconfig, "10")
     assert housing(kubeconfig, "promote", "housing") == 0
     after = stored(api_server)
     assert "canaryTrafficPercent" not in after["spec"]["predictor"]
@@ -220,9 +224,7 @@ def test_serverless_promote_keeps_new_model_and_drops_split(api_server, kubeconf
 
 def test_serverless_rollback_restores_stable_model(api_server, kubeconfig):
     original = api_server.put_object(isvc("Serverless"))
-    housing(
-        kubeconfig, "canary", "housing", "--model-uri", CANARY_URI, "--sha256", CANARY_SHA, "--percent", "10"
-    )
+    canary(kubeconfig, "10")
     assert housing(kubeconfig, "rollback", "housing") == 0
     after = stored(api_server)
     assert after["spec"] == original["spec"]
@@ -239,9 +241,7 @@ def test_serverless_rollback_of_a_hand_made_canary_pins_zero_percent(api_server,
 
 def test_canary_replace_keeps_the_remembered_stable_model(api_server, kubeconfig):
     api_server.put_object(isvc("Serverless"))
-    housing(
-        kubeconfig, "canary", "housing", "--model-uri", CANARY_URI, "--sha256", CANARY_SHA, "--percent", "10"
-    )
+    canary(kubeconfig, "10")
     third = CANARY_URI.replace("1.1.0", "1.2.0")
     assert (
         housing(
@@ -272,22 +272,7 @@ def test_canary_replace_keeps_the_remembered_stable_model(api_server, kubeconfig
 @pytest.mark.parametrize("mode", ["RawDeployment", "Standard"])
 def test_raw_canary_adds_a_named_spec_canary_entry(api_server, kubeconfig, crd_schema, mode):
     before = api_server.put_object(isvc(mode))
-    assert (
-        housing(
-            kubeconfig,
-            "canary",
-            "housing",
-            "--model-uri",
-            CANARY_URI,
-            "--sha256",
-            CANARY_SHA,
-            "--percent",
-            "25",
-            "--canary-name",
-            "v110",
-        )
-        == 0
-    )
+    assert canary(kubeconfig, "25", "--canary-name", "v110") == 0
     after = stored(api_server)
     assert after["spec"]["predictor"] == before["spec"]["predictor"]
     (entry,) = after["spec"]["canary"]
@@ -324,9 +309,7 @@ def test_raw_promote_moves_canary_model_into_predictor(api_server, kubeconfig, c
 
 def test_raw_rollback_removes_canary_only(api_server, kubeconfig):
     original = api_server.put_object(isvc("RawDeployment", args_form="env"))
-    housing(
-        kubeconfig, "canary", "housing", "--model-uri", CANARY_URI, "--sha256", CANARY_SHA, "--percent", "25"
-    )
+    canary(kubeconfig, "25")
     canary_env = container(stored(api_server)["spec"]["canary"][0]["predictor"])["env"]
     assert {"name": "STORAGE_URI", "value": CANARY_URI} in canary_env
     assert housing(kubeconfig, "rollback", "housing") == 0
@@ -339,20 +322,7 @@ def test_standard_model_storage_uri_form(api_server, kubeconfig, crd_schema):
         "model": {"name": "kserve-container", "modelFormat": {"name": "sklearn"}, "storageUri": STABLE_URI}
     }
     api_server.put_object(obj)
-    assert (
-        housing(
-            kubeconfig,
-            "canary",
-            "housing",
-            "--model-uri",
-            CANARY_URI,
-            "--sha256",
-            CANARY_SHA,
-            "--percent",
-            "50",
-        )
-        == 0
-    )
+    assert canary(kubeconfig, "50") == 0
     entry = stored(api_server)["spec"]["canary"][0]
     assert entry["predictor"]["model"]["storageUri"] == CANARY_URI
     assert entry["predictor"]["annotations"][objects.SHA256_ANNOTATION] == CANARY_SHA
@@ -366,21 +336,7 @@ def test_standard_model_storage_uri_form(api_server, kubeconfig, crd_schema):
 
 def test_dry_run_prints_the_patch_and_changes_nothing(api_server, kubeconfig, capsys):
     before = api_server.put_object(isvc("Serverless"))
-    assert (
-        housing(
-            kubeconfig,
-            "canary",
-            "housing",
-            "--model-uri",
-            CANARY_URI,
-            "--sha256",
-            CANARY_SHA,
-            "--percent",
-            "10",
-            "--dry-run",
-        )
-        == 0
-    )
+    assert canary(kubeconfig, "10", "--dry-run") == 0
     patch = json.loads(capsys.readouterr().out)
     assert patch["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert patch["spec"]["predictor"]["canaryTrafficPercent"] == 10
@@ -462,20 +418,7 @@ def test_conflict_is_retried_on_a_fresh_read(api_server, kubeconfig):
             server.touch(namespace, name)
 
     api_server.before_write = another_writer_once
-    assert (
-        housing(
-            kubeconfig,
-            "canary",
-            "housing",
-            "--model-uri",
-            CANARY_URI,
-            "--sha256",
-            CANARY_SHA,
-            "--percent",
-            "10",
-        )
-        == 0
-    )
+    assert canary(kubeconfig, "10") == 0
     first, second = api_server.writes()
     assert first["body"]["metadata"]["resourceVersion"] != second["body"]["metadata"]["resourceVersion"]
     after = stored(api_server)
@@ -486,20 +429,7 @@ def test_conflict_is_retried_on_a_fresh_read(api_server, kubeconfig):
 def test_endless_conflicts_give_up_with_a_clear_error(api_server, kubeconfig, capsys):
     api_server.put_object(isvc("RawDeployment"))
     api_server.before_write = lambda server, namespace, name: server.touch(namespace, name)
-    assert (
-        housing(
-            kubeconfig,
-            "canary",
-            "housing",
-            "--model-uri",
-            CANARY_URI,
-            "--sha256",
-            CANARY_SHA,
-            "--percent",
-            "10",
-        )
-        == 1
-    )
+    assert canary(kubeconfig, "10") == 1
     assert "kept changing" in capsys.readouterr().err
     assert len(api_server.writes()) == cluster.CONFLICT_ATTEMPTS
     assert "canary" not in stored(api_server)["spec"]

@@ -7,6 +7,8 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -104,45 +106,45 @@ def test_up_once_from_azurite(artifact_dir: Path, tmp_path: Path):
     assert_gone(pids)
 
 
-def test_up_stops_everything_on_sigint(artifact_dir: Path, tmp_path: Path):
+@contextmanager
+def serving(command: list[str], env: dict[str, str]) -> Iterator[list[str]]:
+    """Run ``housing up`` until it serves; on leaving, Ctrl-C it and check that it exited cleanly.
+
+    Yields the output lines so far; after the block the list holds the whole output.
+    """
     process = subprocess.Popen(
-        up_command("--artifact", str(artifact_dir)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=environment(tmp_path),
-    )  # fmt: skip
-    output = ""
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env
+    )
+    output: list[str] = []
     try:
         assert process.stdout is not None
         for line in process.stdout:
-            output += line
+            output.append(line)
             if "press Ctrl-C to stop" in line:
                 break
+        yield output
         process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=60)
-        output += rest
+        output.append(process.communicate(timeout=60)[0])
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 0, output
-    pids = started_pids(output)
-    assert len(pids) == 2, output
+    assert process.returncode == 0, "".join(output)
+
+
+def test_up_stops_everything_on_sigint(artifact_dir: Path, tmp_path: Path):
+    with serving(up_command("--artifact", str(artifact_dir)), environment(tmp_path)) as output:
+        pass
+    pids = started_pids("".join(output))
+    assert len(pids) == 2, "".join(output)
     assert_gone(pids)
 
 
 def test_up_with_mlflow_serves_the_registry_that_training_filled(tmp_path: Path):
     """A fresh checkout: training is tracked and registered, then MLflow serves the registered model."""
     port = free_port()
-    process = subprocess.Popen(
-        up_command("--fast", "--mlflow", "--mlflow-port", str(port)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=environment(tmp_path),
-    )  # fmt: skip
-    output = ""
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            output += line
-            if "press Ctrl-C to stop" in line:
-                break
-        assert f"ready: mlflow at http://127.0.0.1:{port}" in output, output
+    command = up_command("--fast", "--mlflow", "--mlflow-port", str(port))
+    with serving(command, environment(tmp_path)) as output:
+        assert f"ready: mlflow at http://127.0.0.1:{port}" in "".join(output), "".join(output)
         answer = httpx.get(
             f"http://127.0.0.1:{port}/api/2.0/mlflow/registered-models/get",
             params={"name": "housing-price"},
@@ -151,11 +153,4 @@ def test_up_with_mlflow_serves_the_registry_that_training_filled(tmp_path: Path)
         assert answer.status_code == 200, answer.text
         aliases = {alias["alias"] for alias in answer.json()["registered_model"].get("aliases", [])}
         assert aliases == {"challenger"}
-        process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=60)
-        output += rest
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, output
-    assert_gone(started_pids(output))
+    assert_gone(started_pids("".join(output)))
