@@ -17,7 +17,7 @@ from kserve import model_server
 from model.artifact import ArtifactError
 from model.storage import StorageError
 from predictor.model import HousingModel
-from predictor.server import HousingModelServer, configure_logging
+from predictor.server import HousingModelServer, configure_logging, freeze_heap
 
 log = logging.getLogger("predictor")
 
@@ -87,6 +87,7 @@ def load_with_backoff(model: HousingModel, stop: threading.Event, max_delay: flo
                 artifact.sha256,
                 ",".join(artifact.feature_names),
             )
+            freeze_heap()  # the model's objects join the frozen heap: no request pays to scan them
             return
         stop.wait(delay)
         delay, attempt = min(delay * 2, max_delay), attempt + 1
