@@ -33,6 +33,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max_batch_rows", type=int, default=1000, help="largest batch accepted (rows)")
     parser.add_argument(
+        "--coalesce_rows",
+        type=int,
+        default=256,
+        help="merge requests that wait at the same time into predictor calls of up to this many rows "
+        "(adaptive batching; 0: every request on its own; default: %(default)s)",
+    )
+    parser.add_argument(
         "--logger_url",
         default=os.environ.get(LOGGER_URL_ENV),
         help="post inference CloudEvents here (local stack; env LOGGER_URL); "
@@ -53,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--predictor_host is required")
     if args.max_batch_rows < 1:
         parser.error("--max_batch_rows must be at least 1")
+    if args.coalesce_rows < 0:
+        parser.error("--coalesce_rows must be 0 (off) or more")
     return args
 
 
@@ -80,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         max_batch_rows=args.max_batch_rows,
         timeout=args.predictor_request_timeout_seconds,
         request_logger=request_logger,
+        coalesce_rows=args.coalesce_rows,
     )
     log.info("forwarding to the predictor at %s over %s", args.predictor_host, protocol)
     HousingModelServer(

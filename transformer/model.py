@@ -24,6 +24,7 @@ from prometheus_client import Counter
 from model.request_logger import RequestLogger
 from model.schema import FEATURES_BY_NAME, TARGET, TARGET_DESCRIPTION, TARGET_UNIT
 from predictor.server import BATCH_ROWS, PredictorTimeoutError, PredictorUnavailableError, UpstreamError
+from transformer.batching import Coalescer
 from transformer.payload import PayloadError, rows_from_v1, rows_from_v2
 
 VALIDATION_ERRORS = Counter(
@@ -70,6 +71,8 @@ class HousingTransformer(Model):
         max_batch_rows: The largest batch accepted.
         timeout: Seconds allowed for each call to the predictor.
         request_logger: Where to send inference CloudEvents (local stack only), or ``None``.
+        coalesce_rows: Merge the rows of requests that wait at the same time into predictor calls of up to
+            this many rows (see :mod:`transformer.batching`); 0 sends every request on its own.
     """
 
     _grpc_client_stub: InferenceGRPCClient | None
@@ -82,6 +85,7 @@ class HousingTransformer(Model):
         max_batch_rows: int = 1000,
         timeout: float = 5.0,
         request_logger: RequestLogger | None = None,
+        coalesce_rows: int = 256,
     ):
         super().__init__(name)
         self.metadata_url = metadata_url.rstrip("/")
@@ -90,6 +94,9 @@ class HousingTransformer(Model):
         self.request_logger = request_logger
         self._predictor_model: PredictorModel | None = None
         self._metadata_lock = asyncio.Lock()
+        self._coalescer = (
+            Coalescer(self._call_coalesced, max_rows=coalesce_rows) if coalesce_rows > 0 else None
+        )
         self.ready = True  # ready to validate; predictor faults are answered per request with 503/504
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
@@ -121,24 +128,42 @@ class HousingTransformer(Model):
         return payload
 
     async def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> Prediction:
-        """Ask the predictor, through KServe's own REST or gRPC client."""
+        """Ask the predictor, merged with other waiting requests unless batching is off."""
         model = await self.predictor_model()
-        if self.predictor_config.protocol == "v1":
-            request: Any = {"instances": batch.rows.tolist()}
+        if self._coalescer is None:
+            values = await self._call_predictor(batch.rows, batch.request_id, headers)
         else:
-            tensor = InferInput("input-0", list(batch.rows.shape), "FP64")
+            # Requests merge only with others that carry the same credentials to the predictor.
+            key = (headers or {}).get("authorization")
+            values = await self._coalescer.predict(batch.rows, key=key, context=(batch.request_id, headers))
+        return Prediction(batch, values, model)
+
+    async def _call_predictor(
+        self, rows: np.ndarray, request_id: str | None = None, headers: dict[str, str] | None = None
+    ) -> np.ndarray:
+        """One call to the predictor through KServe's own REST or gRPC client; its predictions as FP64."""
+        if self.predictor_config.protocol == "v1":
+            request: Any = {"instances": rows.tolist()}
+        else:
+            tensor = InferInput("input-0", list(rows.shape), "FP64")
             # gRPC carries the tensor as raw bytes; REST as JSON (KServe's REST binary extension fails here).
-            tensor.set_data_from_numpy(batch.rows, binary_data=self.predictor_config.protocol == "grpc-v2")
-            request = InferRequest(self.name, [tensor], request_id=batch.request_id)
+            tensor.set_data_from_numpy(rows, binary_data=self.predictor_config.protocol == "grpc-v2")
+            request = InferRequest(self.name, [tensor], request_id=request_id or str(uuid.uuid4()))
         try:
             response = await super().predict(request, headers)
         except Exception as error:
             raise self._predictor_failure(error) from error
         if isinstance(response, InferResponse):
-            values = response.outputs[0].as_numpy().reshape(-1)
-        else:
-            values = np.asarray(response["predictions"], dtype=np.float64)
-        return Prediction(batch, values, model)
+            return response.outputs[0].as_numpy().reshape(-1)
+        return np.asarray(response["predictions"], dtype=np.float64)
+
+    async def _call_coalesced(self, rows: np.ndarray, contexts: list[Any]) -> np.ndarray:
+        # A lone request keeps its id and headers; a merged call gets its own id and the shared credentials.
+        request_id, headers = contexts[0]
+        if len(contexts) > 1:
+            authorization = (headers or {}).get("authorization")
+            request_id, headers = None, {"authorization": authorization} if authorization else None
+        return await self._call_predictor(rows, request_id, headers)
 
     def postprocess(self, prediction: Prediction, headers: dict[str, str] | None = None) -> Any:
         """Answer in the client's protocol; hand the event to the request logger if there is one."""
