@@ -2,14 +2,15 @@
 
 ``python -m benchmarks serving`` measures, each for ``--seconds`` (``--quick``: 1 s):
 
-1. the floor: ``pipeline.predict`` in-process, 1 and 32 rows (no server at all);
+1. the floor: the predictor's own ``predict_validated`` in-process, 1 and 32 rows (no server at all);
 2. naive: the minimal ``kserve.Model`` (``pipeline.predict(get_predict_input(payload))``, KServe defaults);
 3. predictor: ``python -m predictor`` with the same V2 JSON payloads;
 4. end to end: ``python -m transformer`` -> predictor over gRPC (as ``housing up`` runs it), with
    named-feature V1 JSON (the original payload); and the same with the transformer calling the predictor
    over REST V2 ("e2e, REST hop");
 
-each with 1-row and 32-row payloads at concurrency 1 and 32, plus 1,000-row batches end to end. It prints
+each with 1-row and 32-row payloads at concurrency 1 and 32 (the four targets of a cell one right after the
+other, every server up), plus 1,000-row batches end to end. It serves the newest trained artifact. It prints
 req/s, rows/s, p50, p99 and each server's peak resident memory, checks the targets below, and saves everything
 to ``benchmarks/results/serving.json``. Load comes from an aiohttp client on loopback, bounded in time.
 
@@ -199,13 +200,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run every phase; return the figures."""
     from model.artifact import load_artifact
     from model.dataset import load_dataset
+    from model.paths import latest_artifact
 
-    artifact_dir = args.artifact or Path(tempfile.mkdtemp(prefix="bench-artifact-"))
-    if args.artifact is None:
+    artifact_dir = args.artifact or latest_artifact() or Path(tempfile.mkdtemp(prefix="bench-artifact-"))
+    if not (artifact_dir / "model.joblib").exists():
         from model.train import build_artifact
 
-        print("training a fast artifact for the benchmark ...", flush=True)
+        print("no trained artifact: training a fast one for the benchmark ...", flush=True)
         build_artifact(artifact_dir, fast=True)
+    print(f"serving {artifact_dir}", flush=True)
     artifact = load_artifact(artifact_dir)
     names = artifact.feature_names
     data = load_dataset()[names].to_numpy(dtype=np.float64)
@@ -219,72 +222,53 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         phases.append(phase)
         print(format_phase(phase), flush=True)
 
-    def sweep(url: str, make_body: Any, target: str) -> None:
-        for rows in (1, 32):
-            for concurrency in (1, 32):
-                run(url, make_body(batches[rows]), rows, concurrency, target)
-
     print(HEADER)
     for rows in (1, 32):
         phase = floor(artifact.pipeline, batches[rows], seconds)
         phases.append(phase)
         print(format_phase(phase), flush=True)
 
-    port = free_port()
-    naive = Server(
-        "naive", ["-m", "benchmarks.serving", "naive-server", str(artifact_dir), str(port)], port, log_dir
-    )
-    naive.wait_ready()
-    sweep(f"{naive.url}{V2_PATH}", v2_body, "naive kserve.Model")
-    peaks["naive"] = naive.stop()
-
-    http, grpc, front, rest_front = free_port(), free_port(), free_port(), free_port()
-    predictor = Server(
-        "predictor",
-        [
-            "-m",
-            "predictor",
-            "--storage_uri",
-            str(artifact_dir),
-            "--http_port",
-            str(http),
-            "--grpc_port",
-            str(grpc),
-        ],
-        http,
-        log_dir,
-    )
+    naive_port, http, grpc, front, rest_front = (free_port() for _ in range(5))
+    predictor_args = ["-m", "predictor", "--storage_uri", str(artifact_dir)]
+    predictor_args += ["--http_port", str(http), "--grpc_port", str(grpc)]
+    servers = {
+        "naive": Server(
+            "naive",
+            ["-m", "benchmarks.serving", "naive-server", str(artifact_dir), str(naive_port)],
+            naive_port,
+            log_dir,
+        ),
+        "predictor": Server("predictor", predictor_args, http, log_dir),
+    }
     # As ``housing up`` runs it: gRPC to the predictor; a second transformer calls the predictor over REST V2.
     grpc_hop = ["--protocol", "grpc-v2", "--predictor_host", f"127.0.0.1:{grpc}"]
     rest_hop = ["--protocol", "v2", "--predictor_host", f"127.0.0.1:{http}"]
-    transformers = {}
     for name, hop, port in (("transformer", grpc_hop, front), ("transformer-rest", rest_hop, rest_front)):
         args_ = ["-m", "transformer", *hop, "--predictor_rest_host", f"127.0.0.1:{http}"]
         args_ += ["--http_port", str(port), "--grpc_port", str(free_port())]
-        transformers[name] = Server(name, args_, port, log_dir)
+        servers[name] = Server(name, args_, port, log_dir)
+    targets = (
+        ("naive kserve.Model", "naive", V2_PATH, v2_body),
+        ("predictor", "predictor", V2_PATH, v2_body),
+        ("end to end", "transformer", V1_PATH, lambda rows: v1_named_body(rows, names)),
+        ("e2e, REST hop", "transformer-rest", V1_PATH, lambda rows: v1_named_body(rows, names)),
+    )
     try:
-        predictor.wait_ready()
-        for server in transformers.values():
+        for server in servers.values():
             server.wait_ready()
-        sweep(f"{predictor.url}{V2_PATH}", v2_body, "predictor")
-
-        def named(rows: np.ndarray) -> bytes:
-            return v1_named_body(rows, names)
-
-        sweep(f"{transformers['transformer'].url}{V1_PATH}", named, "end to end")
+        # Every server is up and idle while another is measured, so the targets of one cell are measured
+        # one right after the other: the ratios compare like with like on a machine whose speed drifts.
+        for rows in (1, 32):
+            for concurrency in (1, 32):
+                for target, server_name, path, make_body in targets:
+                    url = f"{servers[server_name].url}{path}"
+                    run(url, make_body(batches[rows]), rows, concurrency, target)
         for concurrency in (1, 4):
-            run(
-                f"{transformers['transformer'].url}{V1_PATH}",
-                named(batches[1000]),
-                1000,
-                concurrency,
-                "end to end",
-            )
-        sweep(f"{transformers['transformer-rest'].url}{V1_PATH}", named, "e2e, REST hop")
+            body = v1_named_body(batches[1000], names)
+            run(f"{servers['transformer'].url}{V1_PATH}", body, 1000, concurrency, "end to end")
     finally:
-        for name, server in transformers.items():
+        for name, server in servers.items():
             peaks[name] = server.stop()
-        peaks["predictor"] = predictor.stop()
     return {
         "phases": [asdict(phase) for phase in phases],
         "peak_rss_mb": peaks,
@@ -363,7 +347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--seconds", type=float, default=5.0, help="length of each phase (default: %(default)s)"
     )
     parser.add_argument("--quick", action="store_true", help="1 s phases: a smoke run")
-    parser.add_argument("--artifact", type=Path, help="artifact to serve (default: train a fast one)")
+    parser.add_argument(
+        "--artifact",
+        type=Path,
+        help="artifact to serve (default: the newest `housing train` wrote, else a fast one trained now)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.quick:
