@@ -133,9 +133,14 @@ class HousingTransformer(Model):
         if self._coalescer is None:
             values = await self._call_predictor(batch.rows, batch.request_id, headers)
         else:
-            # Requests merge only with others that carry the same credentials to the predictor.
+            # Requests merge only with others that carry the same credentials to the predictor. The timeout
+            # covers the wait for a call slot too: a request queued behind a hung call still fails in time.
             key = (headers or {}).get("authorization")
-            values = await self._coalescer.predict(batch.rows, key=key, context=(batch.request_id, headers))
+            waiting = self._coalescer.predict(batch.rows, key=key, context=(batch.request_id, headers))
+            try:
+                values = await asyncio.wait_for(waiting, self.timeout)
+            except TimeoutError as error:
+                raise self._predictor_failure(error) from error
         return Prediction(batch, values, model)
 
     async def _call_predictor(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,6 +83,47 @@ def test_predictor_down_then_back(artifact_dir: Path, log_dir: Path, houses, pro
         predictor.service.stop()
         if restarted:
             restarted.service.stop()
+
+
+def test_requests_queued_behind_a_hung_predictor_fail_within_the_timeout(
+    artifact_dir: Path, log_dir: Path, houses
+):
+    predictor = start_predictor(log_dir, str(artifact_dir), name="predictor-to-freeze")
+    predictor.service.wait_ready(f"{predictor.url}/v2/health/ready")
+    transformer = start_transformer(
+        log_dir,
+        predictor,
+        "--predictor_request_timeout_seconds",
+        "1",
+        protocol="grpc-v2",
+        name="transformer-queued",
+    )
+    assert predict(transformer, houses[:1]).status_code == 200  # the feature order is read and cached
+    process = predictor.service.process
+    assert process is not None
+    try:
+        process.send_signal(signal.SIGSTOP)  # hung mid-flight: connections open, no answers
+
+        async def burst() -> list[tuple[int, float]]:
+            async with httpx.AsyncClient(timeout=20) as client:
+
+                async def one(index: int) -> tuple[int, float]:
+                    started = time.monotonic()
+                    url = f"{transformer.url}/v1/models/{MODEL}:predict"
+                    response = await client.post(url, json={"instances": houses[index : index + 1]})
+                    return response.status_code, time.monotonic() - started
+
+                return await asyncio.gather(*(one(index) for index in range(6)))
+
+        # Two calls go out and hang; four requests queue for a call slot. All must fail after one timeout,
+        # not after two (first the hung calls', then their own).
+        outcomes = asyncio.run(burst())
+        assert [code for code, _ in outcomes] == [504] * 6
+        assert max(seconds for _, seconds in outcomes) < 1.8, outcomes
+    finally:
+        process.send_signal(signal.SIGCONT)
+        transformer.service.stop()
+        predictor.service.stop()
 
 
 @pytest.fixture
