@@ -139,8 +139,8 @@ class HousingTransformer(Model):
             waiting = self._coalescer.predict(batch.rows, key=key, context=(batch.request_id, headers))
             try:
                 values = await asyncio.wait_for(waiting, self.timeout)
-            except TimeoutError as error:
-                raise self._predictor_failure(error) from error
+            except TimeoutError as error:  # the hung call itself is counted when its own timeout ends it
+                raise self._predictor_failure(error, counted=False) from error
         return Prediction(batch, values, model)
 
     async def _call_predictor(
@@ -261,7 +261,7 @@ class HousingTransformer(Model):
         }
 
     def _predictor_failure(
-        self, error: BaseException, context: str = "predictor call failed"
+        self, error: BaseException, context: str = "predictor call failed", *, counted: bool = True
     ) -> UpstreamError:
         self._predictor_model = None  # re-read the metadata next time: the predictor may have changed
         host = self.predictor_config.predictor_host if self.predictor_config else self.metadata_url
@@ -285,5 +285,6 @@ class HousingTransformer(Model):
         reason = {PredictorTimeoutError: "timeout", PredictorUnavailableError: "unavailable"}.get(
             type(failure), "error"
         )
-        PREDICTOR_ERRORS.labels(self.name, reason).inc()
+        if counted:
+            PREDICTOR_ERRORS.labels(self.name, reason).inc()
         return failure
