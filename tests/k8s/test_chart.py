@@ -482,3 +482,13 @@ def test_bad_values_are_refused_with_a_clear_message(
     result = render(values, tmp_path, "bad")
     assert result.returncode != 0, f"rendered although it should not:\n{result.stdout[:500]}"
     assert message in result.stderr, result.stderr
+
+
+def test_transformer_batches_only_without_the_predictor_logger(renders: dict[str, Render]) -> None:
+    def transformer_args(scenario: str) -> list[str]:
+        isvc = renders[scenario].one("InferenceService")
+        return list(isvc["spec"]["transformer"]["containers"][0]["args"])
+
+    with_logger = transformer_args("defaults")  # /feedback joins on the predictor call's id: one request each
+    assert with_logger[with_logger.index("--coalesce_rows") + 1] == "0"
+    assert "--coalesce_rows" not in transformer_args("detector-off")  # the transformer's default: batching on
