@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from housing.stack import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detector.json"
 SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
@@ -244,9 +245,7 @@ def throughput(artifact: Path, pairs: int, concurrency: int, baseline_requests: 
 
     metadata = read_metadata(artifact)
     events = build_events(metadata, pairs, invalid_every=100)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as state:
         process = subprocess.Popen(

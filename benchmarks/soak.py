@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import random
-import socket
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from housing.stack import HOST, ServiceSpec, Stack, configure, services
+from housing.stack import ServiceSpec, Stack, configure, free_port, services
 from model.paths import VAR_DIR_ENV
 from monitoring.traffic import PREDICT_PATH, houses, v1_body
 
@@ -194,13 +193,6 @@ def start_stack(stack: Stack, artifact: Path, workdir: Path) -> dict[str, Servic
     for spec in specs.values():
         stack.wait_ready(spec, timeout=120)
     return specs
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -160,6 +161,24 @@ def mlflow_service(port: int) -> ServiceSpec:
         port,
         ready_path="/health",
     )  # fmt: skip
+
+
+_PORTS_HANDED_OUT: set[int] = set()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now and that this process has not handed out before.
+
+    The kernel may offer a port it has just released again, so consecutive calls could otherwise give two
+    services of one stack the same port (seen in CI: Prometheus and the detector).
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _PORTS_HANDED_OUT:
+            _PORTS_HANDED_OUT.add(port)
+            return port
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:

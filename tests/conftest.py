@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from housing.stack import AZURITE_ACCOUNT, AZURITE_KEY, stop_process
+from housing.stack import AZURITE_ACCOUNT, AZURITE_KEY, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -46,13 +46,6 @@ def require_shared(relative: str) -> Path:
     path = SHARED / relative
     require(path.exists(), f"{path} is absent")
     return path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(check, timeout: float = 60.0, interval: float = 0.1, what: str = "condition") -> None:

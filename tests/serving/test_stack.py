@@ -154,3 +154,12 @@ def test_up_with_mlflow_serves_the_registry_that_training_filled(tmp_path: Path)
         aliases = {alias["alias"] for alias in answer.json()["registered_model"].get("aliases", [])}
         assert aliases == {"challenger"}
     assert_gone(started_pids("".join(output)))
+
+
+def test_free_ports_are_never_handed_out_twice():
+    import socket
+
+    ports = [free_port() for _ in range(300)]  # the kernel reuses released ports; the stack must not
+    assert len(set(ports)) == len(ports)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", ports[-1]))  # and each one is free
