@@ -9,8 +9,9 @@
    named-feature V1 JSON (the original payload); and the same with the transformer calling the predictor
    over REST V2 ("e2e, REST hop");
 
-each with 1-row and 32-row payloads at concurrency 1 and 32 (the four targets of a cell one right after the
-other, every server up), plus 1,000-row batches end to end. It serves the newest trained artifact. It prints
+each with 1-row and 32-row payloads at concurrency 1 and 32 (the four targets of a cell take five short turns
+in rotation, every server up, so a drift in the machine's speed hits them alike), plus 1,000-row batches end
+to end. It serves the newest trained artifact. It prints
 req/s, rows/s, p50, p99 and each server's peak resident memory, checks the targets below, and saves everything
 to ``benchmarks/results/serving.json``. Load comes from an aiohttp client on loopback, bounded in time.
 
@@ -31,17 +32,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from housing.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
 MODEL = "housing"
 V1_PATH = f"/v1/models/{MODEL}:predict"
 V2_PATH = f"/v2/models/{MODEL}/infer"
+TURNS = 5
+"""Each cell's targets take this many turns in rotation (see ``measure``)."""
 HEADER = "target                rows  conc     req/s     rows/s   p50 ms   p99 ms errors"
 TARGETS = {
     "predictor_vs_naive_throughput": 1.0,
@@ -67,31 +72,40 @@ class Phase:
     p99_ms: float
 
 
+@dataclass
+class Samples:
+    """What the client saw of one target, gathered over one or more turns."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    seconds: float = 0.0
+
+
 def floor(pipeline: Any, rows: np.ndarray, seconds: float) -> Phase:
     """The predictor's own predict call in a loop, in this process: what no server can beat."""
     from model.pipeline import predict_validated
 
-    latencies = []
+    samples = Samples(seconds=seconds)
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         began = time.perf_counter()
         predict_validated(pipeline, rows)
-        latencies.append(time.perf_counter() - began)
-    return summarize("in-process predict", len(rows), 1, seconds, latencies, 0)
+        samples.latencies.append(time.perf_counter() - began)
+    return summarize("in-process predict", len(rows), 1, samples)
 
 
-async def load(url: str, body: bytes, rows: int, concurrency: int, seconds: float, target: str) -> Phase:
-    """POST ``body`` from ``concurrency`` clients for ``seconds`` after a warm-up; non-200 is an error."""
+async def load(url: str, body: bytes, concurrency: int, seconds: float, samples: Samples) -> None:
+    """POST ``body`` from ``concurrency`` clients for ``seconds`` after a warm-up, adding to ``samples``.
+
+    A non-200 answer counts as an error.
+    """
     import aiohttp
 
-    latencies: list[float] = []
-    errors = 0
     headers = {"content-type": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
 
         async def client(until: float, record: bool) -> None:
-            nonlocal errors
             while time.perf_counter() < until:
                 began = time.perf_counter()
                 async with session.post(url, data=body, headers=headers) as response:
@@ -99,22 +113,20 @@ async def load(url: str, body: bytes, rows: int, concurrency: int, seconds: floa
                     ok = response.status == 200
                 if record:
                     if ok:
-                        latencies.append(time.perf_counter() - began)
+                        samples.latencies.append(time.perf_counter() - began)
                     else:
-                        errors += 1
+                        samples.errors += 1
 
         warm_up = time.perf_counter() + min(0.5, seconds / 4)
         await asyncio.gather(*(client(warm_up, False) for _ in range(concurrency)))
         started = time.perf_counter()
         await asyncio.gather(*(client(started + seconds, True) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return summarize(target, rows, concurrency, elapsed, latencies, errors)
+        samples.seconds += time.perf_counter() - started
 
 
-def summarize(
-    target: str, rows: int, concurrency: int, elapsed: float, latencies: list[float], errors: int
-) -> Phase:
-    """Throughput and latency percentiles of one phase."""
+def summarize(target: str, rows: int, concurrency: int, samples: Samples) -> Phase:
+    """Throughput and latency percentiles of one target."""
+    latencies, errors, elapsed = samples.latencies, samples.errors, samples.seconds
     p50, p99 = (np.percentile(latencies, (50, 99)) * 1000).tolist() if latencies else (0.0, 0.0)
     per_second = len(latencies) / elapsed
     return Phase(
@@ -129,15 +141,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:
@@ -217,10 +220,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     seconds, phases, peaks = args.seconds, [], {}
     load_average = os.getloadavg()  # other work on the machine skews every figure: recorded with them
 
-    def run(url: str, body: bytes, rows: int, concurrency: int, target: str) -> None:
-        phase = asyncio.run(load(url, body, rows, concurrency, seconds, target))
-        phases.append(phase)
-        print(format_phase(phase), flush=True)
+    def cell(rows: int, concurrency: int, targets: list[tuple[str, str, bytes]]) -> None:
+        """Measure (target, url, body) for ``seconds`` each, in short turns taken in rotation.
+
+        Every server is up and idle while another is measured, and this machine's speed drifts within
+        seconds: taking turns makes a drift hit every target of the cell alike, so their ratios hold.
+        """
+        samples = {target: Samples() for target, _, _ in targets}
+        for _ in range(TURNS):
+            for target, url, body in targets:
+                asyncio.run(load(url, body, concurrency, seconds / TURNS, samples[target]))
+        for target, _, _ in targets:
+            phase = summarize(target, rows, concurrency, samples[target])
+            phases.append(phase)
+            print(format_phase(phase), flush=True)
 
     print(HEADER)
     for rows in (1, 32):
@@ -228,13 +241,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         phases.append(phase)
         print(format_phase(phase), flush=True)
 
-    naive_port, http, grpc, front, rest_front = (free_port() for _ in range(5))
+    naive_port, naive_grpc, http, grpc, front, rest_front = (free_port() for _ in range(6))
     predictor_args = ["-m", "predictor", "--storage_uri", str(artifact_dir)]
     predictor_args += ["--http_port", str(http), "--grpc_port", str(grpc)]
     servers = {
         "naive": Server(
             "naive",
-            ["-m", "benchmarks.serving", "naive-server", str(artifact_dir), str(naive_port)],
+            ["-m", "benchmarks.serving", "naive-server", str(artifact_dir), str(naive_port), str(naive_grpc)],
             naive_port,
             log_dir,
         ),
@@ -256,16 +269,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for server in servers.values():
             server.wait_ready()
-        # Every server is up and idle while another is measured, so the targets of one cell are measured
-        # one right after the other: the ratios compare like with like on a machine whose speed drifts.
         for rows in (1, 32):
             for concurrency in (1, 32):
-                for target, server_name, path, make_body in targets:
-                    url = f"{servers[server_name].url}{path}"
-                    run(url, make_body(batches[rows]), rows, concurrency, target)
+                cell(
+                    rows,
+                    concurrency,
+                    [
+                        (target, f"{servers[server].url}{path}", make_body(batches[rows]))
+                        for target, server, path, make_body in targets
+                    ],
+                )
+        big = v1_named_body(batches[1000], names)
         for concurrency in (1, 4):
-            body = v1_named_body(batches[1000], names)
-            run(f"{servers['transformer'].url}{V1_PATH}", body, 1000, concurrency, "end to end")
+            cell(1000, concurrency, [("end to end", f"{servers['transformer'].url}{V1_PATH}", big)])
     finally:
         for name, server in servers.items():
             peaks[name] = server.stop()
@@ -317,7 +333,7 @@ def check_targets(phases: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
-def naive_server(artifact_dir: str, port: int) -> None:
+def naive_server(artifact_dir: str, port: int, grpc_port: int) -> None:
     """The baseline: the smallest ``kserve.Model`` that serves the pipeline, on KServe's defaults."""
     from kserve import Model, ModelServer
     from kserve.utils.utils import get_predict_input, get_predict_response
@@ -333,14 +349,14 @@ def naive_server(artifact_dir: str, port: int) -> None:
         def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
             return get_predict_response(payload, self.pipeline.predict(get_predict_input(payload)), self.name)
 
-    ModelServer(http_port=port, grpc_port=free_port()).start([NaiveModel(MODEL)])
+    ModelServer(http_port=port, grpc_port=grpc_port).start([NaiveModel(MODEL)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the table and the targets, save JSON."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["naive-server"]:
-        naive_server(argv[1], int(argv[2]))
+        naive_server(argv[1], int(argv[2]), int(argv[3]))
         return 0
     parser = argparse.ArgumentParser(prog="python -m benchmarks serving", description=__doc__.split("\n")[0])
     parser.add_argument(
