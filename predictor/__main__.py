@@ -12,21 +12,23 @@ import logging
 import os
 import threading
 
-from kserve import model_server
-
 from model.artifact import ArtifactError
 from model.storage import StorageError
 from predictor.model import HousingModel
-from predictor.server import HousingModelServer, configure_logging, freeze_heap
+from predictor.server import (
+    HousingModelServer,
+    configure_logging,
+    freeze_heap,
+    parse_server_args,
+    server_parser,
+)
 
 log = logging.getLogger("predictor")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """KServe's ModelServer flags plus where the model is and which sha256 it must have."""
-    parser = argparse.ArgumentParser(
-        prog="python -m predictor", parents=[model_server.parser], description=__doc__.splitlines()[0]
-    )
+    parser = server_parser("python -m predictor", __doc__.splitlines()[0])
     parser.add_argument(
         "--storage_uri",
         default=os.environ.get("STORAGE_URI"),
@@ -41,12 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--retry_max_seconds", type=float, default=30.0, help="longest wait between load attempts"
     )
-    parser.add_argument("--log_level", default=os.environ.get("LOG_LEVEL", "INFO"), help="logging level")
-    parser.set_defaults(model_name="housing", enable_latency_logging=False)
-    args = parser.parse_args(argv)
-    if args.workers != 1:
-        # Extra KServe workers are spawned processes: they share neither the background load nor metrics.
-        parser.error("--workers must be 1: scale with replicas")
+    args = parse_server_args(parser, argv)
     if not args.storage_uri:
         parser.error("--storage_uri (or STORAGE_URI) is required")
     return args

@@ -18,10 +18,12 @@ KServe's server already routes V1/V2 REST and gRPC, answers health, decodes payl
 
 from __future__ import annotations
 
+import argparse
 import contextvars
 import gc
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -251,6 +253,28 @@ class HousingModelServer(ModelServer):
         # Registered before KServe's own route so that ``versions`` and ``parameters`` survive (KServe's
         # response model keeps only name, platform, inputs and outputs).
         return await self.dataplane.model_metadata(model_name)
+
+
+def server_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """KServe's ModelServer flags (``--http_port``, ``--grpc_port``, ...) plus ``--log_level``.
+
+    Defaults: model name ``housing`` and KServe's per-request log lines off (see :func:`configure_logging`).
+    """
+    from kserve import model_server
+
+    parser = argparse.ArgumentParser(prog=prog, parents=[model_server.parser], description=description)
+    parser.add_argument("--log_level", default=os.environ.get("LOG_LEVEL", "INFO"), help="logging level")
+    parser.set_defaults(model_name="housing", enable_latency_logging=False)
+    return parser
+
+
+def parse_server_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, refusing ``--workers`` other than 1 with a usage error."""
+    args = parser.parse_args(argv)
+    if args.workers != 1:
+        # Extra KServe workers are spawned processes: they share neither the background load nor metrics.
+        parser.error("--workers must be 1: scale with replicas")
+    return args
 
 
 def freeze_heap() -> None:

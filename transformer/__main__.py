@@ -10,11 +10,10 @@ import argparse
 import logging
 import os
 
-from kserve import model_server
 from kserve.predictor_config import PredictorConfig
 
 from model.request_logger import ENDPOINTS, LOGGER_URL_ENV, RequestLogger
-from predictor.server import HousingModelServer, configure_logging
+from predictor.server import HousingModelServer, configure_logging, parse_server_args, server_parser
 from transformer.model import HousingTransformer
 
 log = logging.getLogger("transformer")
@@ -22,9 +21,7 @@ log = logging.getLogger("transformer")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """KServe's ModelServer and transformer flags, plus batch limit, timeout and the local request logger."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transformer", parents=[model_server.parser], description=__doc__.splitlines()[0]
-    )
+    parser = server_parser("python -m transformer", __doc__.splitlines()[0])
     parser.add_argument(
         "--predictor_rest_host",
         default=None,
@@ -48,14 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--endpoint", choices=ENDPOINTS, default="default", help="ce-endpoint of the logged events"
     )
-    parser.add_argument("--log_level", default=os.environ.get("LOG_LEVEL", "INFO"), help="logging level")
-    parser.set_defaults(
-        model_name="housing", protocol="v2", enable_latency_logging=False, predictor_request_timeout_seconds=5
-    )
-    args = parser.parse_args(argv)
-    if args.workers != 1:
-        # Extra KServe workers are spawned processes: they share neither the background load nor metrics.
-        parser.error("--workers must be 1: scale with replicas")
+    parser.set_defaults(protocol="v2", predictor_request_timeout_seconds=5)
+    args = parse_server_args(parser, argv)
     if not args.predictor_host:
         parser.error("--predictor_host is required")
     if args.max_batch_rows < 1:

@@ -163,3 +163,17 @@ def test_free_ports_are_never_handed_out_twice():
     assert len(set(ports)) == len(ports)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", ports[-1]))  # and each one is free
+
+
+@pytest.mark.parametrize(
+    ("module", "required"),
+    [("predictor", ["--storage_uri", "x"]), ("transformer", ["--predictor_host", "127.0.0.1:1"])],
+)
+def test_servers_refuse_more_than_one_worker(module: str, required: list[str], capsys):
+    import importlib
+
+    parse_args = importlib.import_module(f"{module}.__main__").parse_args
+    assert parse_args(required).model_name == "housing"
+    with pytest.raises(SystemExit):
+        parse_args([*required, "--workers", "2"])
+    assert "--workers must be 1: scale with replicas" in capsys.readouterr().err
