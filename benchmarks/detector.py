@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from housing.stack import free_port
+from housing.stack import free_port, stop_process
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detector.json"
 SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
@@ -278,8 +278,7 @@ def throughput(artifact: Path, pairs: int, concurrency: int, baseline_requests: 
             cpu = cpu_seconds(process.pid) - cpu_before
             seen = counters(url)
         finally:
-            process.terminate()
-            process.wait(30)
+            stop_process(process, timeout=30)
     received = seen.get("request/accepted", 0) + seen.get("response/accepted", 0)
     invalid = (
         seen.get("request/invalid", 0) + seen.get("response/invalid", 0) + seen.get("unknown/invalid", 0)

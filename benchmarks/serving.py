@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from housing.stack import free_port
+from housing.stack import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
@@ -178,12 +178,7 @@ class Server:
     def stop(self) -> float:
         """Stop it and return its peak resident memory in MB."""
         peak = peak_rss_mb(self.process.pid)
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=20)
         self.log.close()
         return peak
 
