@@ -27,11 +27,20 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "knative-canary": {
         "deploymentMode": "Knative",
-        "model": {
-            "storageUri": "https://housingmodels.blob.core.windows.net/models/housing/v2",
-            "sha256": SHA_B,
+        "model": {"sha256": SHA_A, "version": "1"},
+        "rollout": {
+            "canaries": [
+                {
+                    "name": "v2",
+                    "trafficPercent": 10,
+                    "model": {
+                        "storageUri": "https://housingmodels.blob.core.windows.net/models/housing/v2",
+                        "sha256": SHA_B,
+                        "version": "2",
+                    },
+                }
+            ]
         },
-        "rollout": {"canaryTrafficPercent": 10},
     },
     "standard-canary": {
         "model": {"sha256": SHA_A, "version": "1"},
@@ -49,6 +58,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             ]
         },
     },
+    "logger-url": {"logger": {"url": "http://collector.observability.svc.cluster.local:9000/events"}},
+    "istio": {"networkPolicy": {"istio": {"enabled": True}}},
     "detector-off": {"detector": {"enabled": False}, "logger": {"enabled": False}},
     "monitoring-off": {
         "monitoring": {

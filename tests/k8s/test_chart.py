@@ -87,17 +87,17 @@ def isvc_validator() -> Any:
 
 def test_inference_services_match_the_kserve_crd(renders: dict[str, Render], isvc_validator: Any) -> None:
     for rendered in renders.values():
-        isvc = rendered.one("InferenceService")
-        errors = sorted(isvc_validator.iter_errors(isvc), key=lambda error: list(error.path))
-        assert not errors, f"{rendered.name}: " + "; ".join(
-            f"{'/'.join(map(str, error.path))}: {error.message}" for error in errors[:5]
-        )
+        for isvc in rendered.of_kind("InferenceService"):  # the stable one and each canary's
+            errors = sorted(isvc_validator.iter_errors(isvc), key=lambda error: list(error.path))
+            assert not errors, f"{rendered.name}: " + "; ".join(
+                f"{'/'.join(map(str, error.path))}: {error.message}" for error in errors[:5]
+            )
 
 
 def test_the_strict_crd_check_refuses_an_unknown_field(
     renders: dict[str, Render], isvc_validator: Any
 ) -> None:
-    isvc = copy.deepcopy(renders["defaults"].one("InferenceService"))
+    isvc = copy.deepcopy(renders["defaults"].one("InferenceService", FULLNAME))
     isvc["spec"]["predictor"]["canaryTrafficPercents"] = 10
     assert any("canaryTrafficPercents" in error.message for error in isvc_validator.iter_errors(isvc))
 
@@ -108,7 +108,7 @@ def _predictor_args(predictor: dict[str, Any]) -> dict[str, str]:
 
 
 def test_predictor_runs_the_contract_command_with_a_pinned_model(renders: dict[str, Render]) -> None:
-    predictor = renders["aks-workload-identity"].one("InferenceService")["spec"]["predictor"]
+    predictor = renders["aks-workload-identity"].one("InferenceService", FULLNAME)["spec"]["predictor"]
     container = predictor["containers"][0]
     assert container["command"] == ["python", "-m", "predictor"]
     args = _predictor_args(predictor)
@@ -126,14 +126,14 @@ def test_predictor_runs_the_contract_command_with_a_pinned_model(renders: dict[s
 
 
 def test_unpinned_default_is_said_so(renders: dict[str, Render]) -> None:
-    predictor = renders["defaults"].one("InferenceService")["spec"]["predictor"]
+    predictor = renders["defaults"].one("InferenceService", FULLNAME)["spec"]["predictor"]
     assert "--expected_sha256" not in predictor["containers"][0]["args"]
     assert predictor["annotations"]["housing.kserve.dev/model-sha256"] == "unpinned"
 
 
 def test_transformer_reaches_the_predictor_with_its_protocol(renders: dict[str, Render]) -> None:
     for rendered in renders.values():
-        spec = rendered.one("InferenceService")["spec"]
+        spec = rendered.one("InferenceService", FULLNAME)["spec"]
         transformer = spec["transformer"]["containers"][0]
         predictor = spec["predictor"]["containers"][0]
         args = transformer["args"]
@@ -151,12 +151,14 @@ def test_transformer_reaches_the_predictor_with_its_protocol(renders: dict[str, 
 
 def test_logger_url_resolves_to_the_detector_service(renders: dict[str, Render]) -> None:
     rendered = renders["defaults"]
-    logger = rendered.one("InferenceService")["spec"]["predictor"]["logger"]
-    assert logger["mode"] == "all"
+    spec = rendered.one("InferenceService", FULLNAME)["spec"]
+    args = spec["transformer"]["containers"][0]["args"]
+    url = args[args.index("--logger_url") + 1]
+    assert "logger" not in spec["predictor"] and "logger" not in spec["transformer"]  # the transformer logs
     service = rendered.one("Service", f"{FULLNAME}-detector")
     deployment = rendered.one("Deployment", f"{FULLNAME}-detector")
     port = service["spec"]["ports"][0]
-    assert logger["url"] == (
+    assert url == (
         f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local:{port['port']}"
     )
     pod = deployment["spec"]["template"]
@@ -227,36 +229,44 @@ def test_weekly_retraining_cronjob(renders: dict[str, Render]) -> None:
     assert "--publish" in container["args"]
 
 
-def test_knative_canary_uses_canary_traffic_percent(renders: dict[str, Render]) -> None:
-    isvc = renders["knative-canary"].one("InferenceService")
-    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
-    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10
-    assert isvc["spec"]["predictor"]["labels"]["housing.kserve.dev/endpoint"] == "canary"
-    assert isvc["spec"]["predictor"]["scaleMetric"] == "concurrency"
-    assert "canary" not in isvc["spec"]
-
-
-def test_standard_canary_uses_the_named_canary_list(renders: dict[str, Render]) -> None:
-    isvc = renders["standard-canary"].one("InferenceService")
-    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
-    assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
-    [canary] = isvc["spec"]["canary"]
-    assert canary["trafficPercent"] == 10
-    predictor = canary["predictor"]
-    assert predictor["name"] == "v2"
-    assert predictor["labels"]["housing.kserve.dev/endpoint"] == "canary"
-    assert _predictor_args(predictor)["--expected_sha256"] == SHA_B
-    assert _predictor_args(isvc["spec"]["predictor"])["--expected_sha256"] == SHA_A
-    # KServe >= 0.20 refuses autoscaling fields on a canary: replicas follow its traffic share.
-    assert not {"minReplicas", "maxReplicas", "scaleMetric", "scaleTarget"} & predictor.keys()
-    assert predictor["annotations"]["housing.kserve.dev/model-version"] == "2"
+def test_a_canary_is_its_own_inference_service_in_either_mode(renders: dict[str, Render]) -> None:
+    for scenario, mode, metric in (
+        ("standard-canary", "Standard", "cpu"),
+        ("knative-canary", "Knative", "concurrency"),
+    ):
+        rendered = renders[scenario]
+        stable = rendered.one("InferenceService", FULLNAME)
+        canary = rendered.one("InferenceService", f"{FULLNAME}-v2")
+        assert "canary" not in stable["spec"] and "canaryTrafficPercent" not in stable["spec"]["predictor"]
+        assert set(canary["spec"]) == {"predictor"}  # predictor-only: the stable transformer routes to it
+        for isvc in (stable, canary):
+            assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == mode
+            assert isvc["spec"]["predictor"]["scaleMetric"] == metric
+        predictor = canary["spec"]["predictor"]
+        assert predictor["labels"]["housing.kserve.dev/endpoint"] == "canary"
+        assert stable["spec"]["predictor"]["labels"]["housing.kserve.dev/endpoint"] == "default"
+        assert _predictor_args(predictor)["--expected_sha256"] == SHA_B
+        assert _predictor_args(predictor)["--storage_uri"].endswith("/models/housing/v2")
+        assert _predictor_args(stable["spec"]["predictor"])["--expected_sha256"] == SHA_A
+        assert predictor["annotations"]["housing.kserve.dev/model-version"] == "2"
+        # Apart from its model, endpoint label and annotations, the canary runs the stable predictor's spec.
+        same = {
+            key: value
+            for key, value in predictor.items()
+            if key not in ("containers", "labels", "annotations")
+        }
+        assert same == {
+            key: value
+            for key, value in stable["spec"]["predictor"].items()
+            if key not in ("containers", "labels", "annotations")
+        }
 
 
 def test_workload_identity(renders: dict[str, Render]) -> None:
     rendered = renders["aks-workload-identity"]
     for account in rendered.of_kind("ServiceAccount"):
         assert account["metadata"]["annotations"]["azure.workload.identity/client-id"] == CLIENT_ID
-    isvc = rendered.one("InferenceService")
+    isvc = rendered.one("InferenceService", FULLNAME)
     assert isvc["spec"]["predictor"]["labels"]["azure.workload.identity/use"] == "true"
     detector = rendered.one("Deployment", f"{FULLNAME}-detector")
     assert detector["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"] == "true"
@@ -274,7 +284,10 @@ def test_switches_remove_their_objects(renders: dict[str, Render]) -> None:
     assert not [c for c in off.of_kind("ConfigMap") if "grafana_dashboard" in c["metadata"]["labels"]]
     no_detector = renders["detector-off"]
     assert not [d for d in no_detector.documents if d["metadata"]["name"].startswith(f"{FULLNAME}-detector")]
-    assert "logger" not in no_detector.one("InferenceService")["spec"]["predictor"]
+    assert (
+        "--logger_url"
+        not in no_detector.one("InferenceService", FULLNAME)["spec"]["transformer"]["containers"][0]["args"]
+    )
 
 
 def test_monitoring_objects(renders: dict[str, Render]) -> None:
@@ -301,11 +314,7 @@ def test_every_container_is_locked_down(renders: dict[str, Render]) -> None:
     def containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
         kind, spec = doc["kind"], doc.get("spec", {})
         if kind == "InferenceService":
-            parts = [
-                spec["predictor"],
-                spec["transformer"],
-                *(c["predictor"] for c in spec.get("canary", [])),
-            ]
+            parts = [spec[component] for component in ("predictor", "transformer") if component in spec]
             return [c for part in parts for c in part["containers"]]
         if kind == "Deployment":
             return spec["template"]["spec"]["containers"]
@@ -365,25 +374,25 @@ def test_notes_render_for_every_mode(tmp_path: Path) -> None:
 
 BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     (
-        "canary percent in Standard mode",
-        {"rollout": {"canaryTrafficPercent": 10}},
-        "rollout.canaryTrafficPercent is a Knative-mode field and Standard (RawDeployment) mode ignores it",
+        "Knative's revision split",
+        {"deploymentMode": "Knative", "rollout": {"canaryTrafficPercent": 10}},
+        "rollout.canaryTrafficPercent (Knative's split between revisions) is no longer used",
     ),
     (
-        "named canaries in Knative mode",
+        "a canary name too long for KServe's derived names",
         {
-            "deploymentMode": "Serverless",
+            "fullnameOverride": "housing-price-prediction-production-ab",
             "rollout": {
                 "canaries": [
                     {
-                        "name": "v2",
+                        "name": "candidate-long",
                         "trafficPercent": 10,
                         "model": {"storageUri": "https://a1b.blob.core.windows.net/mod/x", "sha256": SHA_B},
                     }
                 ]
             },
         },
-        "rollout.canaries (named canaries, spec.canary) are a Standard (RawDeployment) mode feature",
+        "KServe would name its predictor housing-price-prediction-production-ab-candidate-long-predictor (63",
     ),
     (
         "canary shares above 100",
@@ -484,11 +493,10 @@ def test_bad_values_are_refused_with_a_clear_message(
     assert message in result.stderr, result.stderr
 
 
-def test_transformer_batches_only_without_the_predictor_logger(renders: dict[str, Render]) -> None:
-    def transformer_args(scenario: str) -> list[str]:
-        isvc = renders[scenario].one("InferenceService")
-        return list(isvc["spec"]["transformer"]["containers"][0]["args"])
-
-    with_logger = transformer_args("defaults")  # /feedback joins on the predictor call's id: one request each
-    assert with_logger[with_logger.index("--coalesce_rows") + 1] == "0"
-    assert "--coalesce_rows" not in transformer_args("detector-off")  # the transformer's default: batching on
+def test_transformer_batches_with_the_inference_log_on(renders: dict[str, Render]) -> None:
+    # The transformer logs each client request itself: merging requests into one predictor call loses no id.
+    for scenario in ("defaults", "detector-off"):
+        args = renders[scenario].one("InferenceService", FULLNAME)["spec"]["transformer"]["containers"][0][
+            "args"
+        ]
+        assert "--coalesce_rows" not in args  # the transformer's default: adaptive batching on

@@ -181,13 +181,15 @@ def test_every_command_parses_with_the_real_programs(renders: dict[str, Render])
     from transformer.__main__ import parse_args as transformer_args
 
     services = _compose()
-    isvc = renders["standard-canary"].one("InferenceService")["spec"]
+    rendered = renders["standard-canary"]
+    isvc = rendered.one("InferenceService", "housing-housing-kserve")["spec"]
+    canary = rendered.one("InferenceService", "housing-housing-kserve-v2")["spec"]
     # What KServe appends to a custom transformer container (pkg/apis/serving/v1beta1/transformer_custom.go).
     injected = ["--predictor_host", "housing-housing-kserve-predictor.ml", "--http_port", "8080"]
     predictor_sources = [
         services["predictor"]["command"],
         isvc["predictor"]["containers"][0]["args"],
-        isvc["canary"][0]["predictor"]["containers"][0]["args"],
+        canary["predictor"]["containers"][0]["args"],
     ]
     for args in predictor_sources:
         parsed = predictor_args(args)
@@ -196,6 +198,7 @@ def test_every_command_parses_with_the_real_programs(renders: dict[str, Render])
     for args in (services["transformer"]["command"], isvc["transformer"]["containers"][0]["args"] + injected):
         parsed = transformer_args(args)
         assert (parsed.model_name, parsed.http_port) == ("housing", 8080)
+        assert args is services["transformer"]["command"] or parsed.logger_url
         assert parsed.protocol in ("v2", "grpc-v2")  # compose: gRPC as locally; the chart: KServe's REST host
     detector = renders["defaults"].one("Deployment", "housing-housing-kserve-detector")
     for args in (
@@ -214,7 +217,7 @@ def test_every_command_parses_with_the_real_programs(renders: dict[str, Render])
 
 def test_helm_runs_the_image_entrypoints(renders: dict[str, Render]) -> None:
     rendered = renders["defaults"]
-    spec = rendered.one("InferenceService")["spec"]
+    spec = rendered.one("InferenceService", "housing-housing-kserve")["spec"]
     assert spec["predictor"]["containers"][0]["command"] == exec_form("predictor", "ENTRYPOINT")
     assert spec["transformer"]["containers"][0]["command"] == exec_form("transformer", "ENTRYPOINT")
     detector = rendered.one("Deployment", "housing-housing-kserve-detector")["spec"]["template"]["spec"]

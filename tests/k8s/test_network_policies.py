@@ -96,7 +96,7 @@ def allowed(rendered: Render, source: str, target: str, port: int) -> bool:
 
 
 def reachable(rendered: Render) -> set[tuple[str, str, int]]:
-    ports = (8080, 8012, 9081, 443)
+    ports = (8080, 8012, 9081, 9090, 443)
     targets = [*PEERS, "internet"]
     return {
         (source, target, port)
@@ -117,9 +117,8 @@ def test_standard_mode_opens_exactly_the_needed_paths(renders: dict[str, Render]
     assert reachable(renders["defaults"]) == {
         ("gateway", "transformer", 8080),
         ("helm-test", "transformer", 8080),
-        ("transformer", "predictor", 8080),
-        ("transformer", "predictor", 9081),  # KServe's logger agent in front of the predictor
-        ("predictor", "detector", 8080),  # request logger CloudEvents
+        ("transformer", "predictor", 8080),  # no KServe agent (9081): the transformer logs
+        ("transformer", "detector", 8080),  # the inference log (CloudEvents)
         ("prometheus", "transformer", 8080),
         ("prometheus", "predictor", 8080),
         ("prometheus", "detector", 8080),
@@ -131,6 +130,7 @@ def test_standard_mode_opens_exactly_the_needed_paths(renders: dict[str, Render]
         ("stranger", "internet", 8080),
         ("stranger", "internet", 8012),
         ("stranger", "internet", 9081),
+        ("stranger", "internet", 9090),
     }
 
 
@@ -141,7 +141,8 @@ def test_knative_mode_goes_through_gateway_and_activator(renders: dict[str, Rend
         ("activator", "transformer", 8012),
         ("gateway", "predictor", 8012),
         ("activator", "predictor", 8012),
-        ("predictor", "detector", 8080),
+        ("activator", "predictor", 9090),  # Knative's autoscaler scrapes the queue-proxy
+        ("transformer", "detector", 8080),
         ("prometheus", "predictor", 8080),
     ]:
         assert path in paths, path
@@ -150,7 +151,7 @@ def test_knative_mode_goes_through_gateway_and_activator(renders: dict[str, Rend
         ("gateway", "predictor", 8080),
         ("gateway", "detector", 8080),
         ("other-namespace", "transformer", 8012),
-        ("transformer", "detector", 8080),
+        ("predictor", "detector", 8080),
     ]:
         assert path not in paths, path
 
@@ -158,4 +159,4 @@ def test_knative_mode_goes_through_gateway_and_activator(renders: dict[str, Rend
 def test_without_logger_nothing_reaches_the_detector_but_prometheus(renders: dict[str, Render]) -> None:
     paths = reachable(renders["detector-off"])
     assert not [p for p in paths if p[1] == "detector" or p[0] == "detector"]
-    assert ("transformer", "predictor", 9081) not in paths  # no logger agent without a logger
+    assert ("transformer", "predictor", 9081) not in paths  # never a KServe agent

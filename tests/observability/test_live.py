@@ -1,6 +1,6 @@
 """Proven live: the real stack, a real Prometheus with THE rules, normal then shifted traffic, then an outage.
 
-Predictor, transformer (sending inference events to the detector, as KServe's logger does on AKS) and detector
+Predictor, transformer (sending inference events to the detector, as it does on AKS) and detector
 run as real processes; Prometheus scrapes them every second and evaluates the shipped rules with every
 duration divided by 60 (``for: 5m`` becomes 5 s; the expressions and thresholds are unchanged).
 

@@ -26,6 +26,28 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: housing-kserve
 {{- end -}}
 
+{{/* Labels of an InferenceService. KServe copies them onto its pod templates (components/predictor.go,
+     transformer.go), so nothing here may change with the chart version: that would restart every pod, or cut
+     a new Knative revision, on each chart bump. */}}
+{{- define "housing.isvcLabels" -}}
+{{ include "housing.selectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: housing-kserve
+{{- end -}}
+
+{{/* Name-less metadata of every InferenceService of the release: the stable one and the canaries. */}}
+{{- define "housing.isvcMetadata" -}}
+namespace: {{ .Release.Namespace }}
+labels:
+  {{- include "housing.isvcLabels" . | nindent 2 }}
+annotations:
+  serving.kserve.io/deploymentMode: {{ include "housing.mode" . }}
+  {{- if eq (include "housing.mode" .) "Standard" }}
+  # KServe validates scaleMetric/scaleTarget against the HPA only when the class is named.
+  serving.kserve.io/autoscalerClass: hpa
+  {{- end }}
+{{- end -}}
+
 {{- define "housing.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "housing.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -49,7 +71,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "housing.serviceAccountName" -}}{{ include "housing.fullname" . }}{{- end -}}
 {{- define "housing.detectorName" -}}{{ include "housing.fullname" . }}-detector{{- end -}}
 
-{{/* The detector Service URL the request logger posts CloudEvents to. */}}
+{{/* The InferenceService of a canary: (dict "ctx" $ "name" CANARY_NAME). */}}
+{{- define "housing.canaryName" -}}{{ include "housing.fullname" .ctx }}-{{ .name }}{{- end -}}
+
+{{/* The detector Service URL the transformer posts inference CloudEvents to. */}}
 {{- define "housing.loggerUrl" -}}
 {{- if .Values.logger.url -}}
 {{- .Values.logger.url -}}
@@ -80,14 +105,11 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* The predictor component of the InferenceService, stable or canary:
-     (dict "ctx" $ "model" MODEL "endpoint" "default"|"canary" "name" CANARY_NAME) */}}
+{{/* The predictor of an InferenceService, the stable one or a canary's:
+     (dict "ctx" $ "model" MODEL "endpoint" "default"|"canary") */}}
 {{- define "housing.predictorSpec" -}}
 {{- $ := .ctx -}}
 {{- $values := $.Values -}}
-{{- if .name }}
-name: {{ .name }}
-{{- end }}
 labels:
   {{- include "housing.componentSelector" (dict "ctx" $ "component" "predictor") | nindent 2 }}
   housing.kserve.dev/endpoint: {{ .endpoint }}
@@ -100,18 +122,12 @@ annotations:
   housing.kserve.dev/model-version: {{ . | quote }}
   {{- end }}
 serviceAccountName: {{ include "housing.serviceAccountName" $ }}
-{{- if not .name }}
-{{- /* Autoscaling fields on the stable predictor only: KServe refuses them on a named canary. */}}
 minReplicas: {{ $values.predictor.minReplicas }}
 maxReplicas: {{ $values.predictor.maxReplicas }}
 scaleMetric: {{ include "housing.scaleMetric" (dict "ctx" $ "component" $values.predictor) }}
 scaleTarget: {{ $values.predictor.scaleTarget }}
-{{- end }}
-{{- if $values.logger.enabled }}
-logger:
-  mode: {{ $values.logger.mode }}
-  url: {{ include "housing.loggerUrl" $ }}
-{{- end }}
+{{- /* No `logger`: the transformer logs (values.yaml `logger`). With one, KServe would also point the
+       predictor Service at its agent's port 9081 (service_reconciler.go). */}}
 containers:
   - name: kserve-container
     image: {{ include "housing.image" (dict "ctx" $ "component" "predictor") }}

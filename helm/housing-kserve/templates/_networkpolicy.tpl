@@ -36,3 +36,14 @@
   ports:
     - {protocol: TCP, port: 8080}
 {{- end -}}
+{{/* Knative's autoscaler scrapes each revision pod's queue-proxy on 9090: (dict "knative" BOOL "namespace" NS) */}}
+{{- define "housing.np.knativeAutoscaler" -}}
+{{- if .knative -}}
+- from:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ .namespace }}
+  ports:
+    - {protocol: TCP, port: 9090}
+{{- end -}}
+{{- end -}}

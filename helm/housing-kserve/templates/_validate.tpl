@@ -5,11 +5,8 @@ other mode, an autoscaling metric its autoscaler does not know), so the render f
 {{- define "housing.validate" -}}
 {{- $v := .Values -}}
 {{- $mode := include "housing.mode" . -}}
-{{- if and (eq $mode "Standard") (not (kindIs "invalid" $v.rollout.canaryTrafficPercent)) -}}
-{{- fail "rollout.canaryTrafficPercent is a Knative-mode field and Standard (RawDeployment) mode ignores it: use rollout.canaries (a named canary with its own model and trafficPercent), or set deploymentMode: Knative" -}}
-{{- end -}}
-{{- if and (eq $mode "Knative") $v.rollout.canaries -}}
-{{- fail "rollout.canaries (named canaries, spec.canary) are a Standard (RawDeployment) mode feature: in Knative mode set model to the new model and rollout.canaryTrafficPercent to its share" -}}
+{{- if not (kindIs "invalid" $v.rollout.canaryTrafficPercent) -}}
+{{- fail "rollout.canaryTrafficPercent (Knative's split between revisions) is no longer used: the transformer could not tell which revision answered, nor log it. Keep model as the stable model and add the new one to rollout.canaries (name, trafficPercent, model), in either deployment mode" -}}
 {{- end -}}
 {{- $total := 0 -}}
 {{- $names := list -}}
@@ -18,6 +15,10 @@ other mode, an autoscaling metric its autoscaler does not know), so the render f
 {{- fail (printf "rollout.canaries: the name %q is used twice; each canary needs its own name" .name) -}}
 {{- end -}}
 {{- $names = append $names .name -}}
+{{- $service := printf "%s-predictor" (include "housing.canaryName" (dict "ctx" $ "name" .name)) -}}
+{{- if gt (len $service) 57 -}}
+{{- fail (printf "rollout.canaries[%s]: KServe would name its predictor %s (%d characters); with Knative's -00001 revision suffix (and Standard mode's isvc. label prefix) that exceeds the 63 characters of a label value: shorten the canary name or set fullnameOverride" .name $service (len $service)) -}}
+{{- end -}}
 {{- $total = add $total .trafficPercent -}}
 {{- if and (eq .model.storageUri $v.model.storageUri) (eq (.model.sha256 | default "") ($v.model.sha256 | default "")) -}}
 {{- fail (printf "rollout.canaries[%s] serves the same model as the stable predictor (model.storageUri and model.sha256): a canary must differ" .name) -}}
