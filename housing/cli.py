@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS: dict[str, str] = {
-    "train": "model.train",
-    "evaluate": "model.evaluate",
+    "train": "model.train_cli",
+    "evaluate": "model.evaluate_cli",
     "publish": "model.publish",
     "promote": "model.registry",
     "rollout": "housing.rollout",

@@ -1,7 +1,8 @@
-"""Honest evaluation: repeated K-fold and nested cross-validation, permutation importance, timing, the gate.
+"""Evaluation library: repeated K-fold and nested cross-validation, permutation importance, timing, the gate.
 
 Nothing here reads files or talks to MLflow: functions take arrays and estimators and return numbers, so the
-same code scores a candidate during training and a saved artifact in ``housing evaluate``.
+same code scores a candidate during training (:mod:`model.train`) and a saved artifact in ``housing evaluate``
+(:mod:`model.evaluate_cli`, the command line).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import clone
@@ -21,6 +22,12 @@ from sklearn.model_selection import GridSearchCV, KFold, RepeatedKFold
 from tqdm import tqdm
 
 from model.pipeline import FAST_GBR_PARAMS, GBR_GRID, GBR_PARAMS
+from model.schema import TARGET
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from model.artifact import ModelArtifact
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +89,20 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
         "mae": float(mean_absolute_error(y_true, y_pred)),
         "r2": float(r2_score(y_true, y_pred)),
     }
+
+
+def score_artifact(artifact: ModelArtifact, frame: pd.DataFrame) -> dict[str, float]:
+    """RMSE, MAE and R² of a loaded artifact on a validated data frame.
+
+    Args:
+        artifact: A loaded artifact (see :func:`model.artifact.load_artifact`).
+        frame: Data from :func:`model.dataset.load_dataset` (all features and the target).
+
+    Returns:
+        ``rmse``, ``mae`` (USD 1000s) and ``r2``.
+    """
+    x = frame[artifact.feature_names].to_numpy(dtype="float64")
+    return regression_metrics(frame[TARGET].to_numpy(dtype="float64"), artifact.pipeline.predict(x))
 
 
 @dataclass

@@ -4,6 +4,8 @@ The tracking URI comes from ``MLFLOW_TRACKING_URI``; without it runs go to a loc
 ``var/mlflow/mlflow.db``, with artifacts in ``var/mlflow/artifacts`` (see :mod:`model.paths`). Runs land in
 the experiment ``housing-price-prediction``; every model that passes the quality gate becomes a version of the
 registered model ``housing-price`` with the alias ``challenger``, and ``housing promote`` moves ``champion``.
+The run's ``git_commit`` tag and the model's pinned requirements come from :mod:`model.provenance`, which also
+fills the artifact's ``model.json``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
+from model.artifact import read_metadata
 from model.paths import MODEL_NAME, mlflow_dir
+from model.provenance import git_commit, pip_requirements
 
 if TYPE_CHECKING:
     from model.train import TrainingResult
@@ -98,8 +102,6 @@ def log_trained(result: TrainingResult, write_artifact: Callable[[str | None], P
         directory = write_artifact(version)
         mlflow.log_artifacts(str(directory), "artifact")
         mlflow.set_tag("artifact_dir", str(Path(directory).resolve()))
-        from model.artifact import read_metadata
-
         sha256 = read_metadata(directory)["sha256"]
         client.set_model_version_tag(REGISTERED_MODEL, version, "sha256", sha256)
         client.set_model_version_tag(
@@ -127,7 +129,6 @@ def _log_figures(result: TrainingResult) -> None:
     import mlflow
 
     from model.plots import save_plots
-    from model.train import git_commit
 
     mlflow.log_params({**result.params, "features": ",".join(result.features)})
     mlflow.log_metrics(result.metrics)
@@ -148,20 +149,14 @@ def _log_model(result: TrainingResult) -> Any:
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    from model.train import library_versions
-
     example = result.x[:5]
-    libraries = library_versions()
-    requirements = [
-        f"{name}=={libraries[name]}" for name in ("scikit-learn", "numpy", "scipy") if name in libraries
-    ]
     return mlflow.sklearn.log_model(
         result.pipeline,
         name="model",
         signature=infer_signature(example, result.pipeline.predict(example)),
         input_example=example,
         registered_model_name=REGISTERED_MODEL,
-        pip_requirements=requirements,
+        pip_requirements=pip_requirements(),
         # skops, not pickle: loading it runs no code; the fitted trees are the one type to trust explicitly.
         serialization_format="skops",
         skops_trusted_types=["sklearn.tree._tree.Tree"],

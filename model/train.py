@@ -1,48 +1,44 @@
-"""``housing train``: compare candidates, evaluate the shipped model honestly, gate it, write and register it.
+"""Training library: compare candidates, evaluate the shipped model honestly, fit it, describe its artifact.
 
 The steps stay apart, scikit-learn style: :func:`model.dataset.load_dataset` reads and validates the data,
 :func:`train_model` evaluates and fits (no I/O), :func:`artifact_metadata` and
 :func:`model.artifact.save_artifact` persist, and :mod:`model.tracking` logs to MLflow. :func:`build_artifact`
-chains them without MLflow, for tests and notebooks.
+chains them without MLflow, for tests and notebooks. Progress is reported only through logging and the
+progress bars of :func:`model.evaluation.cross_validate` (``progress=False`` turns them off).
 
-Default output: ``var/artifacts/housing-price/<version>/``, with ``var/artifacts/housing-price/latest``
-pointing at the newest (see :mod:`model.paths`; :func:`latest_artifact` finds it).
+The command line, ``housing train`` (arguments, the quality gate, the printed figures), is
+:mod:`model.train_cli`; where and how the code was built is recorded by :mod:`model.provenance`.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
-import platform
-import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from model.paths import MODEL_NAME, default_artifact_dir, latest_artifact
-from model.schema import ALL_FEATURES, DEFAULT_FEATURES, TARGET, TARGET_DESCRIPTION, TARGET_UNIT, select
+import numpy as np
+
+from model import evaluation, pipeline
+from model.artifact import save_artifact
+from model.dataset import load_dataset
+from model.evaluation import CVResult, Plan
+from model.paths import MODEL_NAME
+from model.provenance import git_commit, library_versions
+from model.schema import DEFAULT_FEATURES, TARGET, TARGET_DESCRIPTION, TARGET_UNIT, select
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
-    from model.evaluation import CVResult, Plan
-
-__all__ = ["build_artifact", "default_artifact_dir", "latest_artifact", "train_model"]
+__all__ = ["TrainingResult", "artifact_metadata", "build_artifact", "train_model"]
 
 log = logging.getLogger(__name__)
 
-HELP = "Train, evaluate and gate the model, write its artifact, log and register it in MLflow."
 REFERENCE_ROWS = 300
 QUANTILE_LEVELS = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
-LIBRARIES = ("scikit-learn", "numpy", "scipy", "joblib")
-CANDIDATE_CHOICES = ("gbr_log", "gbr", "linear", "dummy")
-"""``--candidate`` values, the default first (spelled out here so that ``--help`` needs no scikit-learn)."""
 
 
 @dataclass
@@ -118,17 +114,15 @@ def train_model(
     Returns:
         The fitted pipeline with its figures.
     """
-    from model import evaluation, pipeline
-
     features = tuple(features)
     candidate = candidate or pipeline.DEFAULT_CANDIDATE
-    plan = plan or (evaluation.Plan.fast() if fast else evaluation.Plan())
+    plan = plan or (Plan.fast() if fast else Plan())
     x, y = features_and_target(frame, features)
     cv = evaluation.repeated_kfold(plan.splits, plan.repeats, seed)
     gbr_params = plan.gbr_params
     metrics: dict[str, float] = {}
 
-    comparison: dict[str, evaluation.CVResult] = {}
+    comparison: dict[str, CVResult] = {}
     for name in [*[family for family in pipeline.CANDIDATES if family != candidate], candidate]:
         comparison[name] = evaluation.cross_validate(
             pipeline.make_candidate(name, seed=seed, params=gbr_params),
@@ -198,8 +192,6 @@ def b_cost(
         ``cv_with_b_*`` and ``cv_without_b_*`` means, and ``b_cost_rmse``/``b_cost_mae`` (how much worse
         without ``b``, USD 1000s) and ``b_cost_r2`` (R² lost without ``b``).
     """
-    from model import evaluation, pipeline
-
     toggled = tuple(name for name in features if name != "b") if "b" in features else (*features, "b")
     x, y = features_and_target(frame, toggled)
     other = evaluation.cross_validate(
@@ -221,8 +213,6 @@ def b_cost(
 
 def reference_sample(result: TrainingResult, rows: int = REFERENCE_ROWS) -> dict[str, Any]:
     """The training data the drift detector compares live traffic with (see :mod:`model.artifact`)."""
-    import numpy as np
-
     generator = np.random.default_rng(result.params["seed"])
     chosen = np.sort(generator.choice(len(result.y), size=min(rows, len(result.y)), replace=False))
     sample = result.x[chosen]
@@ -242,8 +232,6 @@ def artifact_metadata(
     result: TrainingResult, version: str, created_at: datetime | None = None
 ) -> dict[str, Any]:
     """The ``model.json`` content of a trained model (see :mod:`model.artifact` for the keys)."""
-    from model.pipeline import estimator_name
-
     created_at = created_at or datetime.now(UTC)
     return {
         "name": MODEL_NAME,
@@ -253,7 +241,7 @@ def artifact_metadata(
         "libraries": library_versions(),
         "features": [feature.to_dict() for feature in select(result.features)],
         "target": {"name": TARGET, "description": TARGET_DESCRIPTION, "unit": TARGET_UNIT},
-        "estimator": estimator_name(result.pipeline),
+        "estimator": pipeline.estimator_name(result.pipeline),
         "params": result.params,
         "metrics": result.metrics,
         "reference": reference_sample(result),
@@ -263,33 +251,6 @@ def artifact_metadata(
 def unregistered_version(created_at: datetime) -> str:
     """The version of a model that no registry numbered, e.g. ``dev-20250101T120000Z``."""
     return "dev-" + created_at.strftime("%Y%m%dT%H%M%SZ")
-
-
-def git_commit() -> str | None:
-    """The commit of the checkout this code runs from, or ``None`` outside a git checkout."""
-    try:
-        completed = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return completed.stdout.strip() or None
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries the pickle depends on (the predictor must match them)."""
-    versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def build_artifact(
@@ -312,148 +273,8 @@ def build_artifact(
     Returns:
         The artifact directory.
     """
-    from model.artifact import save_artifact
-    from model.dataset import load_dataset
-
     result = train_model(load_dataset(data), features, fast=fast, seed=seed, progress=False)
     created_at = datetime.now(UTC)
     return save_artifact(
         directory, result.pipeline, artifact_metadata(result, unregistered_version(created_at))
     )
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Declare the arguments of ``housing train``."""
-    parser.add_argument("--data", type=Path, help="training CSV (default: the bundled Boston Housing data)")
-    chosen = parser.add_mutually_exclusive_group()
-    chosen.add_argument(
-        "--features",
-        nargs="+",
-        choices=ALL_FEATURES,
-        metavar="NAME",
-        help=f"model inputs in order (default: all but b: {' '.join(DEFAULT_FEATURES)})",
-    )
-    chosen.add_argument("--with-b", action="store_true", help="use all 13 features, b included")
-    parser.add_argument(
-        "--candidate",
-        choices=CANDIDATE_CHOICES,
-        help=f"model family to ship (default: {CANDIDATE_CHOICES[0]}; dummy only shows the gate failing)",
-    )
-    parser.add_argument(
-        "--output", type=Path, help="artifact directory (default: var/artifacts/housing-price/<version>)"
-    )
-    parser.add_argument("--fast", action="store_true", help="few folds, fewer trees, no nested CV: seconds")
-    parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
-    parser.add_argument(
-        "--no-mlflow", action="store_true", help="do not log to MLflow nor register the model"
-    )
-    parser.add_argument(
-        "--publish", metavar="URL", help="also upload the artifact to Blob Storage (Azure/Azurite)"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Train, gate, write, register and optionally publish; print the figures.
-
-    Returns:
-        0, or 1 when the data is invalid or the model fails the quality gate (nothing is written then).
-    """
-    from model.artifact import save_artifact
-    from model.dataset import DataValidationError, load_dataset
-    from model.evaluation import QualityGate, format_table
-    from model.paths import point_latest_at
-
-    features = ALL_FEATURES if args.with_b else tuple(args.features or DEFAULT_FEATURES)
-    if "b" in features:
-        log.warning("training with b, a variable built on an assumption about race (see model.schema)")
-    try:
-        frame = load_dataset(args.data)
-    except (DataValidationError, OSError) as error:
-        print(f"error: invalid training data: {error}", file=sys.stderr)
-        return 1
-    result = train_model(
-        frame,
-        features,
-        candidate=args.candidate,
-        fast=args.fast,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
-    print(format_table(figure_rows(result)))
-    failures = QualityGate().failures(result.headline)
-    if failures:
-        if not args.no_mlflow:
-            from model import tracking
-
-            tracking.log_failed(result, failures)
-        print(
-            f"error: quality gate failed for {result.candidate}: {'; '.join(failures)} "
-            f"(needs {QualityGate().describe()}); no artifact written",
-            file=sys.stderr,
-        )
-        return 1
-
-    created_at = datetime.now(UTC)
-
-    def write(version: str | None) -> Path:
-        version = version or unregistered_version(created_at)
-        directory = args.output or default_artifact_dir(version)
-        save_artifact(directory, result.pipeline, artifact_metadata(result, version, created_at))
-        if args.output is None:
-            point_latest_at(directory)
-        return Path(directory)
-
-    if not args.no_mlflow:
-        from model import tracking
-
-        logged = tracking.log_trained(result, write)
-        directory = logged.artifact_dir
-        print(f"mlflow run id: {logged.run_id}")
-        print(f"registered model: {MODEL_NAME} version {logged.version} (alias challenger)")
-    else:
-        directory = write(None)
-    print(f"artifact: {directory}")
-    if args.publish:
-        from model.publish import publish_and_report
-
-        return publish_and_report(directory, args.publish)
-    return 0
-
-
-def figure_rows(result: TrainingResult) -> list[tuple[str, str]]:
-    """The figures printed at the end of training, one (name, value) per line."""
-    metrics = result.metrics
-    method = "nested CV" if "nested_cv_rmse_mean" in metrics else "CV"
-    rows = [
-        ("model", f"{result.candidate} on {len(result.features)} features"),
-        ("evaluation", result.params["cv"]),
-    ]
-    for name in ("rmse", "mae", "r2"):
-        rows.append((f"{name} ({method})", f"{metrics[name]:.3f} ± {metrics[name + '_std']:.3f}"))
-    for family in result.comparison:
-        rows.append(
-            (
-                f"cv {family}",
-                f"RMSE {metrics[f'cv_{family}_rmse_mean']:.3f}  MAE {metrics[f'cv_{family}_mae_mean']:.3f}  "
-                f"R² {metrics[f'cv_{family}_r2_mean']:.3f}",
-            )
-        )
-    rows.append(
-        (
-            "cost of excluding b (same folds)",
-            f"RMSE {metrics['b_cost_rmse']:+.3f}  MAE {metrics['b_cost_mae']:+.3f}  "
-            f"R² {-metrics['b_cost_r2']:+.3f}",
-        )
-    )
-    top = sorted(result.importances.items(), key=lambda item: -item[1])[:5]
-    rows.append(("top importances", ", ".join(f"{name} {value:.2f}" for name, value in top)))
-    rows.append(("final fit", f"{metrics['fit_seconds']:.3f} s (CPU {metrics['fit_cpu_seconds']:.3f} s)"))
-    rows.append(
-        (
-            "predict 1 row",
-            f"p50 {metrics['predict_latency_p50_us']:.0f} µs, p99 {metrics['predict_latency_p99_us']:.0f} µs "
-            f"(CPU p50 {metrics['predict_cpu_p50_us']:.0f} µs)",
-        )
-    )
-    return rows

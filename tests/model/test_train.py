@@ -134,7 +134,7 @@ def test_train_refuses_invalid_data_naming_row_and_column(bundled, write_csv, ca
 
 def test_train_writes_default_location_and_latest_pointer(isolated, capsys):
     from housing.cli import main
-    from model.train import default_artifact_dir, latest_artifact
+    from model.paths import default_artifact_dir, latest_artifact
 
     assert latest_artifact() is None
     assert main(["train", "--fast", "--no-mlflow", "--no-progress", "--with-b"]) == 0
@@ -175,7 +175,7 @@ def test_full_plan_reports_nested_cv_and_ships_the_tuned_settings(frame):
 
 def test_cli_candidate_choices_match_the_pipelines():
     from model.pipeline import CANDIDATES, DEFAULT_CANDIDATE
-    from model.train import CANDIDATE_CHOICES
+    from model.train_cli import CANDIDATE_CHOICES
 
     assert CANDIDATE_CHOICES[0] == DEFAULT_CANDIDATE
     assert set(CANDIDATE_CHOICES) == {*CANDIDATES, "dummy"}

@@ -1,4 +1,8 @@
-"""``housing evaluate``: re-score a saved artifact on data and apply the quality gate."""
+"""``housing evaluate``: the command line that re-scores a saved artifact and applies the quality gate.
+
+The scoring itself is :func:`model.evaluation.score_artifact`; this module loads, prints and exits. Like every
+command module it imports pandas and scikit-learn only inside :func:`run`, so that ``housing --help`` is fast.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,11 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+
+from model.artifact import ArtifactError, load_artifact
+from model.storage import StorageError, download
 
 HELP = "Re-score a model artifact on a data set (default: the bundled data) and apply the quality gate."
-
-
-def score_artifact(artifact: Any, frame: Any) -> dict[str, float]:
-    """RMSE, MAE and R² of a loaded artifact on a validated data frame.
-
-    Args:
-        artifact: A :class:`model.artifact.ModelArtifact`.
-        frame: Data from :func:`model.dataset.load_dataset` (all features and the target).
-
-    Returns:
-        ``rmse``, ``mae`` (USD 1000s) and ``r2``.
-    """
-    from model.evaluation import regression_metrics
-    from model.schema import TARGET
-
-    x = frame[artifact.feature_names].to_numpy(dtype="float64")
-    return regression_metrics(frame[TARGET].to_numpy(dtype="float64"), artifact.pipeline.predict(x))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -43,10 +32,8 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0, or 1 when the artifact or data is invalid or the model fails the gate.
     """
-    from model.artifact import ArtifactError, load_artifact
     from model.dataset import DataValidationError, load_dataset
-    from model.evaluation import QualityGate, format_table
-    from model.storage import StorageError, download
+    from model.evaluation import QualityGate, format_table, score_artifact
 
     with tempfile.TemporaryDirectory() as scratch:
         try:

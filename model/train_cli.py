@@ -1,0 +1,162 @@
+"""``housing train``: the command line of :mod:`model.train` (arguments, the quality gate, writing, output).
+
+It trains with :func:`model.train.train_model`, prints the figures, refuses a model that fails the quality
+gate (exit 1, nothing written), writes the artifact to ``var/artifacts/housing-price/<version>/`` (or
+``--output``) and points ``var/artifacts/housing-price/latest`` at it (see :mod:`model.paths`), logs and
+registers it in MLflow (:mod:`model.tracking`) and optionally publishes it. Like every command module it
+imports scikit-learn and pandas only inside :func:`run`, so that ``housing --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from model import tracking
+from model.artifact import save_artifact
+from model.paths import MODEL_NAME, default_artifact_dir, point_latest_at
+from model.publish import publish_and_report
+from model.schema import ALL_FEATURES, DEFAULT_FEATURES
+
+if TYPE_CHECKING:
+    from model.train import TrainingResult
+
+log = logging.getLogger(__name__)
+
+HELP = "Train, evaluate and gate the model, write its artifact, log and register it in MLflow."
+CANDIDATE_CHOICES = ("gbr_log", "gbr", "linear", "dummy")
+"""``--candidate`` values, the default first (spelled out here so that ``--help`` needs no scikit-learn)."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare the arguments of ``housing train``."""
+    parser.add_argument("--data", type=Path, help="training CSV (default: the bundled Boston Housing data)")
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument(
+        "--features",
+        nargs="+",
+        choices=ALL_FEATURES,
+        metavar="NAME",
+        help=f"model inputs in order (default: all but b: {' '.join(DEFAULT_FEATURES)})",
+    )
+    chosen.add_argument("--with-b", action="store_true", help="use all 13 features, b included")
+    parser.add_argument(
+        "--candidate",
+        choices=CANDIDATE_CHOICES,
+        help=f"model family to ship (default: {CANDIDATE_CHOICES[0]}; dummy only shows the gate failing)",
+    )
+    parser.add_argument(
+        "--output", type=Path, help="artifact directory (default: var/artifacts/housing-price/<version>)"
+    )
+    parser.add_argument("--fast", action="store_true", help="few folds, fewer trees, no nested CV: seconds")
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--no-mlflow", action="store_true", help="do not log to MLflow nor register the model"
+    )
+    parser.add_argument(
+        "--publish", metavar="URL", help="also upload the artifact to Blob Storage (Azure/Azurite)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, gate, write, register and optionally publish; print the figures.
+
+    Returns:
+        0, or 1 when the data is invalid or the model fails the quality gate (nothing is written then).
+    """
+    from model.dataset import DataValidationError, load_dataset
+    from model.evaluation import QualityGate, format_table
+    from model.train import artifact_metadata, train_model, unregistered_version
+
+    features = ALL_FEATURES if args.with_b else tuple(args.features or DEFAULT_FEATURES)
+    if "b" in features:
+        log.warning("training with b, a variable built on an assumption about race (see model.schema)")
+    try:
+        frame = load_dataset(args.data)
+    except (DataValidationError, OSError) as error:
+        print(f"error: invalid training data: {error}", file=sys.stderr)
+        return 1
+    result = train_model(
+        frame,
+        features,
+        candidate=args.candidate,
+        fast=args.fast,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print(format_table(figure_rows(result)))
+    failures = QualityGate().failures(result.headline)
+    if failures:
+        if not args.no_mlflow:
+            tracking.log_failed(result, failures)
+        print(
+            f"error: quality gate failed for {result.candidate}: {'; '.join(failures)} "
+            f"(needs {QualityGate().describe()}); no artifact written",
+            file=sys.stderr,
+        )
+        return 1
+
+    created_at = datetime.now(UTC)
+
+    def write(version: str | None) -> Path:
+        version = version or unregistered_version(created_at)
+        directory = args.output or default_artifact_dir(version)
+        save_artifact(directory, result.pipeline, artifact_metadata(result, version, created_at))
+        if args.output is None:
+            point_latest_at(directory)
+        return Path(directory)
+
+    if not args.no_mlflow:
+        logged = tracking.log_trained(result, write)
+        directory = logged.artifact_dir
+        print(f"mlflow run id: {logged.run_id}")
+        print(f"registered model: {MODEL_NAME} version {logged.version} (alias challenger)")
+    else:
+        directory = write(None)
+    print(f"artifact: {directory}")
+    if args.publish:
+        return publish_and_report(directory, args.publish)
+    return 0
+
+
+def figure_rows(result: TrainingResult) -> list[tuple[str, str]]:
+    """The figures printed at the end of training, one (name, value) per line."""
+    metrics = result.metrics
+    method = "nested CV" if "nested_cv_rmse_mean" in metrics else "CV"
+    rows = [
+        ("model", f"{result.candidate} on {len(result.features)} features"),
+        ("evaluation", result.params["cv"]),
+    ]
+    for name in ("rmse", "mae", "r2"):
+        rows.append((f"{name} ({method})", f"{metrics[name]:.3f} ± {metrics[name + '_std']:.3f}"))
+    for family in result.comparison:
+        rows.append(
+            (
+                f"cv {family}",
+                f"RMSE {metrics[f'cv_{family}_rmse_mean']:.3f}  MAE {metrics[f'cv_{family}_mae_mean']:.3f}  "
+                f"R² {metrics[f'cv_{family}_r2_mean']:.3f}",
+            )
+        )
+    rows.append(
+        (
+            "cost of excluding b (same folds)",
+            f"RMSE {metrics['b_cost_rmse']:+.3f}  MAE {metrics['b_cost_mae']:+.3f}  "
+            f"R² {-metrics['b_cost_r2']:+.3f}",
+        )
+    )
+    top = sorted(result.importances.items(), key=lambda item: -item[1])[:5]
+    rows.append(("top importances", ", ".join(f"{name} {value:.2f}" for name, value in top)))
+    rows.append(("final fit", f"{metrics['fit_seconds']:.3f} s (CPU {metrics['fit_cpu_seconds']:.3f} s)"))
+    rows.append(
+        (
+            "predict 1 row",
+            f"p50 {metrics['predict_latency_p50_us']:.0f} µs, p99 {metrics['predict_latency_p99_us']:.0f} µs "
+            f"(CPU p50 {metrics['predict_cpu_p50_us']:.0f} µs)",
+        )
+    )
+    return rows
