@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from detector.monitor import Settings
 from detector.retrain import ACTIONS, DEFAULT_COMMAND
-from detector.stats import CORRECTIONS, DEFAULT_BINS, DEFAULT_P_VALUE, DEFAULT_THRESHOLD
+from detector.settings import Config, Settings
+from detector.stats import CORRECTIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,16 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--window_size", type=int, default=Settings.window_size, help="rows per tested window"
     )
     windows.add_argument(
-        "--threshold", type=float, default=DEFAULT_THRESHOLD, help="drift score threshold, in [0, 1]"
+        "--threshold", type=float, default=Config.threshold, help="drift score threshold, in [0, 1]"
     )
     windows.add_argument(
-        "--p_value", type=float, default=DEFAULT_P_VALUE, help="significance level of the tests"
+        "--p_value", type=float, default=Config.p_value, help="significance level of the tests"
     )
     windows.add_argument(
-        "--correction", choices=CORRECTIONS, default="fdr", help="multiple-testing correction"
+        "--correction", choices=CORRECTIONS, default=Config.correction, help="multiple-testing correction"
     )
     windows.add_argument(
-        "--bins", type=int, default=DEFAULT_BINS, help="reference-quantile bins for PSI and JS"
+        "--bins", type=int, default=Config.bins, help="reference-quantile bins for PSI and JS"
     )
     windows.add_argument(
         "--pending_ttl",
@@ -98,9 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--kubeconfig", help="kubeconfig outside a cluster (default: KUBECONFIG or ~/.kube/config)"
     )
     retrain.add_argument(
-        "--cooldown", type=float, default=3600.0, help="seconds between two retrains at least"
+        "--cooldown", type=float, default=Config.cooldown, help="seconds between two retrains at least"
     )
-    parser.add_argument("--flush_interval", type=float, default=1.0, help="seconds between state saves")
+    parser.add_argument(
+        "--flush_interval", type=float, default=Config.flush_interval, help="seconds between state saves"
+    )
     parser.add_argument("--log_level", default="INFO", help="logging level")
     return parser
 
@@ -126,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the detector until it is stopped."""
     import uvicorn
 
-    from detector.app import Config, Detector, create_app
+    from detector.app import Detector, create_app
     from housing.cli import configure_logging
 
     args = build_parser().parse_args(argv)

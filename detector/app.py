@@ -24,13 +24,9 @@ import functools
 import json
 import logging
 import multiprocessing
-import os
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -41,30 +37,15 @@ from starlette.routing import Route
 
 from detector import metrics, worker
 from detector.events import InvalidEventError, parse_event
-from detector.monitor import Due, Monitor, Settings
+from detector.monitor import Due, Monitor
 from detector.retrain import RetrainTrigger
+from detector.settings import Config
+from detector.state import STATE_FILE, read_state, write_state
 from detector.stats import DriftResult
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.json"
 ACCEPTED = Response(status_code=202)
-
-
-@dataclass(frozen=True)
-class Config:
-    """Everything the service needs, read once at start-up (see ``python -m detector --help``)."""
-
-    storage_uri: str
-    state_dir: Path
-    settings: Settings = field(default_factory=Settings)
-    threshold: float = 0.3
-    p_value: float = 0.05
-    correction: str = "fdr"
-    bins: int = 10
-    cooldown: float = 3600.0
-    flush_interval: float = 1.0
-    retry_interval: float = 10.0
 
 
 class Detector:
@@ -96,12 +77,7 @@ class Detector:
             try:
                 directory = download(self.config.storage_uri, self.config.state_dir / "artifact")
                 reference = Reference.from_metadata(read_metadata(directory))
-                options: dict[str, Any] = {
-                    "threshold": self.config.threshold,
-                    "p_value": self.config.p_value,
-                    "correction": self.config.correction,
-                    "bins": self.config.bins,
-                }
+                options = self.config.drift_options()
                 self.executor = ProcessPoolExecutor(
                     max_workers=1,
                     mp_context=multiprocessing.get_context("spawn"),
@@ -111,7 +87,7 @@ class Detector:
                 started = self.executor.submit(worker.ready)  # the worker starts now, alongside the next line
                 tester = DriftTester(reference, **options)
                 started.result(timeout=600)
-                state = self._read_state()
+                state = read_state(self.state_path)
                 trigger = RetrainTrigger(
                     self.action_name, self.action, self.config.cooldown, state.get("retrain")
                 )
@@ -154,25 +130,7 @@ class Detector:
         """Write the state file atomically (a temporary file renamed over the old one)."""
         if self.monitor is None:
             return
-        self._write(self.monitor.snapshot())
-
-    def _write(self, snapshot: dict[str, Any]) -> None:
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", dir=self.config.state_dir, prefix=".state.", delete=False
-        ) as handle:
-            json.dump(snapshot, handle, separators=(",", ":"))
-        os.replace(handle.name, self.state_path)
-
-    def _read_state(self) -> dict[str, Any]:
-        try:
-            state = json.loads(self.state_path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, json.JSONDecodeError) as error:
-            log.error("state file %s unreadable (%s): starting afresh", self.state_path, error)
-            return {}
-        return state if isinstance(state, dict) else {}
+        write_state(self.state_path, self.monitor.snapshot())
 
     async def flush_forever(self) -> None:
         """Expire old pending events and save the state when it changed, every ``flush_interval`` seconds."""
@@ -186,7 +144,7 @@ class Detector:
                 self.dirty = False
                 snapshot = self.monitor.snapshot()
                 try:
-                    await asyncio.to_thread(self._write, snapshot)
+                    await asyncio.to_thread(write_state, self.state_path, snapshot)
                 except OSError as error:
                     self.dirty = True
                     log.error("cannot save state to %s: %s", self.state_path, error)

@@ -16,7 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from detector.stats import CORRECTIONS, DEFAULT_BINS, DEFAULT_P_VALUE, DEFAULT_THRESHOLD
+from detector.stats import (
+    CORRECTIONS,
+    DEFAULT_BINS,
+    DEFAULT_CORRECTION,
+    DEFAULT_P_VALUE,
+    DEFAULT_THRESHOLD,
+)
 
 HELP = "Compare current data with reference data: per-feature drift table, verdict (exit 1 on drift), report."
 PREDICTION = "prediction"
@@ -43,7 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--correction",
         choices=CORRECTIONS,
-        default="fdr",
+        default=DEFAULT_CORRECTION,
         help="multiple-testing correction (default: %(default)s)",
     )
     parser.add_argument(

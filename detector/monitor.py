@@ -6,10 +6,11 @@ Nothing here does I/O: the HTTP app (:mod:`detector.app`) feeds decoded events a
 - A request and its response (same ``ce-id`` and component, in either order) wait in a bounded pending buffer;
   an event whose partner has not come within ``pending_ttl`` seconds, or that is pushed out when the buffer is
   full, is counted ``unmatched``.
-- Joined rows go to the window of their ``(endpoint, model_version)``: canary traffic is judged on its own,
-  and each model version against the reference. A full window (``window_size`` rows) is queued for its test
-  (:meth:`Monitor.take_due`; the service runs it in a worker process, :meth:`Monitor.test_due` runs it here)
-  and :meth:`Monitor.record` publishes the result; a window still queued is saved with the state.
+- Joined rows go to the window of their :class:`~detector.keys.WindowKey` (endpoint, model version): canary
+  traffic is judged on its own, and each model version against the reference. A full window (``window_size``
+  rows) is queued for its test (:meth:`Monitor.take_due`; the service runs it in a worker process,
+  :meth:`Monitor.test_due` runs it here) and :meth:`Monitor.record` publishes the result; a window still
+  queued is saved with the state.
 - Labels posted to ``/feedback`` are matched to the prediction of the same request id; MAE, RMSE and R² are
   computed over the last ``label_window`` labels of each key.
 """
@@ -27,25 +28,13 @@ import numpy as np
 
 from detector import metrics
 from detector.events import InferenceEvent, InvalidEventError
+from detector.keys import WindowKey
 from detector.retrain import RetrainTrigger
+from detector.settings import Settings
+from detector.state import STATE_FORMAT
 from detector.stats import DriftResult, DriftTester
 
 log = logging.getLogger(__name__)
-
-STATE_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Window, join and label settings (see ``python -m detector --help``)."""
-
-    window_size: int = 200
-    pending_ttl: float = 60.0
-    max_pending: int = 10_000
-    label_window: int = 100
-    min_labels: int = 30
-    r2_threshold: float = 0.8
-    max_recent: int = 10_000
 
 
 @dataclass
@@ -72,7 +61,7 @@ class Window:
 class Due:
     """A full window waiting for its test."""
 
-    key: str
+    key: WindowKey
     rows: np.ndarray
     predictions: np.ndarray
 
@@ -98,10 +87,10 @@ class Monitor:
         self.settings = settings
         self.trigger = trigger
         self.pending: OrderedDict[tuple[str, str], Pending] = OrderedDict()
-        self.windows: dict[str, Window] = {}
-        self.results: dict[str, DriftResult] = {}
-        self.labels: dict[str, deque[tuple[float, float]]] = {}
-        self.recent: OrderedDict[str, tuple[str, np.ndarray]] = OrderedDict()
+        self.windows: dict[WindowKey, Window] = {}
+        self.results: dict[WindowKey, DriftResult] = {}
+        self.labels: dict[WindowKey, deque[tuple[float, float]]] = {}
+        self.recent: OrderedDict[str, tuple[WindowKey, np.ndarray]] = OrderedDict()
         self.queued: dict[int, Due] = {}
         self._handed_out: set[int] = set()
         self._sequence = 0
@@ -147,7 +136,7 @@ class Monitor:
             )
         metrics.EVENTS.labels(type=event.kind, outcome="accepted").inc()
         version = response.model_version or request.model_version or self.tester.reference.version
-        self._add(f"{request.endpoint}/{version}", event.id, request.values, response.values)
+        self._add(WindowKey(request.endpoint, version), event.id, request.values, response.values)
 
     def expire(self, now: float | None = None) -> None:
         """Drop pending events older than ``pending_ttl`` and count them ``unmatched``."""
@@ -190,7 +179,7 @@ class Monitor:
         self._check(key)
         return True
 
-    def live(self, key: str) -> dict[str, float | int | None]:
+    def live(self, key: WindowKey) -> dict[str, float | int | None]:
         """MAE, RMSE and R² of the labelled predictions of ``key`` (R² needs two labels that differ)."""
         pairs = np.asarray(self.labels.get(key, ()), dtype=float).reshape(-1, 2)
         if len(pairs) == 0:
@@ -205,8 +194,8 @@ class Monitor:
         }
 
     def status(self) -> dict[str, Any]:
-        """A JSON-safe summary: per key, the rows waiting, the last result and the live metrics."""
-        keys = sorted({*self.windows, *self.results, *self.labels})
+        """A JSON-safe summary per ``endpoint/model_version``: rows waiting, last result, live metrics."""
+        keys = sorted({*self.windows, *self.results, *self.labels}, key=str)
         return {
             "reference_version": self.tester.reference.version,
             "window_size": self.settings.window_size,
@@ -214,47 +203,57 @@ class Monitor:
             "pending": len(self.pending),
             "windows_queued": len(self.queued),
             "keys": {
-                key: {
+                str(key): {
                     "window_rows": self.windows[key].count if key in self.windows else 0,
                     "last_result": self.results[key].to_dict() if key in self.results else None,
                     "live": self.live(key),
                 }
                 for key in keys
             },
-            "retrain": self.trigger.snapshot(),
+            "retrain": self.trigger.status(),
         }
 
     def snapshot(self) -> dict[str, Any]:
-        """The whole state as JSON-safe data (restored by passing it back as ``state``)."""
+        """The whole state as JSON-safe data, every field named (restored by passing it back as ``state``)."""
         return {
             "format": STATE_FORMAT,
             "reference_version": self.tester.reference.version,
             "pending": [
-                [
-                    component,
-                    request_id,
-                    item.kind,
-                    item.time,
-                    item.endpoint,
-                    item.model_version,
-                    item.values.tolist(),
-                ]
+                {
+                    "component": component,
+                    "request_id": request_id,
+                    "kind": item.kind,
+                    "time": item.time,
+                    "endpoint": item.endpoint,
+                    "model_version": item.model_version,
+                    "values": item.values.tolist(),
+                }
                 for (component, request_id), item in self.pending.items()
             ],
-            "windows": {
-                key: {
+            "windows": [
+                {
+                    **key.labels(),
                     "rows": np.vstack(window.rows).tolist() if window.rows else [],
                     "predictions": np.concatenate(window.predictions).tolist() if window.predictions else [],
                 }
                 for key, window in self.windows.items()
-            },
-            "queued": [
-                [item.key, item.rows.tolist(), item.predictions.tolist()] for item in self.queued.values()
             ],
-            "results": {key: result.to_dict() for key, result in self.results.items()},
-            "labels": {key: list(labels) for key, labels in self.labels.items()},
+            "queued": [
+                {**item.key.labels(), "rows": item.rows.tolist(), "predictions": item.predictions.tolist()}
+                for item in self.queued.values()
+            ],
+            "results": [{**key.labels(), "result": result.to_dict()} for key, result in self.results.items()],
+            "labels": [
+                {
+                    **key.labels(),
+                    "true_values": [truth for truth, _ in labels],
+                    "predictions": [prediction for _, prediction in labels],
+                }
+                for key, labels in self.labels.items()
+            ],
             "recent": [
-                [request_id, key, values.tolist()] for request_id, (key, values) in self.recent.items()
+                {"request_id": request_id, **key.labels(), "predictions": values.tolist()}
+                for request_id, (key, values) in self.recent.items()
             ],
             "retrain": self.trigger.snapshot(),
         }
@@ -263,28 +262,41 @@ class Monitor:
         if state.get("format") != STATE_FORMAT:
             log.warning("ignoring saved state of format %r (expected %d)", state.get("format"), STATE_FORMAT)
             return
-        for component, request_id, kind, when, endpoint, version, values in state.get("pending", []):
-            self.pending[(component, request_id)] = Pending(
-                kind, when, endpoint, version, np.asarray(values, float)
+        for saved in state.get("pending", []):
+            self.pending[(saved["component"], saved["request_id"])] = Pending(
+                saved["kind"],
+                saved["time"],
+                saved["endpoint"],
+                saved["model_version"],
+                np.asarray(saved["values"], dtype=float),
             )
-        for key, saved in state.get("windows", {}).items():
+        for saved in state.get("windows", []):
+            key = WindowKey.of(saved)
             rows = np.asarray(saved["rows"], dtype=float).reshape(-1, self.width)
             if len(rows):
                 self.windows[key] = Window([rows], [np.asarray(saved["predictions"], dtype=float)], len(rows))
-            metrics.WINDOW_ROWS.labels(*key.split("/", 1)).set(len(rows))
-        for key, rows, predictions in state.get("queued", []):
+            metrics.WINDOW_ROWS.labels(**key.labels()).set(len(rows))
+        for saved in state.get("queued", []):
             self._sequence += 1
             self.queued[self._sequence] = Due(
-                key, np.asarray(rows, dtype=float), np.asarray(predictions, dtype=float)
+                WindowKey.of(saved),
+                np.asarray(saved["rows"], dtype=float),
+                np.asarray(saved["predictions"], dtype=float),
             )
-        for key, saved in state.get("results", {}).items():
-            self.results[key] = DriftResult.from_dict(saved)
+        for saved in state.get("results", []):
+            key = WindowKey.of(saved)
+            self.results[key] = DriftResult.from_dict(saved["result"])
             self._publish_result(key, self.results[key])
-        for key, pairs in state.get("labels", {}).items():
-            self.labels[key] = deque((tuple(pair) for pair in pairs), maxlen=self.settings.label_window)
+        for saved in state.get("labels", []):
+            key = WindowKey.of(saved)
+            pairs = zip(saved["true_values"], saved["predictions"], strict=True)
+            self.labels[key] = deque(pairs, maxlen=self.settings.label_window)
             self._publish_live(key)
-        for request_id, key, values in state.get("recent", []):
-            self.recent[request_id] = (key, np.asarray(values, dtype=float))
+        for saved in state.get("recent", []):
+            self.recent[saved["request_id"]] = (
+                WindowKey.of(saved),
+                np.asarray(saved["predictions"], dtype=float),
+            )
         log.info(
             "resumed state: %d pending, %d windows, %d results, %d label sets",
             len(self.pending),
@@ -293,7 +305,7 @@ class Monitor:
             len(self.labels),
         )
 
-    def _add(self, key: str, request_id: str, rows: np.ndarray, predictions: np.ndarray) -> None:
+    def _add(self, key: WindowKey, request_id: str, rows: np.ndarray, predictions: np.ndarray) -> None:
         self.recent[request_id] = (key, predictions)
         self.recent.move_to_end(request_id)
         while len(self.recent) > self.settings.max_recent:
@@ -310,7 +322,7 @@ class Monitor:
                 self.queued[self._sequence] = Due(key, all_rows[:size], all_predictions[:size])
                 all_rows, all_predictions = all_rows[size:], all_predictions[size:]
             self.windows[key] = Window([all_rows], [all_predictions], len(all_rows))
-        metrics.WINDOW_ROWS.labels(*key.split("/", 1)).set(self.windows[key].count)
+        metrics.WINDOW_ROWS.labels(**key.labels()).set(self.windows[key].count)
 
     def take_due(self) -> list[tuple[int, Due]]:
         """Full windows not yet handed out for testing (each is handed out once; see :meth:`record`)."""
@@ -331,7 +343,7 @@ class Monitor:
             return
         key = item.key
         self.results[key] = result
-        metrics.WINDOWS_TESTED.labels(*key.split("/", 1)).inc()
+        metrics.WINDOWS_TESTED.labels(**key.labels()).inc()
         self._publish_result(key, result)
         drifted = [feature.name for feature in result.features if feature.drifted]
         log.info(
@@ -343,7 +355,7 @@ class Monitor:
         )
         self._check(key)
 
-    def _check(self, key: str) -> None:
+    def _check(self, key: WindowKey) -> None:
         result = self.results.get(key)
         live = self.live(key)
         r2 = live["r2"]
@@ -356,33 +368,31 @@ class Monitor:
             and r2 < self.settings.r2_threshold
         ):
             reason = "r2"
-        endpoint, version = key.split("/", 1)
         details = {
-            "endpoint": endpoint,
-            "model_version": version,
+            **key.labels(),
             "drift_score": result.score if result else None,
             "r2": r2,
         }
         self.trigger.update(key, reason, details)
 
-    def _publish_result(self, key: str, result: DriftResult) -> None:
-        labels = key.split("/", 1)
-        metrics.DRIFT_SCORE.labels(*labels).set(result.score)
-        metrics.DRIFT_DETECTED.labels(*labels).set(int(result.drifted))
+    def _publish_result(self, key: WindowKey, result: DriftResult) -> None:
+        labels = key.labels()
+        metrics.DRIFT_SCORE.labels(**labels).set(result.score)
+        metrics.DRIFT_DETECTED.labels(**labels).set(int(result.drifted))
         for feature in result.features:
-            metrics.FEATURE_DRIFT_SCORE.labels(*labels, feature.name).set(feature.score)
-            metrics.FEATURE_P_VALUE.labels(*labels, feature.name).set(feature.p_value)
-            metrics.FEATURE_PSI.labels(*labels, feature.name).set(feature.psi)
-            metrics.FEATURE_JS.labels(*labels, feature.name).set(feature.js_distance)
+            metrics.FEATURE_DRIFT_SCORE.labels(**labels, feature=feature.name).set(feature.score)
+            metrics.FEATURE_P_VALUE.labels(**labels, feature=feature.name).set(feature.p_value)
+            metrics.FEATURE_PSI.labels(**labels, feature=feature.name).set(feature.psi)
+            metrics.FEATURE_JS.labels(**labels, feature=feature.name).set(feature.js_distance)
         if result.prediction is not None:
-            metrics.PREDICTION_SCORE.labels(*labels).set(result.prediction.score)
-            metrics.PREDICTION_P_VALUE.labels(*labels).set(result.prediction.p_value)
+            metrics.PREDICTION_SCORE.labels(**labels).set(result.prediction.score)
+            metrics.PREDICTION_P_VALUE.labels(**labels).set(result.prediction.p_value)
 
-    def _publish_live(self, key: str) -> None:
-        labels = key.split("/", 1)
+    def _publish_live(self, key: WindowKey) -> None:
+        labels = key.labels()
         live = self.live(key)
-        metrics.LIVE_LABELS.labels(*labels).set(live["labels"] or 0)
+        metrics.LIVE_LABELS.labels(**labels).set(live["labels"] or 0)
         for gauge, name in ((metrics.LIVE_MAE, "mae"), (metrics.LIVE_RMSE, "rmse"), (metrics.LIVE_R2, "r2")):
             value = live[name]
             if value is not None:
-                gauge.labels(*labels).set(value)
+                gauge.labels(**labels).set(value)

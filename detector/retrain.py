@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from detector.keys import WindowKey
 from detector.metrics import RETRAINS
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,11 @@ log = logging.getLogger(__name__)
 ACTIONS = ("none", "command", "webhook", "k8s-job")
 DEFAULT_COMMAND = "housing train --fast --no-progress"
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# Seconds between two firings at least, whatever the keys: when a shift reaches the default endpoint and the
+# canary alike, one retrain answers both.
+DEFAULT_COOLDOWN = 3600.0
+# Recent firings kept for /status and the state file; older ones are in the log only.
+KEPT_FIRINGS = 20
 
 
 def command_action(command: str) -> Callable[[dict[str, Any]], None]:
@@ -104,8 +110,8 @@ def _pod_namespace() -> str:
 class RetrainTrigger:
     """Fires the retrain action once per episode.
 
-    An episode starts when a key (endpoint/model version) drifts or its live R² falls; the key must recover
-    before it can fire again, and no two firings come closer than ``cooldown`` seconds.
+    An episode starts when a key (endpoint and model version) drifts or its live R² falls; the key must
+    recover before it can fire again, and no two firings come closer than ``cooldown`` seconds.
 
     Args:
         action_name: One of :data:`ACTIONS` (the metric's ``action`` label).
@@ -118,23 +124,25 @@ class RetrainTrigger:
         self,
         action_name: str,
         action: Callable[[dict[str, Any]], None] | None,
-        cooldown: float = 3600.0,
+        cooldown: float = DEFAULT_COOLDOWN,
         state: dict[str, Any] | None = None,
     ):
         self.action_name = action_name
         self.action = action
         self.cooldown = cooldown
         state = state or {}
-        self.active: set[str] = set(state.get("active", []))
+        self.active: set[WindowKey] = {WindowKey.of(key) for key in state.get("active", [])}
         self.last_fired: float | None = state.get("last_fired")
-        self.firings: list[dict[str, Any]] = list(state.get("firings", []))[-20:]
+        self.firings: list[dict[str, Any]] = list(state.get("firings", []))[-KEPT_FIRINGS:]
         self.threads: list[threading.Thread] = []
 
-    def update(self, key: str, reason: str | None, details: dict[str, Any], now: float | None = None) -> bool:
+    def update(
+        self, key: WindowKey, reason: str | None, details: dict[str, Any], now: float | None = None
+    ) -> bool:
         """Record the latest verdict for ``key``; fire when a new episode starts outside the cool-down.
 
         Args:
-            key: ``endpoint/model_version``.
+            key: The endpoint and model version judged.
             reason: ``drift`` or ``r2`` when the key is unhealthy, ``None`` when it is healthy again.
             details: What to pass to the action (scores, endpoint, version).
             now: Time (epoch seconds); defaults to now.
@@ -158,8 +166,8 @@ class RetrainTrigger:
             )
             return False
         self.last_fired = now
-        episode = {"reason": reason, "key": key, "time": now, **details}
-        self.firings = [*self.firings, {**episode, "action": self.action_name}][-20:]
+        episode = {"reason": reason, "key": str(key), "time": now, **details}
+        self.firings = [*self.firings, {**episode, "action": self.action_name}][-KEPT_FIRINGS:]
         RETRAINS.labels(reason=reason, action=self.action_name).inc()
         log.warning(
             "retrain triggered: reason=%s key=%s action=%s details=%s", reason, key, self.action_name, details
@@ -181,5 +189,10 @@ class RetrainTrigger:
             log.error("retrain action %s failed: %s", self.action_name, error)
 
     def snapshot(self) -> dict[str, Any]:
-        """The JSON-safe state (active episodes, last firing time, recent firings)."""
-        return {"active": sorted(self.active), "last_fired": self.last_fired, "firings": self.firings}
+        """The state to save (active episodes, last firing time, recent firings); the ``state`` argument."""
+        active = [key.labels() for key in sorted(self.active)]
+        return {"active": active, "last_fired": self.last_fired, "firings": self.firings}
+
+    def status(self) -> dict[str, Any]:
+        """:meth:`snapshot` for ``/status``: each active episode's key as ``endpoint/model_version``."""
+        return {**self.snapshot(), "active": sorted(str(key) for key in self.active)}

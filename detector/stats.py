@@ -31,6 +31,7 @@ DEFAULT_THRESHOLD = 0.3
 DEFAULT_P_VALUE = 0.05
 DEFAULT_BINS = 10
 CORRECTIONS = ("fdr", "bonferroni")
+DEFAULT_CORRECTION = "fdr"
 # PSI is undefined for empty bins; this floor is the usual remedy and caps one bin's contribution.
 PSI_FLOOR = 1e-4
 
@@ -186,7 +187,7 @@ class DriftTester:
         *,
         threshold: float = DEFAULT_THRESHOLD,
         p_value: float = DEFAULT_P_VALUE,
-        correction: str = "fdr",
+        correction: str = DEFAULT_CORRECTION,
         bins: int = DEFAULT_BINS,
     ) -> None:
         from alibi_detect.cd import ChiSquareDrift, KSDrift

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from detector.events import InferenceEvent, InvalidEventError
+from detector.keys import WindowKey
 from detector.monitor import Monitor, Settings
 from detector.retrain import RetrainTrigger
+from detector.state import read_state
 from detector.stats import DriftTester, Reference
 from model.artifact import read_metadata
 from tests.detector.conftest import held_out_rows
@@ -40,7 +43,7 @@ def test_pending_buffer_is_bounded_and_duplicates_replace(tester: DriftTester, a
     monitor.expire(now=12.5)  # "b" is older than 10 s
     assert list(monitor.pending) == [("predictor", "c")]
     monitor.ingest(response("c", [20.0], version="9"), now=4)
-    assert monitor.windows["default/9"].count == 1 and not monitor.pending
+    assert monitor.windows[WindowKey("default", "9")].count == 1 and not monitor.pending
     monitor.ingest(request("d", row), now=5)
     with pytest.raises(InvalidEventError, match="2 predictions for 1 request rows"):
         monitor.ingest(response("d", [1.0, 2.0]), now=6)
@@ -49,17 +52,18 @@ def test_pending_buffer_is_bounded_and_duplicates_replace(tester: DriftTester, a
 def test_one_firing_per_episode_and_cool_down(tester: DriftTester, artifact_dir: Path) -> None:
     fired: list[dict] = []
     trigger = RetrainTrigger("webhook", fired.append, cooldown=100)
-    assert trigger.update("default/1", "drift", {"drift_score": 0.5}, now=0)
-    assert not trigger.update("default/1", "drift", {}, now=10)  # same episode
-    assert not trigger.update("canary/1", "drift", {}, now=20)  # a new episode, but within the cool-down
-    assert not trigger.update("default/1", None, {}, now=30)  # recovered
-    assert trigger.update("default/1", "r2", {}, now=200)  # a new episode after the cool-down
+    default, canary = WindowKey("default", "1"), WindowKey("canary", "1")
+    assert trigger.update(default, "drift", {"drift_score": 0.5}, now=0)
+    assert not trigger.update(default, "drift", {}, now=10)  # same episode
+    assert not trigger.update(canary, "drift", {}, now=20)  # a new episode, but within the cool-down
+    assert not trigger.update(default, None, {}, now=30)  # recovered
+    assert trigger.update(default, "r2", {}, now=200)  # a new episode after the cool-down
     for thread in trigger.threads:
         thread.join(5)
     assert [episode["reason"] for episode in fired] == ["drift", "r2"]
     assert fired[0]["key"] == "default/1" and fired[0]["drift_score"] == 0.5
     restored = RetrainTrigger("webhook", None, cooldown=100, state=trigger.snapshot())
-    assert restored.active == {"default/1", "canary/1"} and restored.last_fired == 200
+    assert restored.active == {default, canary} and restored.last_fired == 200
 
 
 def test_windows_are_tested_when_full_and_state_round_trips(tester: DriftTester, artifact_dir: Path) -> None:
@@ -67,10 +71,10 @@ def test_windows_are_tested_when_full_and_state_round_trips(tester: DriftTester,
     monitor = Monitor(tester, Settings(window_size=10), RetrainTrigger("none", None))
     monitor.ingest(request("big", rows[:23]), now=0)
     monitor.ingest(response("big", list(range(23))), now=0)
-    key = f"default/{tester.reference.version}"
+    key = WindowKey("default", tester.reference.version)
     assert len(monitor.queued) == 2 and key not in monitor.results
     state = monitor.snapshot()
-    assert [len(rows) for _, rows, _ in state["queued"]] == [10, 10]
+    assert [len(window["rows"]) for window in state["queued"]] == [10, 10]
     monitor.test_due()
     assert not monitor.queued
     assert monitor.results[key].rows == 10 and monitor.windows[key].count == 3
@@ -90,3 +94,38 @@ def test_windows_are_tested_when_full_and_state_round_trips(tester: DriftTester,
     )
     assert copy.status() == monitor.status()
     assert copy.snapshot() == monitor.snapshot()
+
+
+def test_state_saved_by_the_first_release_is_resumed(
+    tester: DriftTester, artifact_dir: Path, tmp_path: Path
+) -> None:
+    """Format 1 (positional lists, ``endpoint/model_version`` strings), as the first release wrote it."""
+    rows = held_out_rows(artifact_dir)[:5]
+    result = tester.test(rows, np.arange(5.0)).to_dict()
+    old = {
+        "format": 1,
+        "reference_version": "7",
+        "pending": [["predictor", "open", "request", 100.0, "default", None, [rows[0].tolist()]]],
+        "windows": {
+            "default/7": {"rows": rows[:2].tolist(), "predictions": [20.0, 21.0]},
+            "canary/7": {"rows": [], "predictions": []},
+        },
+        "queued": [["canary/7", rows[2:5].tolist(), [1.0, 2.0, 3.0]]],
+        "results": {"canary/7": result},
+        "labels": {"default/7": [[22.0, 20.0], [23.0, 21.0]]},
+        "recent": [["two", "default/7", [20.0, 21.0]]],
+        "retrain": {"active": ["canary/7"], "last_fired": 50.0, "firings": []},
+    }
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(old))
+    state = read_state(path)
+    trigger = RetrainTrigger("none", None, state=state["retrain"])
+    monitor = Monitor(tester, Settings(window_size=10), trigger, state)
+    default, canary = WindowKey("default", "7"), WindowKey("canary", "7")
+    assert monitor.windows[default].count == 2 and canary not in monitor.windows
+    assert [item.key for item in monitor.queued.values()] == [canary]
+    assert monitor.results[canary].to_dict() == result
+    assert monitor.live(default) == {"labels": 2, "mae": 2.0, "rmse": 2.0, "r2": pytest.approx(-15.0)}
+    assert list(monitor.pending) == [("predictor", "open")]
+    assert monitor.trigger.active == {canary} and monitor.trigger.last_fired == 50.0
+    assert monitor.feedback("two", [20.0, 21.0]) and monitor.live(default)["labels"] == 4

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from detector.keys import WindowKey
 from detector.retrain import RetrainTrigger, command_action, k8s_job_action, webhook_action
 from tests.conftest import free_port
 
@@ -91,7 +92,7 @@ def test_k8s_job_is_created_from_the_template(
     )
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     trigger = RetrainTrigger("k8s-job", k8s_job_action(template, kubeconfig=str(kubeconfig)))
-    assert trigger.update("default/3", "drift", {"endpoint": "default", "drift_score": 0.61})
+    assert trigger.update(WindowKey("default", "3"), "drift", {"endpoint": "default", "drift_score": 0.61})
     trigger.threads[0].join(30)
     assert len(Recorder.received) == 1
     path, job = Recorder.received[0]
@@ -118,7 +119,7 @@ def test_webhook_posts_the_episode(recorder: str) -> None:
 
 def test_failing_command_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     trigger = RetrainTrigger("command", command_action(f"{sys.executable} -c 'raise SystemExit(3)'"))
-    trigger.update("default/1", "drift", {})
+    trigger.update(WindowKey("default", "1"), "drift", {})
     trigger.threads[0].join(30)
     assert "exited with 3" in caplog.text
 
@@ -138,7 +139,7 @@ def test_command_action_runs_real_training_and_registers_a_challenger(
     output = tmp_path / "artifact"
     command = f"{housing} train --fast --no-progress --output {output}"
     trigger = RetrainTrigger("command", command_action(command))
-    assert trigger.update("default/1", "drift", {"drift_score": 0.7})
+    assert trigger.update(WindowKey("default", "1"), "drift", {"drift_score": 0.7})
     trigger.threads[0].join(300)
     assert (output / "model.json").is_file()
     version = MlflowClient(tracking_uri=uri).get_model_version_by_alias(REGISTERED_MODEL, CHALLENGER)

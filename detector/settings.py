@@ -1,0 +1,52 @@
+"""The detector's settings, declared once: ``python -m detector`` takes its defaults from here.
+
+The statistics' defaults belong to :mod:`detector.stats` (``housing drift`` uses them without the service) and
+the cool-down to :mod:`detector.retrain`; the fields below refer to them rather than repeat them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detector.retrain import DEFAULT_COOLDOWN
+from detector.stats import DEFAULT_BINS, DEFAULT_CORRECTION, DEFAULT_P_VALUE, DEFAULT_THRESHOLD
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Window, join and label settings of the monitor (see ``python -m detector --help``)."""
+
+    window_size: int = 200
+    pending_ttl: float = 60.0
+    max_pending: int = 10_000
+    label_window: int = 100
+    min_labels: int = 30
+    r2_threshold: float = 0.8
+    max_recent: int = 10_000
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the service needs, read once at start-up (see ``python -m detector --help``)."""
+
+    storage_uri: str
+    state_dir: Path
+    settings: Settings = field(default_factory=Settings)
+    threshold: float = DEFAULT_THRESHOLD
+    p_value: float = DEFAULT_P_VALUE
+    correction: str = DEFAULT_CORRECTION
+    bins: int = DEFAULT_BINS
+    cooldown: float = DEFAULT_COOLDOWN
+    flush_interval: float = 1.0
+    retry_interval: float = 10.0
+
+    def drift_options(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`detector.stats.DriftTester` (the worker builds one too)."""
+        return {
+            "threshold": self.threshold,
+            "p_value": self.p_value,
+            "correction": self.correction,
+            "bins": self.bins,
+        }
