@@ -1,19 +1,22 @@
-"""KServe's inference logger, as CloudEvents: the header names, and the local emitter that stands in for it.
+"""KServe's inference logger, as CloudEvents: the header names, and the emitter the transformer logs with.
 
-On Kubernetes, KServe's agent sidecar posts every inference request and response to the drift detector
-(``spec.predictor.logger`` / ``spec.transformer.logger`` with ``mode: all``). There is no agent outside
-Kubernetes, so in the local stack the transformer emits the same events itself when it is given a logger URL
-(``--logger_url`` / ``LOGGER_URL``; off by default, and off in Kubernetes where KServe's logger does it).
+The transformer is the one logging point, on Kubernetes exactly as in the local stack: given a logger URL
+(``--logger_url`` / ``LOGGER_URL``; off by default) it posts every client request and its response to the
+drift detector. KServe's agent logger is not used: it sits at the predictor, where its ``ce-id`` is an id the
+client never sees (so ``POST /feedback`` could never find the prediction), and it cannot tell a canary
+predictor that the transformer routes to from the stable one. Here ``ce-id`` is the id the client knows
+(its V2 ``id``, else its ``x-request-id``), ``ce-endpoint`` is ``default`` for the stable predictor and
+``canary`` for a canary, and ``ce-metadata`` carries the version of the model that answered.
 
 The events are HTTP CloudEvents 1.0 in binary mode: the attributes travel as ``ce-*`` headers and the body
-is the raw payload. A request and its response share ``ce-id``. The local emitter sends, from the transformer:
+is the raw payload. A request and its response share ``ce-id``. The transformer sends:
 
 - request: ``{"instances": [{"crim": ..., ..., "lstat": ...}, ...]}`` (V1, one object per house, the model's
   features, whatever protocol the client used);
 - response: ``{"predictions": [...]}`` (median value in USD 1000s).
 
-KServe's own logger sends the raw V1 or V2 body of whichever component it is attached to; the detector decodes
-both. The model version travels in ``ce-metadata`` (a JSON object; see :func:`encode_metadata`).
+KServe's own logger would send the raw V1 or V2 body of whichever component it is attached to; the detector
+still decodes both. The model version travels in ``ce-metadata`` (a JSON object; see :func:`encode_metadata`).
 
 Sending never slows or fails an inference: events go through a bounded queue to a background thread; when the
 queue is full the event is dropped and counted (``housing_logger_events_total{outcome="dropped"}``).
@@ -98,6 +101,7 @@ class Event:
 
     event_id: str
     event_type: str
+    endpoint: str
     metadata: str
     body: _LazyBody
 
@@ -108,7 +112,6 @@ class RequestLogger:
     Args:
         url: Where to post the events (the detector's HTTP endpoint).
         component: ``transformer`` or ``predictor`` (``ce-component``).
-        endpoint: ``default`` or ``canary`` (``ce-endpoint``).
         inference_service: ``ce-inferenceservicename``.
         namespace: ``ce-namespace`` (``local`` outside Kubernetes).
         max_queue: Events waiting at most; beyond it, events are dropped and counted.
@@ -120,7 +123,6 @@ class RequestLogger:
         url: str,
         *,
         component: str,
-        endpoint: str = "default",
         inference_service: str = "housing",
         namespace: str = "local",
         max_queue: int = 1000,
@@ -128,7 +130,6 @@ class RequestLogger:
     ):
         self.url = url
         self.component = component
-        self.endpoint = endpoint
         self.inference_service = inference_service
         self.namespace = namespace
         self.timeout = timeout
@@ -144,6 +145,7 @@ class RequestLogger:
         *,
         model_version: str,
         request_id: str | None = None,
+        endpoint: str = "default",
     ) -> None:
         """Queue the request and response events of one inference; never blocks.
 
@@ -153,6 +155,7 @@ class RequestLogger:
             predictions: The predictions, shape [N] (USD 1000s).
             model_version: The served model's version (goes into ``ce-metadata``).
             request_id: The inference request id (``ce-id``); a new UUID when absent.
+            endpoint: ``default`` (the stable predictor answered) or ``canary`` (``ce-endpoint``).
         """
         event_id = request_id or str(uuid.uuid4())
         request = _LazyBody(
@@ -163,8 +166,8 @@ class RequestLogger:
             {METADATA_MODEL_NAME: self.inference_service, METADATA_MODEL_VERSION: model_version}
         )
         for event in (
-            Event(event_id, REQUEST_TYPE, metadata, request),
-            Event(event_id, RESPONSE_TYPE, metadata, response),
+            Event(event_id, REQUEST_TYPE, endpoint, metadata, request),
+            Event(event_id, RESPONSE_TYPE, endpoint, metadata, response),
         ):
             try:
                 self._queue.put_nowait(event)
@@ -192,7 +195,7 @@ class RequestLogger:
             HEADER_INFERENCE_SERVICE: self.inference_service,
             HEADER_NAMESPACE: self.namespace,
             HEADER_COMPONENT: self.component,
-            HEADER_ENDPOINT: self.endpoint,
+            HEADER_ENDPOINT: event.endpoint,
             HEADER_METADATA: event.metadata,
             "content-type": CONTENT_TYPE,
         }

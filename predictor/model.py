@@ -1,7 +1,15 @@
 """The predictor: the trained scikit-learn pipeline behind KServe's V1 and V2 (REST and gRPC) protocols.
 
 Input: one FP32/FP64 tensor of shape [N, n_features], columns in the model's feature order (listed in the
-V2 model metadata ``parameters.feature_names``). Output: ``predictions``, median home value in USD 1000s.
+V2 model metadata ``parameters.feature_names``). Output: ``predictions``, median home value in USD 1000s; a
+V2 answer carries the artifact's version in ``model_version``.
+
+A V2 tensor may name its columns in its own ``parameters.feature_names`` (comma-separated), as the
+transformer always does: a predictor can be replaced under a running transformer (a rolling update, a Knative
+revision) by one whose model takes another order. Names equal to the model's order cost one string compare;
+other names are mapped: the model's columns are taken by name and extra columns are ignored; a feature the
+model needs but the tensor lacks is a 400 that names it. A tensor without names (and V1) must be in the
+model's order, as the metadata says.
 """
 
 from __future__ import annotations
@@ -10,7 +18,7 @@ import tempfile
 from typing import Any
 
 import numpy as np
-from kserve import InferRequest, Model
+from kserve import InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput, ModelNotReady
 from kserve.utils.utils import get_predict_input, get_predict_response
 from prometheus_client import Gauge, Histogram
@@ -31,6 +39,8 @@ MODEL_INFO = Gauge(
     "housing_model_info", "The model being served (always 1).", ["model_name", "model_version", "sha256"]
 )
 NUMERIC_DATATYPES = ("FP32", "FP64")
+FEATURE_NAMES = "feature_names"
+"""The tensor parameter naming its columns, comma-separated."""
 
 
 class HousingModel(Model):
@@ -48,6 +58,7 @@ class HousingModel(Model):
         self.expected_sha256 = expected_sha256
         self.artifact: ModelArtifact | None = None
         self._download_dir: str | None = None
+        self._feature_list = ""
 
     def load(self) -> bool:
         """Download, verify (before unpickling) and load the artifact.
@@ -65,6 +76,7 @@ class HousingModel(Model):
             self.storage_uri, self._download_dir, retry_total=0, connection_timeout=10
         )
         self.artifact = load_artifact(directory, self.expected_sha256)
+        self._feature_list = ",".join(self.artifact.feature_names)
         MODEL_INFO.labels(self.name, self.artifact.version, self.artifact.sha256).set(1)
         self.ready = True
         return self.ready
@@ -72,13 +84,16 @@ class HousingModel(Model):
     def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         """Predict for every row of the payload's tensor."""
         artifact = self._loaded()
-        rows = self._rows(payload, artifact.feature_names)
+        rows = self._rows(payload, artifact.feature_names, self._feature_list)
         predictions = predict_validated(artifact.pipeline, rows)  # the rows were checked just above
         BATCH_ROWS.labels(component="predictor", model_name=self.name).observe(len(rows))
         histogram = PREDICTED_VALUE.labels(self.name, artifact.version)
         for value in predictions:
             histogram.observe(value)
-        return get_predict_response(payload, predictions, self.name)
+        response = get_predict_response(payload, predictions, self.name)
+        if isinstance(response, InferResponse):  # the transformer logs the version that answered
+            response.model_version = artifact.version
+        return response
 
     def get_input_types(self) -> list[dict[str, Any]]:
         """One tensor of shape [-1, n_features]."""
@@ -109,21 +124,58 @@ class HousingModel(Model):
         return self.artifact
 
     @staticmethod
-    def _rows(payload: Any, feature_names: list[str]) -> np.ndarray:
-        shape_rule = f"must be numbers of shape [N, {len(feature_names)}], columns {', '.join(feature_names)}"
+    def _rows(payload: Any, feature_names: list[str], feature_list: str) -> np.ndarray:
+        columns = feature_names
         if isinstance(payload, InferRequest):
             if len(payload.inputs) != 1:
-                raise InvalidInput(f"expected one input tensor that {shape_rule}, got {len(payload.inputs)}")
+                raise InvalidInput(
+                    f"expected one input tensor that {_shape_rule(columns)}, got {len(payload.inputs)}"
+                )
             if payload.inputs[0].datatype not in NUMERIC_DATATYPES:
                 raise InvalidInput(
                     f"input-0: datatype {payload.inputs[0].datatype} is not supported; use FP32 or FP64"
                 )
+            columns = _named_columns(payload.inputs[0].parameters, feature_names, feature_list)
         try:
             rows = np.asarray(get_predict_input(payload, columns=feature_names), dtype=np.float64)
         except (ValueError, TypeError, KeyError, IndexError) as error:
-            raise InvalidInput(f"input-0: {shape_rule} ({error})") from None
-        if rows.ndim != 2 or rows.shape[1] != len(feature_names) or rows.shape[0] == 0:
-            raise InvalidInput(f"input-0: {shape_rule}, got shape {list(rows.shape)}")
+            raise InvalidInput(f"input-0: {_shape_rule(columns)} ({error})") from None
+        if rows.ndim != 2 or rows.shape[1] != len(columns) or rows.shape[0] == 0:
+            raise InvalidInput(f"input-0: {_shape_rule(columns)}, got shape {list(rows.shape)}")
+        if columns is not feature_names:  # named in another order, or with extra columns
+            rows = rows[:, [columns.index(name) for name in feature_names]]
         if not np.isfinite(rows).all():
             raise InvalidInput("input-0: every value must be a finite number (no NaN or infinity)")
         return rows
+
+
+def _shape_rule(columns: list[str]) -> str:
+    return f"must be numbers of shape [N, {len(columns)}], columns {', '.join(columns)}"
+
+
+def _named_columns(parameters: Any, feature_names: list[str], feature_list: str) -> list[str]:
+    """The tensor's column names: ``feature_names`` itself when it names none or the same order.
+
+    Args:
+        parameters: The tensor's parameters (``feature_names``, comma-separated, if given).
+        feature_names: The model's features, in its order.
+        feature_list: The same, joined by commas (computed once, compared on every request).
+
+    Raises:
+        InvalidInput: The names are malformed, repeated, or lack a feature the model needs.
+    """
+    given = (parameters or {}).get(FEATURE_NAMES)
+    if given is None or given == feature_list:  # the hot path: one string compare
+        return feature_names
+    if not isinstance(given, str):
+        raise InvalidInput(f"input-0: parameters.{FEATURE_NAMES} must be a comma-separated string of names")
+    columns = given.split(",")
+    if len(set(columns)) != len(columns):
+        raise InvalidInput(f"input-0: parameters.{FEATURE_NAMES} names a column twice: {given}")
+    missing = [name for name in feature_names if name not in columns]
+    if missing:
+        raise InvalidInput(
+            f"input-0: parameters.{FEATURE_NAMES} lacks {', '.join(missing)}, which the model needs "
+            f"(it takes {', '.join(feature_names)})"
+        )
+    return columns

@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
-PredictorCall = Callable[[np.ndarray, list[Any]], Awaitable[np.ndarray]]
-"""Sends rows to the predictor, given the ``context`` of each request they come from (in order)."""
+PredictorCall = Callable[[np.ndarray, list[Any]], Awaitable[tuple[np.ndarray, Any]]]
+"""Sends rows to the predictor, given the ``context`` of each request they come from (in order); returns the
+predictions and a note about the call that each of its requests gets too (the model version that answered).
+"""
 
 
 @dataclass(frozen=True)
@@ -27,16 +29,16 @@ class _Waiting:
     rows: np.ndarray
     key: Hashable
     context: Any
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[tuple[np.ndarray, Any]]
 
 
 class Coalescer:
     """Merges the rows of waiting requests into predictor calls of at most ``max_rows`` rows.
 
     Args:
-        call: Sends an [N, n_features] array to the predictor and returns its N predictions; it also gets
-            the ``context`` of every request merged into the call (e.g. to forward the headers of a lone
-            request).
+        call: Sends an [N, n_features] array to the predictor and returns its N predictions and a note about
+            the call; it also gets the ``context`` of every request merged into the call (e.g. to forward the
+            headers of a lone request).
         max_rows: The most rows merged into one call (a larger single request still goes, alone).
         max_in_flight: Calls allowed to run at once; requests beyond them wait and are merged.
     """
@@ -50,7 +52,9 @@ class Coalescer:
         self._waiting: deque[_Waiting] = deque()
         self._running: set[asyncio.Task[None]] = set()
 
-    async def predict(self, rows: np.ndarray, *, key: Hashable = None, context: Any = None) -> np.ndarray:
+    async def predict(
+        self, rows: np.ndarray, *, key: Hashable = None, context: Any = None
+    ) -> tuple[np.ndarray, Any]:
         """The predictions for ``rows``, computed in a call that may carry other requests' rows too.
 
         Args:
@@ -58,10 +62,13 @@ class Coalescer:
             key: Only requests with equal keys share a call (e.g. their credentials).
             context: Handed to the call unchanged.
 
+        Returns:
+            The predictions for ``rows`` (shape [N]) and the call's note.
+
         Raises:
             Exception: Whatever the call raised, for every request of that call.
         """
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[np.ndarray, Any]] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(rows, key, context, future))
         self._start_calls()
         return await future
@@ -91,7 +98,7 @@ class Coalescer:
             return
         try:
             rows = batch[0].rows if len(batch) == 1 else np.concatenate([request.rows for request in batch])
-            values = await self.call(rows, [request.context for request in batch])
+            values, note = await self.call(rows, [request.context for request in batch])
             if len(values) != len(rows):
                 raise ValueError(f"the predictor returned {len(values)} predictions for {len(rows)} rows")
         except asyncio.CancelledError:  # the server is stopping
@@ -106,4 +113,4 @@ class Coalescer:
         ends = np.cumsum([len(request.rows) for request in batch])
         for request, part in zip(batch, np.split(values, ends[:-1]), strict=True):
             if not request.future.done():
-                request.future.set_result(part)
+                request.future.set_result((part, note))

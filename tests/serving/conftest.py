@@ -1,7 +1,8 @@
-"""Fixtures of the serving tests: real predictor and transformer processes on free ports."""
+"""Fixtures of the serving tests: real predictor, transformer and detector processes on free ports."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.artifact import ModelArtifact, load_artifact
+from model.artifact import METADATA_FILE, ModelArtifact, load_artifact
 from model.dataset import load_dataset
 from tests.conftest import Service, free_port, python_service
+from tests.detector.conftest import start_detector  # noqa: F401  (the detector tests' fixture, reused here)
 
 MODEL = "housing"
 
@@ -43,12 +45,23 @@ def start_predictor(
     return Server(python_service(name, args, log_dir, env).start(), http_port, grpc_port)
 
 
+def predictor_host(predictor: Server, protocol: str) -> str:
+    """The address the transformer calls ``predictor`` at with ``protocol``."""
+    return predictor.grpc_address if protocol == "grpc-v2" else f"127.0.0.1:{predictor.http_port}"
+
+
+def canary_flag(name: str, percent: int, predictor: Server, protocol: str) -> list[str]:
+    """``--canary NAME=PERCENT,HOST,REST_HOST`` for a canary served by ``predictor``."""
+    host = predictor_host(predictor, protocol)
+    return ["--canary", f"{name}={percent},{host},127.0.0.1:{predictor.http_port}"]
+
+
 def start_transformer(
     log_dir: Path, predictor: Server, *extra: str, protocol: str = "v2", name: str = "transformer"
 ) -> Server:
     """Start ``python -m transformer`` in front of ``predictor`` and wait until it is ready."""
     http_port, grpc_port = free_port(), free_port()
-    host = predictor.grpc_address if protocol == "grpc-v2" else f"127.0.0.1:{predictor.http_port}"
+    host = predictor_host(predictor, protocol)
     args = ["-m", "transformer", "--model_name", MODEL, "--predictor_host", host, "--protocol", protocol,
             "--predictor_rest_host", f"127.0.0.1:{predictor.http_port}",
             "--http_port", str(http_port), "--grpc_port", str(grpc_port), *extra]  # fmt: skip
@@ -77,6 +90,28 @@ def transformer(predictor: Server, log_dir: Path) -> Iterator[Server]:
     server = start_transformer(log_dir, predictor)
     yield server
     server.service.stop()
+
+
+@pytest.fixture(scope="session")
+def reversed_artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second artifact, as a canary or a replaced predictor would serve: the default features in reverse
+    order, version ``reversed-1``."""
+    from model.schema import DEFAULT_FEATURES
+    from model.train import build_artifact
+
+    directory = build_artifact(
+        tmp_path_factory.mktemp("reversed"), features=list(reversed(DEFAULT_FEATURES)), fast=True
+    )
+    metadata = json.loads((directory / METADATA_FILE).read_text())
+    metadata["version"] = "reversed-1"  # the sha256 in model.json is of model.joblib: still right
+    (directory / METADATA_FILE).write_text(json.dumps(metadata))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def reversed_artifact(reversed_artifact_dir: Path) -> ModelArtifact:
+    """The reversed artifact, loaded in-process (the reference for its predictions)."""
+    return load_artifact(reversed_artifact_dir)
 
 
 @pytest.fixture(scope="session")

@@ -23,12 +23,14 @@ class Predictor:
         self.fail_with: Exception | None = None
         self.short = False
 
-    async def __call__(self, rows: np.ndarray, contexts: list[Any]) -> np.ndarray:
+    async def __call__(self, rows: np.ndarray, contexts: list[Any]) -> tuple[np.ndarray, str]:
         self.calls.append((len(rows), contexts))
+        call = f"call-{len(self.calls)}"
         await self.release.wait()
         if self.fail_with is not None:
             raise self.fail_with
-        return rows[:-1, 0] if self.short else rows[:, 0] * 10  # one value per row, traceable to its row
+        # One value per row, traceable to its row; the note names the call.
+        return (rows[:-1, 0] if self.short else rows[:, 0] * 10), call
 
 
 def rows(*values: float) -> np.ndarray:
@@ -53,9 +55,13 @@ def test_requests_merge_only_while_calls_are_in_flight():
         ]
         await settle()
         predictor.release.set()
-        assert (await first).tolist() == [10]
-        results = [(await task).tolist() for task in waiting]
-        assert results == [[20, 30], [40], [50], [60, 70, 80, 90, 100]]  # each request gets its own rows
+        values, note = await first
+        assert (values.tolist(), note) == ([10], "call-1")
+        results = [await task for task in waiting]
+        # Each request gets its own rows and the note of the call that carried it.
+        assert [(values.tolist(), note) for values, note in results] == [
+            ([20, 30], "call-2"), ([40], "call-2"), ([50], "call-2"), ([60, 70, 80, 90, 100], "call-3")
+        ]  # fmt: skip
         # b, c and d fill one call (4 rows); e, larger than max_rows on its own, goes alone.
         assert predictor.calls[1:] == [(4, ["b", "c", "d"]), (5, ["e"])]
 
@@ -91,7 +97,7 @@ def test_a_failed_call_fails_each_of_its_requests_and_the_next_call_works():
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         assert [str(outcome) for outcome in outcomes] == ["predictor down"] * 3
         predictor.fail_with = None
-        assert (await coalescer.predict(rows(4))).tolist() == [40]
+        assert (await coalescer.predict(rows(4)))[0].tolist() == [40]
 
     asyncio.run(scenario())
 
@@ -107,7 +113,7 @@ def test_a_caller_that_gave_up_is_left_out_of_the_call():
         await settle()
         gone.cancel()
         predictor.release.set()
-        assert (await kept).tolist() == [20]
+        assert (await kept)[0].tolist() == [20]
         await busy
         assert predictor.calls[-1] == (1, ["kept"])
 

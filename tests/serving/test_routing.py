@@ -1,0 +1,164 @@
+"""Canaries split by the transformer: ``--canary`` parsing, and the split through real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, wait_until
+from tests.serving.conftest import MODEL, Server, canary_flag, start_predictor, start_transformer
+from transformer.__main__ import parse_args
+from transformer.routing import STABLE, ArmSpec, build_router, parse_canary
+
+# --- --canary on the command line ---------------------------------------------------------------------------
+
+
+def test_canary_values_are_read():
+    assert parse_canary("v2=10,housing-kserve-v2-predictor.housing") == ArmSpec(
+        "v2", 10, "housing-kserve-v2-predictor.housing"
+    )
+    assert parse_canary("v2=100,127.0.0.1:8181,127.0.0.1:8180") == ArmSpec(
+        "v2", 100, "127.0.0.1:8181", "127.0.0.1:8180"
+    )
+    args = parse_args(["--predictor_host", "p:80", "--canary", "a=10,h1", "--canary", "b=15,h2,h2r"])
+    assert args.canary == [ArmSpec("a", 10, "h1"), ArmSpec("b", 15, "h2", "h2r")]
+    assert parse_args(["--predictor_host", "p:80"]).canary == []
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["v2=10"], "expected NAME=PERCENT,HOST[,REST_HOST]"),
+        (["v2"], "expected NAME=PERCENT,HOST[,REST_HOST]"),
+        (["v2=10,h1,h2,h3"], "expected NAME=PERCENT,HOST[,REST_HOST]"),
+        (["v2=10,,h2"], "expected NAME=PERCENT,HOST[,REST_HOST]"),
+        (["V2=10,h"], "NAME 'V2' must be a DNS label"),
+        (["v2-=10,h"], "NAME 'v2-' must be a DNS label"),
+        (["v_2=10,h"], "NAME 'v_2' must be a DNS label"),
+        (["stable=10,h"], "other than 'stable'"),
+        (["v2=ten,h"], "PERCENT 'ten' must be an integer from 0 to 100"),
+        (["v2=-1,h"], "PERCENT '-1' must be an integer from 0 to 100"),
+        (["v2=101,h"], "PERCENT '101' must be an integer from 0 to 100"),
+        (["v2=²,h"], "PERCENT '²' must be an integer from 0 to 100"),
+        (["a=60,h1", "b=50,h2"], "the canaries' percentages add up to 110, more than 100"),
+        (["a=10,h1", "a=20,h2"], "canary names must be unique; repeated: a"),
+    ],
+)
+def test_bad_canary_values_are_refused(values: list[str], message: str, capsys: pytest.CaptureFixture[str]):
+    argv = ["--predictor_host", "p:80"]
+    for value in values:
+        argv += ["--canary", value]
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "--canary" in error and message in error, error
+
+
+def test_a_bad_canary_stops_the_real_command():
+    done = subprocess.run(
+        [sys.executable, "-m", "transformer", "--predictor_host", "p:80", "--canary", "v2=150,h"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--canary 'v2=150,h': PERCENT '150' must be an integer from 0 to 100" in done.stderr
+
+
+def test_arms_get_the_share_the_flags_give():
+    router = build_router("p:80", None, [ArmSpec("c", 100, "c:80")], model_name=MODEL, protocol="v2")
+    assert [(arm.spec.name, arm.spec.percent, arm.endpoint) for arm in router.arms] == [
+        (STABLE, 0, "default"),
+        ("c", 100, "canary"),
+    ]
+    assert {router.choose().spec.name for _ in range(200)} == {"c"}  # a 0% arm is never drawn
+    alone = build_router("p:80", "p:8080", [], model_name=MODEL, protocol="v2")
+    assert alone.choose() is alone.stable
+    assert alone.stable.metadata_url == f"http://p:8080/v2/models/{MODEL}"
+
+
+# --- the split through real processes -----------------------------------------------------------------------
+
+REQUESTS = 400
+CANARY_PERCENT = 30
+
+
+@pytest.mark.slow
+def test_the_transformer_splits_requests_between_stable_and_canary(
+    predictor: Server,
+    reversed_artifact_dir: Path,
+    log_dir: Path,
+    start_detector,
+    artifact,
+    reversed_artifact,
+    houses,
+):
+    """One stable predictor, one canary serving another version (and another feature order), 30% to it."""
+    canary = start_predictor(log_dir, str(reversed_artifact_dir), name="predictor-canary")
+    detector = start_detector("--window_size", "1000")  # no window fills: window_rows counts every row
+    transformer = None
+    try:
+        canary.service.wait_ready(f"{canary.url}/v2/health/ready")
+        transformer = start_transformer(
+            log_dir,
+            predictor,
+            *canary_flag("c", CANARY_PERCENT, canary, "grpc-v2"),
+            "--logger_url",
+            f"{detector.url}/",
+            protocol="grpc-v2",
+            name="transformer-split",
+        )
+        chosen = [houses[index % len(houses)] for index in range(REQUESTS)]
+        answers = asyncio.run(send_v2(transformer, chosen))
+    finally:
+        if transformer:
+            transformer.service.stop()
+        canary.service.stop()
+
+    references = {artifact.version: artifact, reversed_artifact.version: reversed_artifact}
+    versions = Counter(version for version, _ in answers)
+    assert set(versions) <= set(references), versions
+    for house, (version, value) in zip(chosen, answers, strict=True):  # each arm's own model answered
+        model = references[version]
+        row = np.array([[house[name] for name in model.feature_names]])
+        assert value == pytest.approx(model.pipeline.predict(row)[0], rel=1e-9)
+    # Binomial(400, 0.3): mean 120, standard deviation 9.2 requests. Within 4 standard deviations, a right
+    # split fails about once in 16,000 runs; a 50/50 split, or the canary ignored, is far outside.
+    tolerance = 4 * math.sqrt(REQUESTS * 0.3 * 0.7)
+    assert abs(versions[reversed_artifact.version] - REQUESTS * 0.3) <= tolerance, versions
+
+    # Every request was logged once, under its arm's endpoint and the version that answered.
+    expected_rows = {
+        f"default/{artifact.version}": versions[artifact.version],
+        f"canary/{reversed_artifact.version}": versions[reversed_artifact.version],
+    }
+
+    def logged_rows() -> dict[str, int]:
+        keys = detector.status()["keys"]
+        return {key: value["window_rows"] for key, value in keys.items()}
+
+    wait_until(lambda: logged_rows() == expected_rows, timeout=30, what=f"detector windows {expected_rows}")
+
+
+async def send_v2(server: Server, instances: list[dict[str, float]]) -> list[tuple[str, float]]:
+    """One V2 request (named inputs, one row) per instance, 16 at a time: (model_version, prediction) each."""
+    limit = asyncio.Semaphore(16)
+
+    async def one(client: httpx.AsyncClient, house: dict[str, float]) -> tuple[str, float]:
+        body = {"inputs": [{"name": name, "datatype": "FP64", "shape": [1], "data": [value]}
+                           for name, value in house.items()]}  # fmt: skip
+        async with limit:
+            response = await client.post(f"{server.url}/v2/models/{MODEL}/infer", json=body)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        return answer["model_version"], answer["outputs"][0]["data"][0]
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await asyncio.gather(*(one(client, house) for house in instances))

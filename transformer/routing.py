@@ -1,0 +1,390 @@
+"""Which predictor answers a request: the stable one or a canary, each behind its own client and batching.
+
+The transformer is where canaries are split. KServe's own canary (``spec.canary`` in Standard mode) is refused
+for a custom predictor and would bypass the transformer anyway, so each canary is a separate predictor-only
+InferenceService whose host the transformer is given (``--canary NAME=PERCENT,HOST[,REST_HOST]``); the stable
+predictor (``--predictor_host``) takes the share the canaries leave. Each client request goes, whole, to one
+arm drawn at random by weight (:func:`choose_arm`).
+
+An arm holds what belongs to one predictor: KServe's client for it (REST V1/V2 or gRPC V2), its V2 model
+metadata (feature order and version: read at first use and again after any failure of that arm) and its
+adaptive batching (:mod:`transformer.batching`; requests merge only within one arm and one feature order).
+Every V2 tensor carries the feature order its columns are in (``parameters.feature_names``), so a predictor
+replaced under the transformer (a rolling update, a revision with another order) still reads them right:
+see :mod:`predictor.model`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import random
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+from grpc import StatusCode
+from grpc.aio import AioRpcError
+from kserve import (
+    InferenceGRPCClient,
+    InferenceRESTClient,
+    InferInput,
+    InferRequest,
+    InferResponse,
+    RESTConfig,
+)
+from kserve.model import append_forwardable_headers
+from kserve.predictor_config import PredictorConfig
+from prometheus_client import Counter
+
+from predictor.server import PredictorTimeoutError, PredictorUnavailableError, UpstreamError
+from transformer.batching import Coalescer
+
+PREDICTOR_ERRORS = Counter(
+    "housing_predictor_errors_total", "Failed calls to the predictor, by reason.", ["model_name", "reason"]
+)
+STABLE = "stable"
+"""The stable arm's name. Its events are logged with ``ce-endpoint: default``, a canary's with ``canary``."""
+FEATURE_NAMES = "feature_names"
+"""The tensor parameter that carries the columns' feature order, comma-separated (as in the V2 metadata)."""
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """One predictor the transformer may send requests to, as given on the command line.
+
+    Attributes:
+        name: ``stable``, or the canary's name (a DNS label).
+        percent: Share of the requests, 0 to 100.
+        host: ``HOST[:PORT]`` of the predictor, in the transformer's ``--protocol``.
+        rest_host: ``HOST[:PORT]`` of its REST server, for the V2 metadata (``None``: ``host``).
+    """
+
+    name: str
+    percent: int
+    host: str
+    rest_host: str | None = None
+
+
+def parse_canary(value: str) -> ArmSpec:
+    """Read one ``--canary NAME=PERCENT,HOST[,REST_HOST]`` value.
+
+    Raises:
+        ValueError: The value breaks a rule; the message says which.
+    """
+    name, equals, rest = value.partition("=")
+    parts = rest.split(",")
+    if not equals or len(parts) not in (2, 3) or not all(part.strip() for part in parts):
+        raise ValueError(
+            "expected NAME=PERCENT,HOST[,REST_HOST], e.g. v2=10,housing-kserve-v2-predictor.housing"
+        )
+    if not _DNS_LABEL.match(name) or name == STABLE:
+        raise ValueError(
+            f"NAME {name!r} must be a DNS label (lower-case letters, digits and '-', at most 63) "
+            f"other than {STABLE!r}"
+        )
+    percent = parts[0].strip()
+    if not re.fullmatch(r"[0-9]{1,3}", percent) or int(percent) > 100:
+        raise ValueError(f"PERCENT {percent!r} must be an integer from 0 to 100")
+    rest_host = parts[2].strip() if len(parts) == 3 else None
+    return ArmSpec(name, int(percent), parts[1].strip(), rest_host)
+
+
+def check_canaries(canaries: Sequence[ArmSpec]) -> None:
+    """Canary names are unique and their shares add up to at most 100.
+
+    Raises:
+        ValueError: They do not.
+    """
+    names = [canary.name for canary in canaries]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"canary names must be unique; repeated: {', '.join(repeated)}")
+    total = sum(canary.percent for canary in canaries)
+    if total > 100:
+        raise ValueError(f"the canaries' percentages add up to {total}, more than 100")
+
+
+@dataclass(frozen=True)
+class PredictorModel:
+    """What the transformer learns from a predictor's V2 metadata."""
+
+    feature_names: tuple[str, ...]
+    version: str
+
+    @functools.cached_property
+    def feature_list(self) -> str:
+        """The feature order as it travels with each tensor: the names joined by commas."""
+        return ",".join(self.feature_names)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A predictor's predictions for some rows, and the version of the model that made them."""
+
+    values: np.ndarray
+    model_version: str
+
+
+class PredictorArm:
+    """One predictor: its KServe client, its cached metadata and its adaptive batching.
+
+    Args:
+        spec: Name, share and hosts.
+        config: KServe's predictor settings (protocol, TLS, timeout in seconds, retries); its host is the
+            spec's.
+        model_name: The model name on the predictor (``housing``).
+        coalesce_rows: Merge waiting requests into calls of up to this many rows; 0 sends each on its own.
+    """
+
+    def __init__(self, spec: ArmSpec, config: PredictorConfig, *, model_name: str, coalesce_rows: int):
+        self.spec = spec
+        self.config = config
+        self.model_name = model_name
+        self.endpoint = "default" if spec.name == STABLE else "canary"
+        self.timeout = float(config.predictor_request_timeout_seconds)
+        scheme = "https" if config.predictor_use_ssl else "http"
+        self.metadata_url = f"{scheme}://{spec.rest_host or spec.host}/v2/models/{model_name}"
+        self.cached_model: PredictorModel | None = None
+        self._metadata_lock = asyncio.Lock()
+        self._rest: InferenceRESTClient | None = None
+        self._grpc: InferenceGRPCClient | None = None
+        self._coalescer = Coalescer(self._call_merged, max_rows=coalesce_rows) if coalesce_rows > 0 else None
+
+    async def model(self) -> PredictorModel:
+        """The predictor's feature order and version, read from its V2 model metadata once and cached."""
+        if self.cached_model is None:
+            async with self._metadata_lock:  # one read for a burst of first requests
+                if self.cached_model is None:
+                    self.cached_model = await self._read_metadata()
+        return self.cached_model
+
+    async def predict(
+        self, rows: np.ndarray, model: PredictorModel, request_id: str, headers: dict[str, str] | None
+    ) -> Answer:
+        """The predictor's answer for rows built in ``model``'s feature order.
+
+        Raises:
+            UpstreamError: The predictor failed (503 unreachable or not ready, 504 too slow, else 502).
+        """
+        if self._coalescer is None:
+            return await self._call(rows, model, request_id, headers)
+        # Requests merge only with others that carry the same credentials and the same column order. The
+        # timeout covers the wait for a call slot too: a request queued behind a hung call fails in time.
+        key = ((headers or {}).get("authorization"), model.feature_list)
+        waiting = self._coalescer.predict(rows, key=key, context=(request_id, headers, model))
+        try:
+            values, version = await asyncio.wait_for(waiting, self.timeout)
+        except TimeoutError as error:  # the hung call itself is counted when its own timeout ends it
+            raise self.failure(error, counted=False) from error
+        return Answer(values, version)
+
+    async def _call_merged(self, rows: np.ndarray, contexts: list[Any]) -> tuple[np.ndarray, str]:
+        # A lone request keeps its id and headers; a merged call gets its own id and the shared credentials.
+        request_id, headers, model = contexts[0]
+        if len(contexts) > 1:
+            authorization = (headers or {}).get("authorization")
+            request_id, headers = None, {"authorization": authorization} if authorization else None
+        answer = await self._call(rows, model, request_id, headers)
+        return answer.values, answer.model_version
+
+    async def _call(
+        self, rows: np.ndarray, model: PredictorModel, request_id: str | None, headers: dict[str, str] | None
+    ) -> Answer:
+        """One call to the predictor through KServe's own REST or gRPC client."""
+        request = self._request(rows, model, request_id)
+        try:
+            response = await self._send(request, headers)
+        except Exception as error:
+            raise self.failure(error) from error
+        if isinstance(response, InferResponse):
+            values = response.outputs[0].as_numpy().reshape(-1)
+            return Answer(values, response.model_version or model.version)
+        return Answer(np.asarray(response["predictions"], dtype=np.float64), model.version)
+
+    def _request(self, rows: np.ndarray, model: PredictorModel, request_id: str | None) -> Any:
+        protocol = self.config.predictor_protocol
+        if protocol == "v1":  # V1 has no place for the feature order: the metadata's order is trusted
+            return {"instances": rows.tolist()}
+        names = {FEATURE_NAMES: model.feature_list}
+        tensor = InferInput("input-0", list(rows.shape), "FP64", parameters=names)
+        # gRPC carries the tensor as raw bytes; REST as JSON (KServe's REST binary extension fails here).
+        tensor.set_data_from_numpy(rows, binary_data=protocol == "grpc-v2")
+        return InferRequest(self.model_name, [tensor], request_id=request_id or str(uuid.uuid4()))
+
+    async def _send(self, request: Any, headers: dict[str, str] | None) -> Any:
+        # Only x-request-id, x-b3-traceid and authorization are forwarded, as KServe's own transformer does.
+        if self.config.predictor_protocol == "grpc-v2":
+            metadata = [("request_type", "grpc_v2"), ("response_type", "grpc_v2")]
+            metadata += append_forwardable_headers(headers).items()
+            return await self._grpc_client().infer(request, headers=metadata)
+        rest_headers = append_forwardable_headers(headers, {"Content-Type": "application/json"})
+        if self.config.predictor_protocol == "v1":
+            return await self._rest_client().infer(
+                self.config.predictor_base_url, request, model_name=self.model_name, headers=rest_headers
+            )
+        # KServe 0.20's REST client reads a V2 answer with InferResponse.from_bytes, which drops
+        # ``model_version``; read as plain JSON (the "graph endpoint" form) and then with from_rest, it stays.
+        url = f"{self.config.predictor_base_url}/v2/models/{self.model_name}/infer"
+        answer = await self._rest_client().infer(url, request, headers=rest_headers, is_graph_endpoint=True)
+        return InferResponse.from_rest(answer)
+
+    def _rest_client(self) -> InferenceRESTClient:
+        if self._rest is None:
+            self._rest = InferenceRESTClient(
+                RESTConfig(
+                    protocol=self.config.predictor_protocol,
+                    timeout=self.timeout,
+                    retries=self.config.predictor_request_retries,
+                )
+            )
+        return self._rest
+
+    def _grpc_client(self) -> InferenceGRPCClient:
+        # Built on first use, inside the server's event loop. KServe's channel backs off up to 120 s once the
+        # predictor has gone away; capped at 1 s here, so a predictor that comes back is used within a second.
+        if self._grpc is None:
+            self._grpc = InferenceGRPCClient(
+                self.spec.host,
+                use_ssl=self.config.predictor_use_ssl,
+                timeout=self.timeout,
+                retries=self.config.predictor_request_retries,
+                channel_args=[
+                    ("grpc.max_send_message_length", -1),
+                    ("grpc.max_receive_message_length", -1),
+                    ("grpc.initial_reconnect_backoff_ms", 100),
+                    ("grpc.min_reconnect_backoff_ms", 100),
+                    ("grpc.max_reconnect_backoff_ms", 1000),
+                ],
+            )
+        return self._grpc
+
+    async def _read_metadata(self) -> PredictorModel:
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout) as client:
+                response = await client.get(self.metadata_url)
+            response.raise_for_status()
+            metadata = response.json()
+            names = tuple(metadata["parameters"][FEATURE_NAMES].split(","))
+        except Exception as error:
+            context = f"cannot read the predictor's metadata at {self.metadata_url}"
+            raise self.failure(error, context) from error
+        return PredictorModel(names, str(metadata.get("versions", ["unknown"])[0]))
+
+    def failure(
+        self, error: BaseException, context: str = "predictor call failed", *, counted: bool = True
+    ) -> UpstreamError:
+        """The error to answer for a failed call, counted in ``housing_predictor_errors_total``.
+
+        The cached metadata is dropped: the predictor may have been replaced by one with another model.
+        """
+        self.cached_model = None
+        host = self.spec.host
+        failure: UpstreamError
+        if isinstance(error, httpx.TimeoutException | asyncio.TimeoutError) or (
+            isinstance(error, AioRpcError) and error.code() == StatusCode.DEADLINE_EXCEEDED
+        ):
+            failure = PredictorTimeoutError(
+                f"{context}: the predictor at {host} did not answer within {self.timeout:g} s"
+            )
+        elif isinstance(error, httpx.TransportError) or (
+            isinstance(error, AioRpcError) and error.code() == StatusCode.UNAVAILABLE
+        ):
+            failure = PredictorUnavailableError(f"{context}: the predictor at {host} is unreachable: {error}")
+        elif isinstance(error, httpx.HTTPStatusError) and error.response.status_code == 503:
+            failure = PredictorUnavailableError(f"{context}: the predictor at {host} is not ready")
+        elif isinstance(error, UpstreamError):
+            return error
+        else:
+            failure = UpstreamError(f"{context}: {error}")
+        reason = {PredictorTimeoutError: "timeout", PredictorUnavailableError: "unavailable"}.get(
+            type(failure), "error"
+        )
+        if counted:
+            PREDICTOR_ERRORS.labels(self.model_name, reason).inc()
+        return failure
+
+
+class Router:
+    """The stable arm and the canary arms, and the draw that sends each request to one of them.
+
+    Args:
+        arms: The stable arm first, then the canaries; their ``spec.percent`` add up to 100.
+    """
+
+    def __init__(self, arms: Sequence[PredictorArm]):
+        if not arms or arms[0].spec.name != STABLE:
+            raise ValueError(f"the first arm must be {STABLE!r}")
+        self.arms = list(arms)
+        self.stable = self.arms[0]
+        self._cum_weights = list(itertools.accumulate(arm.spec.percent for arm in self.arms))
+        if self._cum_weights[-1] != 100:
+            raise ValueError(f"the arms' percentages add up to {self._cum_weights[-1]}, not 100")
+
+    def choose(self) -> PredictorArm:
+        """The arm for the next request."""
+        if len(self.arms) == 1:
+            return self.stable
+        return choose_arm(self.arms, self._cum_weights)
+
+
+def choose_arm(arms: Sequence[T], cum_weights: Sequence[int]) -> T:
+    """One arm drawn at random by weight (a sticky assignment, e.g. by hashed user id, would go here)."""
+    return random.choices(arms, cum_weights=cum_weights)[0]
+
+
+def build_router(
+    host: str,
+    rest_host: str | None,
+    canaries: Sequence[ArmSpec],
+    *,
+    model_name: str,
+    protocol: str,
+    use_ssl: bool = False,
+    timeout: float = 5.0,
+    retries: int = 0,
+    coalesce_rows: int = 256,
+) -> Router:
+    """The router for a stable predictor and its canaries; the stable arm gets the share they leave.
+
+    Args:
+        host: ``HOST[:PORT]`` of the stable predictor.
+        rest_host: ``HOST[:PORT]`` of its REST server, for the V2 metadata (``None``: ``host``).
+        canaries: The canary predictors (checked with :func:`check_canaries`).
+        model_name: The model name on every predictor.
+        protocol: ``v1``, ``v2`` or ``grpc-v2``, for every predictor.
+        use_ssl: Call the predictors over TLS.
+        timeout: Seconds allowed for each call to a predictor.
+        retries: KServe's client retries (connection failures only).
+        coalesce_rows: See :class:`PredictorArm`.
+
+    Raises:
+        ValueError: The canaries break a rule.
+    """
+    check_canaries(canaries)
+    stable = ArmSpec(STABLE, 100 - sum(canary.percent for canary in canaries), host, rest_host)
+    return Router(
+        [
+            PredictorArm(
+                spec,
+                PredictorConfig(
+                    predictor_host=spec.host,
+                    predictor_protocol=protocol,
+                    predictor_use_ssl=use_ssl,
+                    predictor_request_timeout_seconds=timeout,
+                    predictor_request_retries=retries,
+                ),
+                model_name=model_name,
+                coalesce_rows=coalesce_rows,
+            )
+            for spec in (stable, *canaries)
+        ]
+    )
