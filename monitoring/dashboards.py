@@ -1,8 +1,13 @@
-"""The four Grafana dashboards of the housing service, written as code.
+"""The four Grafana dashboards of the housing service, written with Grafana's typed builders.
 
 ``python -m monitoring`` writes them to ``helm/housing-kserve/dashboards/*.json``, where the Helm chart ships
 them as ConfigMaps for Grafana's dashboard sidecar. The JSON is committed; a test checks that it is what this
 module generates, so edit the dashboards here and regenerate.
+
+The builders are ``grafana-foundation-sdk``'s, which Grafana generates from its own schemas (here Grafana
+11.6): a panel option, threshold step or variable setting that Grafana does not know fails mypy, and a size
+off the 24-column grid fails the builder, instead of being ignored when Grafana loads the JSON. The SDK also
+lays the panels out, left to right in rows.
 
 Every dashboard has a ``datasource`` variable (any Prometheus) and a ``namespace`` variable (where the
 InferenceService runs; ``local`` for ``housing up --monitoring``), and every query filters on it.
@@ -11,42 +16,90 @@ InferenceService runs; ``local`` for ``housing up --monitoring``), and every que
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from grafana_foundation_sdk.builders import (
+    common,
+    heatmap,
+    prometheus,
+    stat,
+    statetimeline,
+    table,
+    timeseries,
+)
+from grafana_foundation_sdk.builders import dashboard as grafana
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import GraphThresholdsStyleMode
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardCursorSync,
+    DashboardLinkType,
+    DataSourceRef,
+    Threshold,
+    ThresholdsMode,
+    VariableModel,
+    VariableOption,
+    VariableRefresh,
+    VariableSort,
+)
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "helm" / "housing-kserve" / "dashboards"
 TAG = "housing-kserve"
-DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 COMPONENTS = 'component=~"predictor|transformer|detector"'
 NS = 'namespace=~"$namespace"'
 SERVING = f'{NS}, endpoint=~"$endpoint"'
 CONTAINERS = f'{NS}, container=~"kserve-container|detector"'
 
-
-@dataclass(frozen=True)
-class Query:
-    """One PromQL query of a panel."""
-
-    expr: str
-    legend: str = ""
-    instant: bool = False
-    table: bool = False
+AnyPanel = timeseries.Panel | stat.Panel | table.Panel | heatmap.Panel | statetimeline.Panel
+P = TypeVar("P", timeseries.Panel, stat.Panel, table.Panel, heatmap.Panel, statetimeline.Panel)
+Query = prometheus.Dataquery
+Thresholds = tuple[tuple[float, str], ...]
+"""(from value, color) steps; the first is the base step, its value ignored."""
 
 
-@dataclass(frozen=True)
-class Panel:
-    """One panel: a title, what it shows (description), its queries and how to draw them."""
+def query(expr: str, legend: str = "") -> Query:
+    """A range query of the dashboard's Prometheus."""
+    return prometheus.Dataquery().expr(expr).legend_format(legend).datasource(DATASOURCE).range()
 
-    title: str
-    description: str
-    queries: tuple[Query, ...]
-    kind: str = "timeseries"
-    unit: str = "short"
-    width: int = 12
-    height: int = 8
-    thresholds: tuple[tuple[float, str], ...] = ()
-    options: dict[str, Any] = field(default_factory=dict)
+
+def instant(expr: str, legend: str = "", as_table: bool = False) -> Query:
+    """An instant query (the latest value); ``as_table`` returns the series' labels as table columns."""
+    result = query(expr, legend).instant()
+    return result.format(PromQueryFormat.TABLE) if as_table else result
+
+
+def panel(
+    builder: P,
+    title: str,
+    description: str,
+    *queries: Query,
+    unit: str = "short",
+    size: tuple[int, int] = (12, 8),
+    thresholds: Thresholds = (),
+) -> P:
+    """What every panel sets: title, description, queries (refId A, B...), unit, size (width, height)."""
+    width, height = size
+    builder.title(title).description(description).datasource(DATASOURCE).unit(unit).span(width).height(height)
+    for ref_id, item in zip("ABCDEFGH", queries, strict=False):
+        builder.with_target(item.ref_id(ref_id))
+    if thresholds:
+        steps = [Threshold(None if i == 0 else value, color) for i, (value, color) in enumerate(thresholds)]
+        builder.thresholds(grafana.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(steps))
+    return builder
+
+
+def graph(
+    title: str, description: str, *queries: Query, unit: str = "short", thresholds: Thresholds = ()
+) -> timeseries.Panel:
+    """A time series panel (half the width); its thresholds are drawn as lines."""
+    result = panel(timeseries.Panel(), title, description, *queries, unit=unit, thresholds=thresholds)
+    if thresholds:
+        result.thresholds_style(common.GraphThresholdsStyleConfig().mode(GraphThresholdsStyleMode.LINE))
+    return result
 
 
 def alerts(series: str = "ALERTS", **matchers: str) -> str:
@@ -58,21 +111,16 @@ def alerts(series: str = "ALERTS", **matchers: str) -> str:
     return f'{series}{{alertname=~"Housing.*", namespace=~"$namespace|"{extra}}}'
 
 
-def query(expr: str, legend: str = "", **kwargs: Any) -> tuple[Query, ...]:
-    """A one-query tuple, the common case."""
-    return (Query(expr, legend, **kwargs),)
-
-
-def quantiles(metric: str, selector: str, by: str) -> tuple[Query, ...]:
+def quantiles(metric: str, selector: str, by: str) -> list[Query]:
     """p50, p95 and p99 of a histogram, one series per value of the label ``by``."""
-    return tuple(
-        Query(
+    return [
+        query(
             f"histogram_quantile({q}, sum by ({by}, le) "
             f"(rate({metric}_bucket{{{selector}}}[$__rate_interval])))",
             f"p{round(q * 100)} {{{{{by}}}}}",
         )
         for q in (0.5, 0.95, 0.99)
-    )
+    ]
 
 
 def error_ratio(selector: str, by: str = "") -> str:
@@ -83,63 +131,58 @@ def error_ratio(selector: str, by: str = "") -> str:
     return f"({errors} or {total} * 0) / {total}"
 
 
-def system_overview() -> list[Panel]:
+def system_overview() -> list[AnyPanel]:
     """Is everything up, how busy is it, what does it cost in CPU, memory and network."""
+    pods = f'{NS}, pod=~".*(predictor|transformer|detector).*"'
     return [
-        Panel(
+        panel(
+            stat.Panel(),
             "Components up",
             "Scrape targets answering, per component (0 = down).",
-            query(f"sum by (component) (up{{{NS}, {COMPONENTS}}})", "{{component}}", instant=True),
-            kind="stat",
-            width=8,
-            height=5,
+            instant(f"sum by (component) (up{{{NS}, {COMPONENTS}}})", "{{component}}"),
+            size=(8, 5),
             thresholds=((0, "red"), (1, "green")),
         ),
-        Panel(
+        panel(
+            stat.Panel(),
             "Requests per second",
             "All requests reaching the transformers (the service's front door).",
             query(
                 f'sum(rate(housing_requests_total{{{NS}, component="transformer"}}[$__rate_interval]))',
                 "req/s",
             ),
-            kind="stat",
             unit="reqps",
-            width=4,
-            height=5,
+            size=(4, 5),
         ),
-        Panel(
+        panel(
+            stat.Panel(),
             "Server error ratio",
             "Share of requests answered with a 5xx status, all components (alert: > 5%).",
             query(error_ratio(NS), "5xx"),
-            kind="stat",
             unit="percentunit",
-            width=4,
-            height=5,
+            size=(4, 5),
             thresholds=((0, "green"), (0.01, "orange"), (0.05, "red")),
         ),
-        Panel(
+        panel(
+            stat.Panel(),
             "Alerts firing",
             "Housing alerts firing now; details on the Alerting dashboard.",
-            query(f"count({alerts(alertstate='firing')}) or vector(0)", "firing", instant=True),
-            kind="stat",
-            width=4,
-            height=5,
+            instant(f"count({alerts(alertstate='firing')}) or vector(0)", "firing"),
+            size=(4, 5),
             thresholds=((0, "green"), (1, "red")),
         ),
-        Panel(
+        panel(
+            table.Panel(),
             "Model versions served",
             "Model version and artifact digest per predictor endpoint.",
-            query(
+            instant(
                 f"max by (endpoint, model_version, sha256) (housing_model_info{{{NS}}})",
                 "{{endpoint}} v{{model_version}}",
-                instant=True,
-                table=True,
+                as_table=True,
             ),
-            kind="table",
-            width=4,
-            height=5,
+            size=(4, 5),
         ),
-        Panel(
+        graph(
             "Request rate by component",
             "Requests per second each component serves.",
             query(
@@ -148,25 +191,25 @@ def system_overview() -> list[Panel]:
             ),
             unit="reqps",
         ),
-        Panel(
+        graph(
             "p95 latency by component",
             "95th percentile of the whole-request duration (alert: > 500 ms).",
             query(
-                f"histogram_quantile(0.95, sum by (component, le) "
+                "histogram_quantile(0.95, sum by (component, le) "
                 f"(rate(housing_request_duration_seconds_bucket{{{NS}}}[$__rate_interval])))",
                 "{{component}}",
             ),
             unit="s",
             thresholds=((0, "green"), (0.5, "red")),
         ),
-        Panel(
+        graph(
             "Resident memory per process",
-            "Memory each server process holds (prometheus-client process "
-            "metrics; also available without Kubernetes).",
+            "Memory each server process holds (prometheus-client process metrics; also available without "
+            "Kubernetes).",
             query(f"process_resident_memory_bytes{{{NS}, {COMPONENTS}}}", "{{component}} {{instance}}"),
             unit="bytes",
         ),
-        Panel(
+        graph(
             "CPU per process",
             "CPU cores each server process uses.",
             query(
@@ -175,10 +218,10 @@ def system_overview() -> list[Panel]:
             ),
             unit="percentunit",
         ),
-        Panel(
+        graph(
             "Container memory / limit (AKS)",
-            "Working set over the container's memory limit, from cAdvisor "
-            "and kube-state-metrics (alert: > 80%). Empty outside Kubernetes.",
+            "Working set over the container's memory limit, from cAdvisor and kube-state-metrics "
+            "(alert: > 80%). Empty outside Kubernetes.",
             query(
                 f"max by (pod, container) (container_memory_working_set_bytes{{{CONTAINERS}}}) / "
                 "max by (pod, container) "
@@ -188,41 +231,36 @@ def system_overview() -> list[Panel]:
             unit="percentunit",
             thresholds=((0, "green"), (0.8, "red")),
         ),
-        Panel(
+        graph(
             "Container CPU (AKS)",
             "CPU cores each container uses, from cAdvisor. Empty outside Kubernetes.",
             query(
                 f"sum by (pod, container) (rate(container_cpu_usage_seconds_total{{{CONTAINERS}}}"
-                f"[$__rate_interval]))",
+                "[$__rate_interval]))",
                 "{{pod}}/{{container}}",
             ),
-            unit="short",
         ),
-        Panel(
+        graph(
             "Network I/O (AKS)",
-            "Bytes per second received (+) and sent (-) by the service's pods, from "
-            "cAdvisor. Empty outside Kubernetes.",
-            (
-                Query(
-                    f"sum by (pod) (rate(container_network_receive_bytes_total{{{NS}, "
-                    f'pod=~".*(predictor|transformer|detector).*"}}[$__rate_interval]))',
-                    "{{pod}} in",
-                ),
-                Query(
-                    f"-sum by (pod) (rate(container_network_transmit_bytes_total{{{NS}, "
-                    f'pod=~".*(predictor|transformer|detector).*"}}[$__rate_interval]))',
-                    "{{pod}} out",
-                ),
+            "Bytes per second received (+) and sent (-) by the service's pods, from cAdvisor. "
+            "Empty outside Kubernetes.",
+            query(
+                f"sum by (pod) (rate(container_network_receive_bytes_total{{{pods}}}[$__rate_interval]))",
+                "{{pod}} in",
+            ),
+            query(
+                f"-sum by (pod) (rate(container_network_transmit_bytes_total{{{pods}}}[$__rate_interval]))",
+                "{{pod}} out",
             ),
             unit="Bps",
         ),
-        Panel(
+        graph(
             "Disk I/O (AKS)",
-            "Bytes per second written by the service's containers (the detector's state "
-            "directory), from cAdvisor. Empty outside Kubernetes.",
+            "Bytes per second written by the service's containers (the detector's state directory), from "
+            "cAdvisor. Empty outside Kubernetes.",
             query(
                 f"sum by (pod, container) (rate(container_fs_writes_bytes_total{{{CONTAINERS}}}"
-                f"[$__rate_interval]))",
+                "[$__rate_interval]))",
                 "{{pod}}/{{container}}",
             ),
             unit="Bps",
@@ -230,10 +268,10 @@ def system_overview() -> list[Panel]:
     ]
 
 
-def api_performance() -> list[Panel]:
+def api_performance() -> list[AnyPanel]:
     """Request rate, latency percentiles and errors, per component and per endpoint (default/canary)."""
     return [
-        Panel(
+        graph(
             "Request rate by component and endpoint",
             "Requests per second, per component and endpoint.",
             query(
@@ -242,7 +280,7 @@ def api_performance() -> list[Panel]:
             ),
             unit="reqps",
         ),
-        Panel(
+        graph(
             "Responses by status code",
             "Responses per second by HTTP status (gRPC mapped to HTTP).",
             query(
@@ -251,43 +289,39 @@ def api_performance() -> list[Panel]:
             ),
             unit="reqps",
         ),
-        Panel(
-            "Transformer latency",
-            "Whole-request duration at the transformer: p50, p95, p99 per endpoint.",
-            quantiles("housing_request_duration_seconds", f'{SERVING}, component="transformer"', "endpoint"),
-            unit="s",
-            thresholds=((0, "green"), (0.5, "red")),
+        *(
+            graph(
+                f"{name.capitalize()} latency",
+                f"Whole-request duration at the {name}: p50, p95, p99 per endpoint.",
+                *quantiles("housing_request_duration_seconds", f'{SERVING}, component="{name}"', "endpoint"),
+                unit="s",
+                thresholds=((0, "green"), (0.5, "red")),
+            )
+            for name in ("transformer", "predictor")
         ),
-        Panel(
-            "Predictor latency",
-            "Whole-request duration at the predictor: p50, p95, p99 per endpoint.",
-            quantiles("housing_request_duration_seconds", f'{SERVING}, component="predictor"', "endpoint"),
-            unit="s",
-            thresholds=((0, "green"), (0.5, "red")),
-        ),
-        Panel(
+        graph(
             "Server error ratio by component and endpoint",
             "5xx share of requests (alert: > 5% for 5 min).",
             query(error_ratio(SERVING, by="component, endpoint"), "{{component}} {{endpoint}}"),
             unit="percentunit",
             thresholds=((0, "green"), (0.05, "red")),
         ),
-        Panel(
+        graph(
             "Client errors (4xx) by code",
             "Rejected requests per second: bad payloads, unknown models.",
             query(
                 f'sum by (component, endpoint, code) (rate(housing_requests_total{{{SERVING}, code=~"4.."}}'
-                f"[$__rate_interval]))",
+                "[$__rate_interval]))",
                 "{{component}} {{endpoint}} {{code}}",
             ),
             unit="reqps",
         ),
-        Panel(
+        graph(
             "KServe stage latency (p95)",
             "KServe's own histograms: time in preprocess, predict and postprocess per component.",
-            tuple(
-                Query(
-                    f"histogram_quantile(0.95, sum by (component, le) "
+            *(
+                query(
+                    "histogram_quantile(0.95, sum by (component, le) "
                     f"(rate(request_{stage}_seconds_bucket{{{SERVING}}}[$__rate_interval])))",
                     f"{stage} {{{{component}}}}",
                 )
@@ -295,7 +329,7 @@ def api_performance() -> list[Panel]:
             ),
             unit="s",
         ),
-        Panel(
+        graph(
             "Rows per request",
             "Average batch size (instances per request).",
             query(
@@ -304,7 +338,7 @@ def api_performance() -> list[Panel]:
                 "{{component}}",
             ),
         ),
-        Panel(
+        graph(
             "Validation errors by field and rule",
             "Inputs the transformer rejected, by feature and rule.",
             query(
@@ -313,7 +347,7 @@ def api_performance() -> list[Panel]:
             ),
             unit="reqps",
         ),
-        Panel(
+        graph(
             "Transformer -> predictor failures",
             "Calls from the transformer to the predictor that failed, "
             "by reason (unavailable, timeout, error).",
@@ -326,60 +360,50 @@ def api_performance() -> list[Panel]:
     ]
 
 
-def model_monitoring() -> list[Panel]:
+def model_monitoring() -> list[AnyPanel]:
     """What the model predicts, whether its inputs drift, how accurate it is against ground truth."""
+    per_version = "{{endpoint}} v{{model_version}}"
     return [
-        Panel(
+        panel(
+            table.Panel(),
             "Model version",
             "Model version and artifact digest served per endpoint.",
-            query(
+            instant(
                 f"max by (endpoint, model_version, sha256) (housing_model_info{{{SERVING}}})",
-                "{{endpoint}} v{{model_version}}",
-                instant=True,
-                table=True,
+                per_version,
+                as_table=True,
             ),
-            kind="table",
-            width=8,
-            height=5,
+            size=(8, 5),
         ),
-        Panel(
+        panel(
+            stat.Panel(),
             "Drift detected",
             "1 when the last window tested drifted, per endpoint and model version.",
-            query(
-                f"max by (endpoint, model_version) (housing_drift_detected{{{SERVING}}})",
-                "{{endpoint}} v{{model_version}}",
-                instant=True,
-            ),
-            kind="stat",
-            width=8,
-            height=5,
+            instant(f"max by (endpoint, model_version) (housing_drift_detected{{{SERVING}}})", per_version),
+            size=(8, 5),
             thresholds=((0, "green"), (1, "red")),
         ),
-        Panel(
+        panel(
+            stat.Panel(),
             "Live R²",
             "Coefficient of determination against ground truth (alert: < 0.8).",
-            query(
-                f"min by (endpoint, model_version) (housing_live_r2{{{SERVING}}})",
-                "{{endpoint}} v{{model_version}}",
-                instant=True,
-            ),
-            kind="stat",
+            instant(f"min by (endpoint, model_version) (housing_live_r2{{{SERVING}}})", per_version),
             unit="none",
-            width=8,
-            height=5,
+            size=(8, 5),
             thresholds=((0, "red"), (0.8, "green")),
         ),
-        Panel(
+        panel(
+            heatmap.Panel(),
             "Prediction distribution",
             "Predicted median home values (USD 1000s), per histogram bucket.",
             query(
                 f"sum by (le) (increase(housing_predicted_value_bucket{{{SERVING}}}[$__rate_interval]))",
                 "{{le}}",
-            ),
-            kind="heatmap",
-            options={"calculate": False, "yAxis": {"unit": "short"}},
-        ),
-        Panel(
+            ).format(PromQueryFormat.HEATMAP),
+        )
+        .calculate(False)
+        .y_axis(heatmap.YAxisConfig().unit("short")),
+        graph(
             "Mean prediction",
             "Average predicted value per endpoint (USD 1000s).",
             query(
@@ -388,72 +412,59 @@ def model_monitoring() -> list[Panel]:
                 "{{endpoint}}",
             ),
         ),
-        Panel(
+        graph(
             "Drift score",
             "The detector's drift score per endpoint (alert: > 0.3).",
-            query(
-                f"max by (endpoint, model_version) (housing_drift_score{{{SERVING}}})",
-                "{{endpoint}} v{{model_version}}",
-            ),
+            query(f"max by (endpoint, model_version) (housing_drift_score{{{SERVING}}})", per_version),
             thresholds=((0, "green"), (0.3, "red")),
         ),
-        Panel(
+        graph(
             "Drift score per feature",
             "Per-feature drift score of the last window tested (Jensen-Shannon distance).",
             query(f"max by (feature) (housing_feature_drift_score{{{SERVING}}})", "{{feature}}"),
         ),
-        Panel(
+        graph(
             "Feature p-values",
             "Per-feature KS (chi-squared for chas) p-value: low means the distribution changed.",
             query(f"min by (feature) (housing_feature_drift_p_value{{{SERVING}}})", "{{feature}}"),
         ),
-        Panel(
+        graph(
             "Population stability index",
             "PSI per feature (> 0.2 is usually read as a major shift).",
             query(f"max by (feature) (housing_feature_psi{{{SERVING}}})", "{{feature}}"),
             thresholds=((0, "green"), (0.1, "orange"), (0.2, "red")),
         ),
-        Panel(
+        graph(
             "Jensen-Shannon distance",
             "JS distance per feature between reference and live window.",
             query(f"max by (feature) (housing_feature_js_distance{{{SERVING}}})", "{{feature}}"),
         ),
-        Panel(
+        graph(
             "Prediction drift",
             "Drift of the predicted values: statistic and p-value per endpoint.",
-            (
-                Query(
-                    f"max by (endpoint) (housing_prediction_drift_score{{{SERVING}}})", "score {{endpoint}}"
-                ),
-                Query(
-                    f"min by (endpoint) (housing_prediction_drift_p_value{{{SERVING}}})",
-                    "p-value {{endpoint}}",
-                ),
+            query(f"max by (endpoint) (housing_prediction_drift_score{{{SERVING}}})", "score {{endpoint}}"),
+            query(
+                f"min by (endpoint) (housing_prediction_drift_p_value{{{SERVING}}})", "p-value {{endpoint}}"
             ),
         ),
-        Panel(
+        graph(
             "Live accuracy",
             "R², MAE and RMSE against ground truth (USD 1000s for the errors).",
-            (
-                Query(f"min by (endpoint) (housing_live_r2{{{SERVING}}})", "R² {{endpoint}}"),
-                Query(f"max by (endpoint) (housing_live_mae{{{SERVING}}})", "MAE {{endpoint}}"),
-                Query(f"max by (endpoint) (housing_live_rmse{{{SERVING}}})", "RMSE {{endpoint}}"),
-            ),
+            query(f"min by (endpoint) (housing_live_r2{{{SERVING}}})", "R² {{endpoint}}"),
+            query(f"max by (endpoint) (housing_live_mae{{{SERVING}}})", "MAE {{endpoint}}"),
+            query(f"max by (endpoint) (housing_live_rmse{{{SERVING}}})", "RMSE {{endpoint}}"),
         ),
-        Panel(
+        graph(
             "Detector window",
             "Rows in the current window, labelled rows, and windows tested per minute.",
-            (
-                Query(f"max by (endpoint) (housing_window_rows{{{SERVING}}})", "rows {{endpoint}}"),
-                Query(f"max by (endpoint) (housing_live_labels{{{SERVING}}})", "labels {{endpoint}}"),
-                Query(
-                    "sum by (endpoint) "
-                    f"(rate(housing_windows_tested_total{{{SERVING}}}[$__rate_interval])) * 60",
-                    "windows/min {{endpoint}}",
-                ),
+            query(f"max by (endpoint) (housing_window_rows{{{SERVING}}})", "rows {{endpoint}}"),
+            query(f"max by (endpoint) (housing_live_labels{{{SERVING}}})", "labels {{endpoint}}"),
+            query(
+                f"sum by (endpoint) (rate(housing_windows_tested_total{{{SERVING}}}[$__rate_interval])) * 60",
+                "windows/min {{endpoint}}",
             ),
         ),
-        Panel(
+        graph(
             "Detector events",
             "CloudEvents the detector received, by type and outcome.",
             query(
@@ -462,7 +473,7 @@ def model_monitoring() -> list[Panel]:
             ),
             unit="reqps",
         ),
-        Panel(
+        graph(
             "Request-logger events",
             "Events the request loggers sent, dropped or failed to send.",
             query(
@@ -471,81 +482,71 @@ def model_monitoring() -> list[Panel]:
             ),
             unit="reqps",
         ),
-        Panel(
+        panel(
+            stat.Panel(),
             "Retrains triggered",
             "Retraining triggered by drift or low accuracy in the dashboard's time range.",
-            query(
-                f"sum(increase(housing_retrains_triggered_total{{{NS}}}[$__range])) or vector(0)",
-                "retrains",
-                instant=True,
+            instant(
+                f"sum(increase(housing_retrains_triggered_total{{{NS}}}[$__range])) or vector(0)", "retrains"
             ),
-            kind="stat",
         ),
     ]
 
 
-def alerting() -> list[Panel]:
+def alerting() -> list[AnyPanel]:
     """Which alerts fire or wait, since when, and their history (the ALERTS series)."""
     return [
-        Panel(
+        panel(
+            stat.Panel(),
             "Firing",
             "Housing alerts firing now.",
-            query(f"count({alerts(alertstate='firing')}) or vector(0)", instant=True),
-            kind="stat",
-            width=6,
-            height=5,
+            instant(f"count({alerts(alertstate='firing')}) or vector(0)"),
+            size=(6, 5),
             thresholds=((0, "green"), (1, "red")),
         ),
-        Panel(
+        panel(
+            stat.Panel(),
             "Pending",
             "Housing alerts whose condition holds but not yet for their `for:` duration.",
-            query(f"count({alerts(alertstate='pending')}) or vector(0)", instant=True),
-            kind="stat",
-            width=6,
-            height=5,
+            instant(f"count({alerts(alertstate='pending')}) or vector(0)"),
+            size=(6, 5),
             thresholds=((0, "green"), (1, "orange")),
         ),
-        Panel(
+        panel(
+            stat.Panel(),
             "Critical firing",
             "Critical alerts firing now (component down, high error rate).",
-            query(f"count({alerts(alertstate='firing', severity='critical')}) or vector(0)", instant=True),
-            kind="stat",
-            width=6,
-            height=5,
+            instant(f"count({alerts(alertstate='firing', severity='critical')}) or vector(0)"),
+            size=(6, 5),
             thresholds=((0, "green"), (1, "red")),
         ),
-        Panel(
+        panel(
+            stat.Panel(),
             "Active for",
             "How long each active alert's condition has held.",
-            query(
-                f"time() - {alerts('ALERTS_FOR_STATE')}",
-                "{{alertname}} {{component}} {{endpoint}}",
-                instant=True,
-            ),
-            kind="stat",
+            instant(f"time() - {alerts('ALERTS_FOR_STATE')}", "{{alertname}} {{component}} {{endpoint}}"),
             unit="s",
-            width=6,
-            height=5,
+            size=(6, 5),
         ),
-        Panel(
+        panel(
+            table.Panel(),
             "Active alerts",
-            "Every pending or firing housing alert with its labels (see docs/monitoring.md "
-            "for the runbook of each).",
-            query(alerts(), instant=True, table=True),
-            kind="table",
-            width=24,
+            "Every pending or firing housing alert with its labels "
+            "(see docs/monitoring.md for the runbook of each).",
+            instant(alerts(), as_table=True),
+            size=(24, 8),
         ),
-        Panel(
+        panel(
+            statetimeline.Panel(),
             "Alert history",
             "State of each alert over time: pending, then firing.",
             query(f"max by (alertname, alertstate) ({alerts()})", "{{alertname}} {{alertstate}}"),
-            kind="state-timeline",
-            width=24,
+            size=(24, 8),
         ),
     ]
 
 
-DASHBOARDS = {
+DASHBOARDS: dict[str, tuple[str, Callable[[], list[AnyPanel]]]] = {
     "system-overview": ("Housing / System Overview", system_overview),
     "api-performance": ("Housing / API Performance", api_performance),
     "model-monitoring": ("Housing / Model Monitoring", model_monitoring),
@@ -554,134 +555,66 @@ DASHBOARDS = {
 """File stem (and dashboard uid suffix) -> (title, panel builder)."""
 
 
-def variables(with_endpoint: bool) -> list[dict[str, Any]]:
+def variables(with_endpoint: bool) -> list[Builder[VariableModel]]:
     """The template variables: datasource, namespace and (for serving dashboards) endpoint."""
-    result: list[dict[str, Any]] = [
-        {
-            "name": "datasource",
-            "label": "Data source",
-            "type": "datasource",
-            "query": "prometheus",
-            "current": {},
-            "hide": 0,
-            "refresh": 1,
-            "regex": "",
-            "options": [],
-        },
-        {
-            "name": "namespace",
-            "label": "Namespace",
-            "type": "query",
-            "datasource": DATASOURCE,
-            "query": {"query": f"label_values(up{{{COMPONENTS}}}, namespace)", "refId": "namespace"},
-            "definition": f"label_values(up{{{COMPONENTS}}}, namespace)",
-            "current": {},
-            "hide": 0,
-            "refresh": 2,
-            "sort": 1,
-            "multi": False,
-            "includeAll": False,
-            "options": [],
-        },
+    namespaces = f"label_values(up{{{COMPONENTS}}}, namespace)"
+    result: list[Builder[VariableModel]] = [
+        grafana.DatasourceVariable("datasource").label("Data source").type("prometheus"),
+        grafana.QueryVariable("namespace")
+        .label("Namespace")
+        .datasource(DATASOURCE)
+        .query({"query": namespaces, "refId": "namespace"})
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(VariableSort.ALPHABETICAL_ASC),
     ]
     if with_endpoint:
         result.append(
-            {
-                "name": "endpoint",
-                "label": "Endpoint",
-                "type": "custom",
-                "query": "default,canary",
-                "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-                "hide": 0,
-                "multi": True,
-                "includeAll": True,
-                "allValue": ".*",
-                "options": [
-                    {"selected": True, "text": "All", "value": "$__all"},
-                    {"selected": False, "text": "default", "value": "default"},
-                    {"selected": False, "text": "canary", "value": "canary"},
-                ],
-            }
+            grafana.CustomVariable("endpoint")
+            .label("Endpoint")
+            .values("default,canary")
+            .multi(True)
+            .include_all(True)
+            .all_value(".*")
+            .current(VariableOption(selected=True, text=["All"], value=["$__all"]))
+            .options(
+                [
+                    VariableOption(selected=True, text="All", value="$__all"),
+                    VariableOption(selected=False, text="default", value="default"),
+                    VariableOption(selected=False, text="canary", value="canary"),
+                ]
+            )
         )
     return result
-
-
-def panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
-    """The Grafana JSON of one panel at grid position (x, y)."""
-    targets = []
-    for index, item in enumerate(panel.queries):
-        target: dict[str, Any] = {
-            "refId": chr(ord("A") + index),
-            "datasource": DATASOURCE,
-            "expr": item.expr,
-            "legendFormat": item.legend,
-            "range": not item.instant,
-            "instant": item.instant,
-        }
-        if item.table:
-            target["format"] = "table"
-        elif panel.kind == "heatmap":
-            target["format"] = "heatmap"
-        targets.append(target)
-    defaults: dict[str, Any] = {"unit": panel.unit}
-    if panel.thresholds:
-        defaults["thresholds"] = {
-            "mode": "absolute",
-            "steps": [
-                {"color": color, "value": None if index == 0 else value}
-                for index, (value, color) in enumerate(panel.thresholds)
-            ],
-        }
-        if panel.kind == "timeseries":
-            defaults["custom"] = {"thresholdsStyle": {"mode": "line"}}
-    return {
-        "id": panel_id,
-        "type": panel.kind,
-        "title": panel.title,
-        "description": panel.description,
-        "datasource": DATASOURCE,
-        "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
-        "targets": targets,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": panel.options,
-    }
 
 
 def dashboard(stem: str) -> dict[str, Any]:
     """The Grafana dashboard JSON for ``stem`` (a key of :data:`DASHBOARDS`)."""
     title, build = DASHBOARDS[stem]
-    panels, x, y, row_height = [], 0, 0, 0
-    for panel_id, panel in enumerate(build(), start=1):
-        if x + panel.width > 24:  # wrap to the next row of the 24-column grid
-            x, y, row_height = 0, y + row_height, 0
-        panels.append(panel_json(panel, panel_id, x, y))
-        x, row_height = x + panel.width, max(row_height, panel.height)
-    return {
-        "uid": f"housing-{stem}",
-        "title": title,
-        "tags": [TAG],
-        "description": (build.__doc__ or "").strip(),
-        "editable": True,
-        "graphTooltip": 1,
-        "schemaVersion": 39,
-        "version": 1,
-        "refresh": "30s",
-        "time": {"from": "now-1h", "to": "now"},
-        "timezone": "browser",
-        "links": [
-            {
-                "type": "dashboards",
-                "tags": [TAG],
-                "asDropdown": True,
-                "title": "Housing dashboards",
-                "includeVars": True,
-                "keepTime": True,
-            }
-        ],
-        "annotations": {"list": []},
-        "templating": {"list": variables(with_endpoint=stem not in ("system-overview", "alerting"))},
-        "panels": panels,
-    }
+    board = (
+        grafana.Dashboard(title)
+        .uid(f"housing-{stem}")
+        .tags([TAG])
+        .description((build.__doc__ or "").strip())
+        .editable()
+        .tooltip(DashboardCursorSync.CROSSHAIR)
+        .version(1)
+        .refresh("30s")
+        .time("now-1h", "now")
+        .timezone("browser")
+        .link(
+            grafana.DashboardLink("Housing dashboards")
+            .type(DashboardLinkType.DASHBOARDS)
+            .tags([TAG])
+            .as_dropdown(True)
+            .include_vars(True)
+            .keep_time(True)
+        )
+        .variables(variables(with_endpoint=stem not in ("system-overview", "alerting")))
+    )
+    for panel_id, item in enumerate(build(), start=1):
+        board.with_panel(item.id(panel_id))  # the SDK places each panel right of the last, wrapping at 24
+    result: dict[str, Any] = json.loads(json.dumps(board.build(), cls=JSONEncoder))
+    return result
 
 
 def render(stem: str) -> str:
