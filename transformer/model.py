@@ -15,6 +15,7 @@ prediction), the ``id`` of a V2 answer, and the ``x-request-id`` header of every
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from prometheus_client import Counter
 
 from model.request_logger import RequestLogger
 from model.schema import FEATURES_BY_NAME, TARGET, TARGET_DESCRIPTION, TARGET_UNIT
-from predictor.server import BATCH_ROWS
+from predictor.server import BATCH_ROWS, PredictorUnavailableError
 from transformer.payload import PayloadError, rows_from_v1, rows_from_v2
 from transformer.routing import Answer, PredictorArm, PredictorModel, Router
 
@@ -82,8 +83,7 @@ class HousingTransformer(Model):
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
         """Choose the predictor, validate the payload and build rows in that predictor's feature order."""
-        arm = self.router.choose()
-        model = await arm.model()
+        arm, model = await self.router.arm_and_model()
         try:
             if isinstance(payload, InferRequest):
                 rows = rows_from_v2(payload, model.feature_names, self.max_batch_rows)
@@ -117,8 +117,19 @@ class HousingTransformer(Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> Prediction:
-        """Ask the chosen predictor, merged with other waiting requests for it unless batching is off."""
-        return Prediction(batch, await batch.arm.predict(batch.rows, batch.model, batch.request_id, headers))
+        """Ask the chosen predictor, merged with other waiting requests for it unless batching is off.
+
+        A canary that cannot be reached hands its request to the stable predictor (:meth:`Router.fallback`).
+        """
+        try:
+            answer = await batch.arm.predict(batch.rows, batch.model, batch.request_id, headers)
+        except PredictorUnavailableError:
+            stable = self.router.fallback(batch.arm, batch.model)
+            if stable is None:
+                raise
+            batch = dataclasses.replace(batch, arm=stable)
+            answer = await stable.predict(batch.rows, batch.model, batch.request_id, headers)
+        return Prediction(batch, answer)
 
     def postprocess(
         self,

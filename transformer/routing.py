@@ -48,6 +48,11 @@ from transformer.batching import Coalescer
 PREDICTOR_ERRORS = Counter(
     "housing_predictor_errors_total", "Failed calls to the predictor, by reason.", ["model_name", "reason"]
 )
+CANARY_FALLBACKS = Counter(
+    "housing_canary_fallbacks_total",
+    "Requests a canary could not take (unreachable or not ready) that the stable predictor answered.",
+    ["model_name", "canary"],
+)
 STABLE = "stable"
 """The stable arm's name. Its events are logged with ``ce-endpoint: default``, a canary's with ``canary``."""
 FEATURE_NAMES = "feature_names"
@@ -334,6 +339,41 @@ class Router:
         if len(self.arms) == 1:
             return self.stable
         return choose_arm(self.arms, self._cum_weights)
+
+    async def arm_and_model(self) -> tuple[PredictorArm, PredictorModel]:
+        """The arm for the next request and its feature order; the stable arm if a canary cannot be reached.
+
+        A canary's predictor may go away before the transformer stops routing to it (``helm upgrade``
+        deletes the canary InferenceService while transformer pods with the old ``--canary`` still run),
+        or still be loading: its share goes to the stable predictor then, counted, instead of failing.
+
+        Raises:
+            UpstreamError: The stable predictor's metadata cannot be read.
+        """
+        arm = self.choose()
+        try:
+            return arm, await arm.model()
+        except PredictorUnavailableError:
+            if arm is self.stable:
+                raise
+            CANARY_FALLBACKS.labels(arm.model_name, arm.spec.name).inc()
+            return self.stable, await self.stable.model()
+
+    def fallback(self, arm: PredictorArm, model: PredictorModel) -> PredictorArm | None:
+        """The arm to retry on when ``arm`` (a canary) turns out unreachable, or ``None`` when there is none.
+
+        The rows stay in ``model``'s order: the stable predictor reads them by the names that travel with a
+        V2 tensor; V1 carries no names, so only a stable predictor with the same order may take them.
+        """
+        if arm is self.stable:
+            return None
+        same_order = self.stable.cached_model is not None and self.stable.cached_model.feature_names == (
+            model.feature_names
+        )
+        if self.stable.config.predictor_protocol == "v1" and not same_order:
+            return None
+        CANARY_FALLBACKS.labels(arm.model_name, arm.spec.name).inc()
+        return self.stable
 
 
 def choose_arm(arms: Sequence[T], cum_weights: Sequence[int]) -> T:

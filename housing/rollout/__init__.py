@@ -8,19 +8,18 @@ Sub-commands:
   2 inconclusive (``--auto`` applies the verdict).
 - ``promote NAME`` / ``rollback NAME``: end the canary one way or the other.
 
-KServe has two ways to run a canary, and each ignores the other's fields without a word:
+With a transformer in front of the predictor (the Helm chart's shape), in either deployment mode, canary NAME
+of InferenceService STABLE is its own predictor-only InferenceService ``STABLE-NAME`` and the transformer
+sends it the canary's share (``--canary NAME=PERCENT,STABLE-NAME-predictor.NAMESPACE``). KServe's own canaries
+do not fit that shape: its webhook refuses ``spec.canary`` when the stable predictor is a custom container
+that downloads its model itself, and both ``spec.canary`` and Knative's ``canaryTrafficPercent`` split traffic
+behind the transformer, which then cannot tell (nor log) which model answered.
 
-- **Serverless** (Knative): the predictor spec names the *new* model and
-  ``spec.predictor.canaryTrafficPercent`` sends that share of traffic to the latest revision; the rest stays
-  on the previous rolled-out revision. The spec then no longer names the stable model, so ``canary`` records
-  it in an annotation that ``rollback`` restores.
-- **RawDeployment / Standard** (KServe >= 0.20): ``spec.canary`` is a list of named canaries, each a full
-  predictor spec with its own ``trafficPercent``; the stable predictor is left alone.
-
-The mode is read from the object (annotation ``serving.kserve.io/deploymentMode``, else
-``status.deploymentMode``); when neither says, the command refuses rather than guess. Changes are JSON merge
-patches carrying the ``metadata.resourceVersion`` that was read, so the API server refuses them (409) if
-someone changed the object in between; the command then reads it again, re-checks and retries.
+Without a transformer, KServe's own mechanisms are used where its webhook admits them: the Knative revision
+split (``spec.predictor.canaryTrafficPercent``), or ``spec.canary`` in Standard mode when KServe can see the
+stable predictor's model. Changes are JSON merge patches carrying the ``metadata.resourceVersion`` that was
+read, so the API server refuses them (409) if someone changed the object in between; the command then reads
+it again, re-checks and retries. Details: docs/rollout.md.
 """
 
 from __future__ import annotations
@@ -61,10 +60,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--context", help="kubeconfig context (default: the current one)")
     dry = argparse.ArgumentParser(add_help=False)
     dry.add_argument(
-        "--dry-run", action="store_true", help="print the JSON merge patch instead of applying it"
+        "--dry-run",
+        action="store_true",
+        help="print what would be created, patched (the JSON merge patch) and deleted, and change nothing",
     )
     named = argparse.ArgumentParser(add_help=False)
-    named.add_argument("--canary-name", help="which canary (RawDeployment mode; default: the only one)")
+    named.add_argument("--canary-name", help="which canary (default: the only one; rollback: all)")
 
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     status = actions.add_parser("status", parents=[cluster], help="models, traffic split, readiness and URLs")
@@ -78,9 +79,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     canary.add_argument(
         "--canary-name",
         default=DEFAULT_CANARY_NAME,
-        help="name of the spec.canary entry (RawDeployment mode; default: %(default)s)",
+        help="the canary's name: its InferenceService is NAME-CANARY_NAME (default: %(default)s)",
     )
-    canary.add_argument("--replace", action="store_true", help="replace a canary that already runs")
+    canary.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the canaries that run; with the same name and model: resume one, or change its share",
+    )
+    canary.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="wait this long for the canary InferenceService to be Ready before it gets traffic; "
+        "0: send traffic at once (default: %(default)g)",
+    )
 
     analyze_parser = actions.add_parser(
         "analyze",
@@ -104,7 +117,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
             help=f"{SLO_HELP[field_name]} (default: {value})",
         )
     analyze_parser.add_argument("--auto", action="store_true", help="promote or roll back as recommended")
-    analyze_parser.add_argument("--canary-name", help="which canary --auto acts on (RawDeployment mode)")
+    analyze_parser.add_argument("--canary-name", help="which canary --auto acts on (default: the only one)")
 
     actions.add_parser("promote", parents=[cluster, dry, named], help="the canary becomes stable")
     actions.add_parser("rollback", parents=[cluster, dry, named], help="remove the canary; stable untouched")
@@ -122,22 +135,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.action == "analyze":
-        slo = Slo.from_file(args.slo) if args.slo else Slo()
-        overrides = {name: getattr(args, name) for name in asdict(slo) if getattr(args, name) is not None}
-        slo = Slo(**(asdict(slo) | overrides))
-        checks = analyze(Prometheus(args.prometheus), slo, args.window, args.selector)
-        print_checks(checks)
-        outcome = verdict(checks)
-        if args.auto and outcome != INCONCLUSIVE:
-            plan = plan_promote if outcome == PROMOTE else plan_rollback
-            cluster = Cluster(args.kubeconfig, args.context, args.namespace)
-            cluster.change(args.name, lambda isvc: plan(isvc, args.canary_name))
-            print(f"applied: {VERDICTS[outcome]} of {cluster.namespace}/{args.name}")
-        return outcome
-
+        return _analyze(args)
     cluster = Cluster(args.kubeconfig, args.context, args.namespace)
+    seen = cluster.observe(args.name)
     if args.action == "status":
-        info = describe(cluster.get(args.name))
+        info = describe(seen)
         if args.output == "json":
             print(json.dumps(info, indent=2, sort_keys=True))
         else:
@@ -145,15 +147,33 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "canary":
         model = ModelRef(args.model_uri, args.sha256, args.model_version)
-        cluster.change(
-            args.name,
-            lambda isvc: plan_canary(isvc, model, args.percent, args.canary_name, args.replace),
-            dry_run=args.dry_run,
+        steps = plan_canary(
+            seen, model, args.percent, args.canary_name, args.replace, wait_seconds=args.wait_timeout
+        )
+        hint = (
+            f"The same command with --replace resumes, `housing rollout rollback {args.name}` removes what "
+            "was created"
         )
     elif args.action == "promote":
-        cluster.change(args.name, lambda isvc: plan_promote(isvc, args.canary_name), dry_run=args.dry_run)
+        steps = plan_promote(seen, args.canary_name)
+        hint = f"`housing rollout rollback {args.name}` deletes what is left of the canary"
     else:
-        cluster.change(args.name, lambda isvc: plan_rollback(isvc, args.canary_name), dry_run=args.dry_run)
-    if not args.dry_run:
-        print(f"{args.action}: {cluster.namespace}/{args.name} patched")
+        steps = plan_rollback(seen, args.canary_name)
+        hint = "Run the same command again"
+    cluster.apply(steps, dry_run=args.dry_run, hint=hint)
     return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    slo = Slo.from_file(args.slo) if args.slo else Slo()
+    overrides = {name: getattr(args, name) for name in asdict(slo) if getattr(args, name) is not None}
+    slo = Slo(**(asdict(slo) | overrides))
+    checks = analyze(Prometheus(args.prometheus), slo, args.window, args.selector)
+    print_checks(checks)
+    outcome = verdict(checks)
+    if args.auto and outcome != INCONCLUSIVE:
+        plan = plan_promote if outcome == PROMOTE else plan_rollback
+        cluster = Cluster(args.kubeconfig, args.context, args.namespace)
+        cluster.apply(plan(cluster.observe(args.name), args.canary_name))
+        print(f"applied: {VERDICTS[outcome]} of {cluster.namespace}/{args.name}")
+    return outcome

@@ -23,40 +23,31 @@ SHA_A = "a" * 64
 SHA_B = "b" * 64
 CLIENT_ID = "00000000-1111-2222-3333-444444444444"
 
+# A 10% canary serving model version 2 (the stable predictor serves version 1).
+CANARY_V2 = {
+    "canaries": [
+        {
+            "name": "v2",
+            "trafficPercent": 10,
+            "model": {
+                "storageUri": "https://housingmodels.blob.core.windows.net/models/housing/v2",
+                "sha256": SHA_B,
+                "version": "2",
+            },
+        }
+    ]
+}
+
 SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "knative-canary": {
         "deploymentMode": "Knative",
         "model": {"sha256": SHA_A, "version": "1"},
-        "rollout": {
-            "canaries": [
-                {
-                    "name": "v2",
-                    "trafficPercent": 10,
-                    "model": {
-                        "storageUri": "https://housingmodels.blob.core.windows.net/models/housing/v2",
-                        "sha256": SHA_B,
-                        "version": "2",
-                    },
-                }
-            ]
-        },
+        "rollout": CANARY_V2,
     },
     "standard-canary": {
         "model": {"sha256": SHA_A, "version": "1"},
-        "rollout": {
-            "canaries": [
-                {
-                    "name": "v2",
-                    "trafficPercent": 10,
-                    "model": {
-                        "storageUri": "https://housingmodels.blob.core.windows.net/models/housing/v2",
-                        "sha256": SHA_B,
-                        "version": "2",
-                    },
-                }
-            ]
-        },
+        "rollout": CANARY_V2,
     },
     "logger-url": {"logger": {"url": "http://collector.observability.svc.cluster.local:9000/events"}},
     "istio": {"networkPolicy": {"istio": {"enabled": True}}},

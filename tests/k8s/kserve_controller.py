@@ -89,8 +89,11 @@ def storage_uri(predictor: dict[str, Any]) -> str | None:
     for framework in FRAMEWORKS:
         if isinstance(predictor.get(framework), dict):
             return predictor[framework].get("storageUri")
-    containers = _containers(predictor)
-    return _env(containers[0]).get("STORAGE_URI") if containers else None
+    # Only the container named kserve-container is read (predictor_custom.go GetStorageUri).
+    for container in _containers(predictor):
+        if container.get("name") == "kserve-container":
+            return _env(container).get("STORAGE_URI")
+    return None
 
 
 def _implementations(component: dict[str, Any], *, predictor: bool) -> int:

@@ -1,6 +1,6 @@
 """``housing rollout analyze`` against a real Prometheus scraping two real predictors (stable and canary).
 
-Everything here is real except the Kubernetes API server that ``--auto`` writes to (the stand-in of
+Everything here is real except the Kubernetes API server that ``--auto`` writes to (the mock of
 ``conftest.py``: no cluster runs here). Prometheus scrapes every second; the targets carry
 ``component="predictor"`` and ``endpoint="default"|"canary"`` as on AKS.
 """
@@ -22,7 +22,8 @@ from housing.rollout import analysis, objects
 from model.dataset import load_dataset
 from model.schema import ALL_FEATURES, DEFAULT_FEATURES, TARGET
 from tests.conftest import free_port, python_service, require_tool, wait_until
-from tests.rollout.test_patches import CANARY_SHA, CANARY_URI, isvc
+from tests.rollout.shapes import CANARY_URI, chart_like, mark_ready
+from tests.rollout.shapes import canary as start_canary
 
 ROWS_PER_REQUEST = 5
 REQUESTS = 40
@@ -159,27 +160,14 @@ def test_good_canary_is_promoted(stable, canary_artifacts, tmp_path, capsys, api
         latency_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("p95"))
         assert latency_row.endswith("FAIL")
 
-        obj = isvc("RawDeployment")
-        api_server.put_object(obj)
-        main(
-            [
-                "rollout",
-                "canary",
-                "housing",
-                "--model-uri",
-                CANARY_URI,
-                "--sha256",
-                CANARY_SHA,
-                "--percent",
-                "10",
-                "--kubeconfig",
-                str(kubeconfig),
-            ]
-        )
+        api_server.after_create = mark_ready
+        api_server.put_object(chart_like("Standard"))
+        assert start_canary(kubeconfig) == 0
         assert analyze(prometheus, "--auto", "--kubeconfig", str(kubeconfig)) == analysis.PROMOTE
         promoted = api_server.get_object("ml", "housing")
-        assert "canary" not in promoted["spec"]
+        assert objects.routes(promoted) == []
         assert objects.read_model(promoted["spec"]["predictor"]).storage_uri == CANARY_URI
+        assert ("ml", "housing-canary") not in api_server.objects
 
 
 @pytest.mark.slow
@@ -189,23 +177,9 @@ def test_canary_with_errors_is_rolled_back(
     with canary_with_prometheus(stable, canary_artifacts["needs_b"], tmp_path) as (prometheus, canary):
         stable_codes, canary_codes = traffic(prometheus, stable, canary)
         assert set(stable_codes) == {200} and set(canary_codes) == {400}
-        obj = isvc("Serverless")
-        api_server.put_object(obj)
-        main(
-            [
-                "rollout",
-                "canary",
-                "housing",
-                "--model-uri",
-                CANARY_URI,
-                "--sha256",
-                CANARY_SHA,
-                "--percent",
-                "10",
-                "--kubeconfig",
-                str(kubeconfig),
-            ]
-        )
+        api_server.after_create = mark_ready
+        obj = api_server.put_object(chart_like("Knative"))
+        assert start_canary(kubeconfig) == 0
         capsys.readouterr()
         assert analyze(prometheus, "--auto", "--kubeconfig", str(kubeconfig)) == analysis.ROLLBACK
         out = capsys.readouterr().out
@@ -214,6 +188,7 @@ def test_canary_with_errors_is_rolled_back(
         assert "recommendation: roll back" in out
         restored = api_server.get_object("ml", "housing")
         assert restored["spec"] == obj["spec"]
+        assert ("ml", "housing-canary") not in api_server.objects
 
 
 @pytest.mark.slow
@@ -269,11 +244,12 @@ def test_binned_ks_matches_scipy_on_the_bin_bounds():
     def cumulative(values):
         return {bound: float(np.sum(values <= bound)) for bound in bounds}
 
-    distance, p_value = analysis.binned_ks({"default": cumulative(stable), "canary": cumulative(canary)})
+    result = analysis.binned_ks({"default": cumulative(stable), "canary": cumulative(canary)})
+    assert result is not None
+    distance, p_value = result
     # Binned values give the exact KS of the values rounded up to their bucket bound.
     exact = ks_2samp(np.digitize(stable, bounds, right=True), np.digitize(canary, bounds, right=True))
     assert distance == pytest.approx(exact.statistic)
     assert p_value < 1e-6
-    same, p_same = analysis.binned_ks({"default": cumulative(stable), "canary": cumulative(stable)})
-    assert same == 0.0 and p_same == 1.0
+    assert analysis.binned_ks({"default": cumulative(stable), "canary": cumulative(stable)}) == (0.0, 1.0)
     assert analysis.binned_ks({"default": cumulative(stable)}) is None

@@ -1,9 +1,10 @@
 """``housing rollout`` on the InferenceService the Helm chart renders, compared with what the chart renders.
 
-The chart (``helm template``, real helm) expresses a canary itself (``rollout.canaryTrafficPercent`` in
-Knative mode, ``rollout.canaries`` in Standard mode), so the objects the command writes must equal the
-chart's own rendering of the same rollout. The API server is the stand-in of ``conftest.py``: no cluster
-runs here.
+The chart expresses a canary itself (``rollout.canaries``: a predictor-only InferenceService per canary and a
+``--canary`` arg on the transformer, in either mode), so what the command writes must equal the chart's own
+rendering of the same rollout, and ``helm upgrade`` and ``housing rollout`` never fight. ``helm template`` is
+the real helm; the API server is the mock of ``conftest.py`` (no cluster runs here), which admits every write
+as KServe's webhook would.
 """
 
 from __future__ import annotations
@@ -15,33 +16,21 @@ from typing import Any
 import pytest
 import yaml
 
-from housing.cli import main
 from tests.conftest import ROOT, require_tool
+from tests.rollout.shapes import CANARY, STABLE, housing, mark_ready
 
 CHART = ROOT / "helm" / "housing-kserve"
-STABLE = {
-    "storageUri": "https://acct.blob.core.windows.net/models/housing/1.0.0",
-    "sha256": "a" * 64,
-    "version": "1.0.0",
-}
-CANARY = {
-    "storageUri": "https://acct.blob.core.windows.net/models/housing/1.1.0",
-    "sha256": "b" * 64,
-    "version": "1.1.0",
-}
-# The chart gives autoscaling settings to the stable endpoint only; the command keeps them on a canary (copied
-# from the stable predictor, and in Knative mode the same spec that becomes stable on promotion).
-STABLE_ONLY_FIELDS = {"minReplicas", "maxReplicas", "scaleMetric", "scaleTarget"}
+FULLNAME = "h-housing-kserve"
+SERVER_FIELDS = ("resourceVersion", "generation")
 
 
-def without_autoscaling(predictor: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in predictor.items() if key not in STABLE_ONLY_FIELDS}
+def values(model: Any) -> dict[str, Any]:
+    return {"storageUri": model.storage_uri, "sha256": model.sha256, "version": model.version}
 
 
-def render(mode: str, model: dict[str, Any], **rollout: Any) -> dict[str, Any]:
-    """The InferenceService that ``helm template`` renders for these values."""
+def render(mode: str, model: Any, canaries: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """The InferenceServices ``helm template`` renders for these values, by name."""
     helm = require_tool("helm")
-    values = {"deploymentMode": mode, "model": model, "rollout": rollout}
     result = subprocess.run(
         [
             helm,
@@ -53,9 +42,9 @@ def render(mode: str, model: dict[str, Any], **rollout: Any) -> dict[str, Any]:
             "--set-json",
             f"deploymentMode={json.dumps(mode)}",
             "--set-json",
-            f"model={json.dumps(values['model'])}",
+            f"model={json.dumps(values(model))}",
             "--set-json",
-            f"rollout={json.dumps(rollout)}",
+            f"rollout={json.dumps({'canaries': canaries or []})}",
         ],
         capture_output=True,
         text=True,
@@ -63,24 +52,16 @@ def render(mode: str, model: dict[str, Any], **rollout: Any) -> dict[str, Any]:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    return next(doc for doc in yaml.safe_load_all(result.stdout) if doc and doc["kind"] == "InferenceService")
-
-
-def rollout(kubeconfig, *args: str) -> int:
-    return main(["rollout", *args, "--kubeconfig", str(kubeconfig)])
-
-
-def canary_args(percent: int) -> list[str]:
-    return [
-        "--model-uri",
-        CANARY["storageUri"],
-        "--sha256",
-        CANARY["sha256"],
-        "--model-version",
-        CANARY["version"],
-        "--percent",
-        str(percent),
+    documents = [
+        doc for doc in yaml.safe_load_all(result.stdout) if doc and doc["kind"] == "InferenceService"
     ]
+    return {doc["metadata"]["name"]: doc for doc in documents}
+
+
+def as_rendered(obj: dict[str, Any]) -> dict[str, Any]:
+    """A stored object without what the API server adds."""
+    metadata = {key: value for key, value in obj["metadata"].items() if key not in SERVER_FIELDS}
+    return {key: value for key, value in obj.items() if key != "status"} | {"metadata": metadata}
 
 
 @pytest.fixture(autouse=True)
@@ -89,36 +70,21 @@ def _chart_present():
         pytest.fail(f"{CHART} is missing")
 
 
-def test_knative_canary_promote_rollback_match_the_chart(api_server, kubeconfig):
-    name = "h-housing-kserve"
-    api_server.put_object(render("Knative", STABLE))
-    assert rollout(kubeconfig, "canary", name, *canary_args(10)) == 0
-    after = api_server.get_object("ml", name)
-    expected = render("Knative", CANARY, canaryTrafficPercent=10)["spec"]
-    assert without_autoscaling(after["spec"]["predictor"]) == without_autoscaling(expected["predictor"])
-    assert after["spec"]["transformer"] == expected["transformer"]
+@pytest.mark.parametrize("mode", ["Standard", "Knative"])
+def test_canary_promote_rollback_write_what_the_chart_renders(api_server, kubeconfig, mode):
+    api_server.after_create = mark_ready
+    api_server.put_object(render(mode, STABLE)[FULLNAME])
+    flags = ["--model-uri", str(CANARY.storage_uri), "--sha256", str(CANARY.sha256)]
+    flags += ["--model-version", str(CANARY.version)]
+    assert housing(kubeconfig, "canary", FULLNAME, *flags, "--percent", "10") == 0
+    chart = render(mode, STABLE, [{"name": "canary", "trafficPercent": 10, "model": values(CANARY)}])
+    assert set(chart) == {FULLNAME, f"{FULLNAME}-canary"}
+    for name, rendered in chart.items():
+        assert as_rendered(api_server.get_object("ml", name)) == rendered, name
 
-    assert rollout(kubeconfig, "rollback", name) == 0
-    assert api_server.get_object("ml", name)["spec"] == render("Knative", STABLE)["spec"]
+    assert housing(kubeconfig, "rollback", FULLNAME) == 0
+    assert {name: as_rendered(obj) for (_, name), obj in api_server.objects.items()} == render(mode, STABLE)
 
-    assert rollout(kubeconfig, "canary", name, *canary_args(10)) == 0
-    assert rollout(kubeconfig, "promote", name) == 0
-    assert api_server.get_object("ml", name)["spec"] == render("Knative", CANARY)["spec"]
-
-
-def test_standard_canary_and_promote_match_the_chart(api_server, kubeconfig):
-    name = "h-housing-kserve"
-    api_server.put_object(render("Standard", STABLE))
-    assert rollout(kubeconfig, "canary", name, *canary_args(20)) == 0
-    after = api_server.get_object("ml", name)
-    expected = render(
-        "Standard", STABLE, canaries=[{"name": "canary", "trafficPercent": 20, "model": CANARY}]
-    )
-    (entry,) = after["spec"]["canary"]
-    (chart_entry,) = expected["spec"]["canary"]
-    assert entry["trafficPercent"] == chart_entry["trafficPercent"]
-    assert without_autoscaling(entry["predictor"]) == chart_entry["predictor"]
-    assert after["spec"]["predictor"] == expected["spec"]["predictor"]
-
-    assert rollout(kubeconfig, "promote", name) == 0
-    assert api_server.get_object("ml", name)["spec"] == render("Standard", CANARY)["spec"]
+    assert housing(kubeconfig, "canary", FULLNAME, *flags, "--percent", "10") == 0
+    assert housing(kubeconfig, "promote", FULLNAME) == 0
+    assert {name: as_rendered(obj) for (_, name), obj in api_server.objects.items()} == render(mode, CANARY)

@@ -162,3 +162,34 @@ async def send_v2(server: Server, instances: list[dict[str, float]]) -> list[tup
 
     async with httpx.AsyncClient(timeout=30) as client:
         return await asyncio.gather(*(one(client, house) for house in instances))
+
+
+@pytest.mark.slow
+def test_a_canary_that_goes_away_hands_its_share_to_the_stable_predictor(
+    predictor: Server, reversed_artifact_dir: Path, log_dir: Path, artifact, houses
+):
+    """`helm upgrade` or `housing rollout rollback` deletes the canary while transformers still route to it."""
+    from tests.detector.conftest import metric_value
+
+    canary = start_predictor(log_dir, str(reversed_artifact_dir), name="predictor-canary-gone")
+    transformer = None
+    try:
+        canary.service.wait_ready(f"{canary.url}/v2/health/ready")
+        transformer = start_transformer(
+            log_dir, predictor, *canary_flag("c", 50, canary, "v2"), name="transformer-canary-gone"
+        )
+        before = Counter(version for version, _ in asyncio.run(send_v2(transformer, houses[:40])))
+        assert len(before) == 2, before  # both arms answer while the canary runs
+        canary.service.stop()
+        after = asyncio.run(send_v2(transformer, houses[:60]))  # every answer 200 (send_v2 asserts it)
+        metrics = httpx.get(f"{transformer.url}/metrics").text
+    finally:
+        if transformer:
+            transformer.service.stop()
+        canary.service.stop()
+    assert {version for version, _ in after} == {artifact.version}, "the stable predictor answered them all"
+    for house, (_, value) in zip(houses[:60], after, strict=True):  # in its own order, read by name
+        row = np.array([[house[name] for name in artifact.feature_names]])
+        assert value == pytest.approx(artifact.pipeline.predict(row)[0], rel=1e-9)
+    fallbacks = metric_value(metrics, "housing_canary_fallbacks_total", canary="c")
+    assert 10 <= fallbacks <= 60, fallbacks  # about half of the 60 requests drew the canary

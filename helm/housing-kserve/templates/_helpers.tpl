@@ -35,14 +35,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: housing-kserve
 {{- end -}}
 
-{{/* Name-less metadata of every InferenceService of the release: the stable one and the canaries. */}}
+{{/* Name-less metadata of every InferenceService of the release, the stable one and the canaries:
+     (dict "ctx" $ "canaryOf" STABLE_NAME_OR_EMPTY). `housing rollout` finds canaries by the canary-of label. */}}
 {{- define "housing.isvcMetadata" -}}
-namespace: {{ .Release.Namespace }}
+namespace: {{ .ctx.Release.Namespace }}
 labels:
-  {{- include "housing.isvcLabels" . | nindent 2 }}
+  {{- include "housing.isvcLabels" .ctx | nindent 2 }}
+  {{- with .canaryOf }}
+  housing.kserve.dev/canary-of: {{ . }}
+  {{- end }}
 annotations:
-  serving.kserve.io/deploymentMode: {{ include "housing.mode" . }}
-  {{- if eq (include "housing.mode" .) "Standard" }}
+  serving.kserve.io/deploymentMode: {{ include "housing.mode" .ctx }}
+  {{- if eq (include "housing.mode" .ctx) "Standard" }}
   # KServe validates scaleMetric/scaleTarget against the HPA only when the class is named.
   serving.kserve.io/autoscalerClass: hpa
   {{- end }}
