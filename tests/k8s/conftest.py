@@ -51,6 +51,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "logger-url": {"logger": {"url": "http://collector.observability.svc.cluster.local:9000/events"}},
     "istio": {"networkPolicy": {"istio": {"enabled": True}}},
+    "highly-available": {
+        "predictor": {"minReplicas": 2},
+        "transformer": {"minReplicas": 3, "maxReplicas": 6},
+    },
     "detector-off": {"detector": {"enabled": False}, "logger": {"enabled": False}},
     "monitoring-off": {
         "monitoring": {

@@ -17,6 +17,7 @@ from tests.k8s.conftest import CHART, CLIENT_ID, NAMESPACE, RELEASE, SHA_A, SHA_
 FULLNAME = f"{RELEASE}-housing-kserve"
 BUILT_IN_KINDS = {
     "ServiceAccount",
+    "PodDisruptionBudget",
     "Role",
     "RoleBinding",
     "ConfigMap",
@@ -250,16 +251,9 @@ def test_a_canary_is_its_own_inference_service_in_either_mode(renders: dict[str,
         assert _predictor_args(stable["spec"]["predictor"])["--expected_sha256"] == SHA_A
         assert predictor["annotations"]["housing.kserve.dev/model-version"] == "2"
         # Apart from its model, endpoint label and annotations, the canary runs the stable predictor's spec.
-        same = {
-            key: value
-            for key, value in predictor.items()
-            if key not in ("containers", "labels", "annotations")
-        }
-        assert same == {
-            key: value
-            for key, value in stable["spec"]["predictor"].items()
-            if key not in ("containers", "labels", "annotations")
-        }
+        own = ("containers", "labels", "annotations", "topologySpreadConstraints")  # the last: spread by role
+        same = {key: value for key, value in predictor.items() if key not in own}
+        assert same == {key: value for key, value in stable["spec"]["predictor"].items() if key not in own}
 
 
 def test_workload_identity(renders: dict[str, Render]) -> None:
@@ -500,3 +494,40 @@ def test_transformer_batches_with_the_inference_log_on(renders: dict[str, Render
             "args"
         ]
         assert "--coalesce_rows" not in args  # the transformer's default: adaptive batching on
+
+
+def test_disruption_budgets_only_where_more_than_one_replica_runs(renders: dict[str, Render]) -> None:
+    from tests.k8s.kserve_controller import pod_labels
+
+    assert not renders["defaults"].of_kind("PodDisruptionBudget")  # one replica: a budget would block drains
+    rendered = renders["highly-available"]
+    stable = rendered.one("InferenceService", FULLNAME)
+    budgets = {b["metadata"]["name"]: b for b in rendered.of_kind("PodDisruptionBudget")}
+    assert set(budgets) == {f"{FULLNAME}-predictor", f"{FULLNAME}-transformer"}
+    for component in ("predictor", "transformer"):
+        budget = budgets[f"{FULLNAME}-{component}"]["spec"]
+        assert budget["maxUnavailable"] == 1
+        # The budget covers exactly the component's stable pods, as KServe labels them.
+        assert budget["selector"]["matchLabels"].items() <= pod_labels(stable, component).items()
+
+
+def test_pods_spread_across_nodes_and_zones(renders: dict[str, Render]) -> None:
+    from tests.k8s.kserve_controller import pod_labels
+
+    for scenario in ("defaults", "knative-canary", "standard-canary"):
+        rendered = renders[scenario]
+        for isvc in rendered.of_kind("InferenceService"):
+            for component in ("predictor", "transformer"):
+                if component not in isvc["spec"]:
+                    continue
+                constraints = isvc["spec"][component]["topologySpreadConstraints"]
+                assert [c["topologyKey"] for c in constraints] == [
+                    "kubernetes.io/hostname",
+                    "topology.kubernetes.io/zone",
+                ]
+                labels = pod_labels(isvc, component)
+                for constraint in constraints:
+                    assert (
+                        constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+                    )  # a preference, never unschedulable
+                    assert constraint["labelSelector"]["matchLabels"].items() <= labels.items(), scenario

@@ -132,6 +132,7 @@ scaleMetric: {{ include "housing.scaleMetric" (dict "ctx" $ "component" $values.
 scaleTarget: {{ $values.predictor.scaleTarget }}
 {{- /* No `logger`: the transformer logs (values.yaml `logger`). With one, KServe would also point the
        predictor Service at its agent's port 9081 (service_reconciler.go). */}}
+{{- include "housing.topologySpread" (dict "ctx" $ "component" "predictor" "endpoint" .endpoint) }}
 containers:
   - name: kserve-container
     image: {{ include "housing.image" (dict "ctx" $ "component" "predictor") }}
@@ -185,6 +186,23 @@ containers:
 volumes:
   - name: tmp
     emptyDir: {sizeLimit: 1Gi}
+{{- end -}}
+
+{{/* Spread a component's pods (one rollout role) across nodes and zones:
+     (dict "ctx" $ "component" "predictor" "endpoint" "default") */}}
+{{- define "housing.topologySpread" -}}
+{{- if .ctx.Values.availability.topologySpread }}
+topologySpreadConstraints:
+  {{- range list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+  - maxSkew: 1
+    topologyKey: {{ . }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "housing.componentSelector" (dict "ctx" $.ctx "component" $.component) | nindent 8 }}
+        housing.kserve.dev/endpoint: {{ $.endpoint }}
+  {{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* The scale metric of a component: the value, or the mode's natural one. */}}
