@@ -51,6 +51,22 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "logger-url": {"logger": {"url": "http://collector.observability.svc.cluster.local:9000/events"}},
     "istio": {"networkPolicy": {"istio": {"enabled": True}}},
+    "edge": {
+        "edge": {
+            "enabled": True,
+            "host": "housing.contoso.com",
+            "auth": {
+                "enabled": True,
+                "issuer": "https://login.microsoftonline.com/00000000-1111-2222-3333-444444444444/v2.0",
+                "audiences": ["api://housing"],
+                "jwksUri": "https://login.microsoftonline.com/00000000-1111-2222-3333-444444444444/discovery/v2.0/keys",
+                "predictClaims": {"roles": ["Housing.Predict"]},
+            },
+            "mtls": {"strict": True},
+            "cors": {"allowOrigins": ["https://app.contoso.com"]},
+        }
+    },
+    "knative-edge": {"deploymentMode": "Knative", "edge": {"enabled": True}},
     "highly-available": {
         "predictor": {"minReplicas": 2},
         "transformer": {"minReplicas": 3, "maxReplicas": 6},

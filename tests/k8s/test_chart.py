@@ -15,6 +15,14 @@ from tests.conftest import require_shared
 from tests.k8s.conftest import CHART, CLIENT_ID, NAMESPACE, RELEASE, SHA_A, SHA_B, Render, helm, render
 
 FULLNAME = f"{RELEASE}-housing-kserve"
+ISTIO_KINDS = {
+    "Gateway",
+    "VirtualService",
+    "RequestAuthentication",
+    "AuthorizationPolicy",
+    "PeerAuthentication",
+    "EnvoyFilter",
+}
 BUILT_IN_KINDS = {
     "ServiceAccount",
     "PodDisruptionBudget",
@@ -28,7 +36,7 @@ BUILT_IN_KINDS = {
     "NetworkPolicy",
     "Pod",
 }
-CUSTOM_KINDS = {"InferenceService", "PodMonitor", "PrometheusRule"}
+CUSTOM_KINDS = {"InferenceService", "PodMonitor", "PrometheusRule", *ISTIO_KINDS}
 
 
 def test_helm_lint_strict() -> None:

@@ -266,3 +266,41 @@ volumes:
   - name: tmp
     emptyDir: {sizeLimit: 2Gi}
 {{- end -}}
+
+{{/* The edge's CORS policy for a VirtualService route; nothing when no origin is allowed (browsers then refuse
+     every cross-origin call). */}}
+{{- define "housing.edge.cors" -}}
+{{- if .allowOrigins }}
+corsPolicy:
+  allowOrigins:
+    {{- range .allowOrigins }}
+    - exact: {{ . | quote }}
+    {{- end }}
+  allowMethods: {{ toJson .allowMethods }}
+  allowHeaders: {{ toJson .allowHeaders }}
+  allowCredentials: {{ .allowCredentials }}
+  maxAge: {{ .maxAge }}
+{{- end }}
+{{- end -}}
+
+{{/* `when` conditions of an AuthorizationPolicy rule: each claim must hold one of its values. */}}
+{{- define "housing.edge.claims" -}}
+{{- if . }}
+when:
+  {{- range $claim, $values := . }}
+  - key: request.auth.claims[{{ $claim }}]
+    values: {{ toJson $values }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* An AuthorizationPolicy rule: /metrics only from Prometheus's namespace. */}}
+{{- define "housing.edge.metrics" -}}
+- from:
+    - source:
+        namespaces: [{{ . | quote }}]
+  to:
+    - operation:
+        methods: [GET]
+        paths: ["/metrics"]
+{{- end -}}

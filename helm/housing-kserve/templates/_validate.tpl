@@ -50,6 +50,22 @@ other mode, an autoscaling metric its autoscaler does not know), so the render f
 {{- if and $v.logger.enabled (not $v.detector.enabled) (not $v.logger.url) -}}
 {{- fail "logger.enabled sends the CloudEvents to the detector, but detector.enabled is false: set logger.enabled: false, or logger.url to another receiver" -}}
 {{- end -}}
+{{- if $v.edge.enabled -}}
+{{- $auth := $v.edge.auth -}}
+{{- if and $auth.enabled (not (and $auth.issuer $auth.jwksUri $auth.audiences)) -}}
+{{- fail "edge.auth.enabled needs edge.auth.issuer, edge.auth.jwksUri and edge.auth.audiences (for Entra ID: https://login.microsoftonline.com/TENANT_ID/v2.0, .../discovery/v2.0/keys and your API's audience): without them every token would be refused, or any issuer's accepted" -}}
+{{- end -}}
+{{- if and $v.edge.cors.allowCredentials (has "*" $v.edge.cors.allowOrigins) -}}
+{{- fail "edge.cors: allowOrigins \"*\" together with allowCredentials would let any web page send your users' credentials: list the origins, or set allowCredentials: false" -}}
+{{- end -}}
+{{- $rl := $v.edge.rateLimit -}}
+{{- if and $rl.enabled (or (lt (int $rl.maxTokens) 1) (lt (int $rl.tokensPerFill) 1)) -}}
+{{- fail (printf "edge.rateLimit: maxTokens (%d) and tokensPerFill (%d) must be at least 1: a rate limit of zero refuses every request (set edge.rateLimit.enabled: false to have none)" (int $rl.maxTokens) (int $rl.tokensPerFill)) -}}
+{{- end -}}
+{{- if and $rl.enabled (gt (int $rl.tokensPerFill) (int $rl.maxTokens)) -}}
+{{- fail (printf "edge.rateLimit: tokensPerFill (%d) is larger than maxTokens (%d), the bucket it fills" (int $rl.tokensPerFill) (int $rl.maxTokens)) -}}
+{{- end -}}
+{{- end -}}
 {{- if and $v.azure.workloadIdentity.enabled (not $v.azure.workloadIdentity.clientId) -}}
 {{- fail "azure.workloadIdentity.enabled needs azure.workloadIdentity.clientId: the client ID of the managed identity with Storage Blob Data access" -}}
 {{- end -}}
