@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +62,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--publish", metavar="URL", help="also upload the artifact to Blob Storage (Azure/Azurite)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    azureml = parser.add_argument_group(
+        "Azure ML", "run the training as an Azure ML command job (azureml/train-job.yml) instead of here"
+    )
+    azureml.add_argument("--azureml", action="store_true", help="submit the job to an Azure ML workspace")
+    azureml.add_argument("--azureml-image", help="trainer image (default: the job file's)")
+    azureml.add_argument("--azureml-compute", help="compute cluster (default: the job file's)")
+    azureml.add_argument(
+        "--azureml-data", help="training CSV: azureml:// datastore path or https:// blob URL"
+    )
+    azureml.add_argument(
+        "--subscription", default=os.environ.get("AZURE_SUBSCRIPTION_ID"), help="subscription ID"
+    )
+    azureml.add_argument(
+        "--resource-group", default=os.environ.get("AZUREML_RESOURCE_GROUP"), help="resource group"
+    )
+    azureml.add_argument("--workspace", default=os.environ.get("AZUREML_WORKSPACE"), help="workspace name")
+    azureml.add_argument("--dry-run", action="store_true", help="print the validated job and send nothing")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0, or 1 when the data is invalid or the model fails the quality gate (nothing is written then).
     """
+    if args.azureml:
+        return run_on_azureml(args)
     from model.dataset import DataValidationError, load_dataset
     from model.evaluation import QualityGate, format_table
     from model.train import artifact_metadata, train_model, unregistered_version
@@ -121,6 +141,27 @@ def run(args: argparse.Namespace) -> int:
     print(f"artifact: {directory}")
     if args.publish:
         return publish_and_report(directory, args.publish)
+    return 0
+
+
+def run_on_azureml(args: argparse.Namespace) -> int:
+    """Build the Azure ML job, print it (``--dry-run``) or submit it; 2 when the workspace is not named."""
+    import yaml
+
+    from model import azureml
+
+    job = azureml.build_job(image=args.azureml_image, compute=args.azureml_compute, data=args.azureml_data)
+    if args.dry_run:
+        print(yaml.safe_dump(azureml.describe(job), sort_keys=False), end="")
+        return 0
+    missing = [flag for flag in ("subscription", "resource_group", "workspace") if not getattr(args, flag)]
+    if missing:
+        names = ", ".join("--" + flag.replace("_", "-") for flag in missing)
+        print(f"error: --azureml needs {names} (or AZURE_SUBSCRIPTION_ID, AZUREML_RESOURCE_GROUP, "
+              "AZUREML_WORKSPACE)", file=sys.stderr)  # fmt: skip
+        return 2
+    workspace = azureml.Workspace(args.subscription, args.resource_group, args.workspace)
+    print(f"submitted: {azureml.submit(job, workspace)}")
     return 0
 
 
