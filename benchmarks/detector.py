@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from housing.stack import free_port, stop_process
+from housing.processes import free_port, python_service, wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detector.json"
 SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
@@ -121,7 +120,7 @@ def build_events(
     metadata: dict[str, Any], pairs: int, invalid_every: int
 ) -> list[tuple[dict[str, str], bytes]]:
     """Binary-mode CloudEvents, a request and a response per row; every ``invalid_every``-th is malformed."""
-    from model.request_logger import REQUEST_TYPE, RESPONSE_TYPE
+    from serving.events import REQUEST_TYPE, RESPONSE_TYPE
 
     names = [feature["name"] for feature in metadata["features"]]
     rows = np.asarray(metadata["reference"]["features"])
@@ -205,23 +204,6 @@ def counters(url: str) -> dict[str, float]:
     return found
 
 
-def wait_ready(url: str, process: subprocess.Popen, timeout: float) -> None:
-    """Poll ``url`` until it answers 200; fail when the process exits or the time is up."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the detector exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready within {timeout:.0f} s")
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and its children (the detector and its test worker)."""
     import psutil
@@ -234,9 +216,11 @@ def wait_until_tested(url: str, timeout: float = 60.0) -> None:
     """Wait until the detector's worker has tested every full window."""
     import httpx
 
-    deadline = time.monotonic() + timeout
-    while httpx.get(url + "/status", timeout=10).json()["windows_queued"] and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(
+        lambda: not httpx.get(url + "/status", timeout=10).json()["windows_queued"],
+        timeout=timeout,
+        what="every full window tested",
+    )
 
 
 def throughput(artifact: Path, pairs: int, concurrency: int, baseline_requests: int) -> dict[str, Any]:
@@ -248,37 +232,26 @@ def throughput(artifact: Path, pairs: int, concurrency: int, baseline_requests: 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as state:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "detector",
-                "--storage_uri",
-                str(artifact),
-                "--http_port",
-                str(port),
-                "--host",
-                "127.0.0.1",
-                "--state_dir",
-                state,
-                "--log_level",
-                "WARNING",
-            ],
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
+        detector = python_service(
+            "detector",
+            ["-m", "detector", "--storage_uri", str(artifact), "--http_port", str(port),
+             "--host", "127.0.0.1", "--state_dir", state, "--log_level", "WARNING"],
+            Path(state),
+            port=port,
+        )  # fmt: skip
         try:
-            wait_ready(url + "/readyz", process, timeout=120)
+            detector.start().wait_ready(f"{url}/readyz", timeout=120)
             health = [http_request("GET", "/healthz")] * baseline_requests
             asyncio.run(send_all(port, health[:500], concurrency))  # warm-up
             baseline_seconds, _ = asyncio.run(send_all(port, health, concurrency))
             posts = [http_request("POST", "/", headers, body) for headers, body in events]
-            cpu_before = cpu_seconds(process.pid)
+            cpu_before = cpu_seconds(detector.pid)
             seconds, codes = asyncio.run(send_all(port, posts, concurrency))
             wait_until_tested(url)
-            cpu = cpu_seconds(process.pid) - cpu_before
+            cpu = cpu_seconds(detector.pid) - cpu_before
             seen = counters(url)
         finally:
-            stop_process(process, timeout=30)
+            detector.stop(timeout=30)
     received = seen.get("request/accepted", 0) + seen.get("response/accepted", 0)
     invalid = (
         seen.get("request/invalid", 0) + seen.get("response/invalid", 0) + seen.get("unknown/invalid", 0)

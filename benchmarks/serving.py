@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,9 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from housing.stack import free_port, stop_process
+from housing.processes import Service, free_port, python_service
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
 MODEL = "housing"
 V1_PATH = f"/v1/models/{MODEL}:predict"
@@ -143,46 +141,6 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-class Server:
-    """A server process of the benchmark, started with the container's entrypoint."""
-
-    def __init__(self, name: str, args: list[str], port: int, log_dir: Path):
-        self.name, self.port = name, port
-        self.log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop())
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, *args], stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
-        )
-
-    @property
-    def url(self) -> str:
-        """Base URL of its REST server."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        """Wait until the model is ready (fail early if the process exits)."""
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited; see {self.log.name}")
-            try:
-                if httpx.get(f"{self.url}/v2/models/{MODEL}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"{self.name} not ready within {timeout:.0f} s; see {self.log.name}")
-
-    def stop(self) -> float:
-        """Stop it and return its peak resident memory in MB."""
-        peak = peak_rss_mb(self.process.pid)
-        stop_process(self.process, timeout=20)
-        self.log.close()
-        return peak
-
-
 def v2_body(rows: np.ndarray) -> bytes:
     """A V2 JSON request with one [N, n_features] FP64 tensor."""
     tensor = {"name": "input-0", "datatype": "FP64", "shape": list(rows.shape), "data": rows.ravel().tolist()}
@@ -239,14 +197,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     naive_port, naive_grpc, http, grpc, front, rest_front = (free_port() for _ in range(6))
     predictor_args = ["-m", "predictor", "--storage_uri", str(artifact_dir)]
     predictor_args += ["--http_port", str(http), "--grpc_port", str(grpc)]
+
+    def server(name: str, args: list[str], port: int) -> Service:
+        return python_service(name, args, log_dir, port=port).start()
+
     servers = {
-        "naive": Server(
+        "naive": server(
             "naive",
             ["-m", "benchmarks.serving", "naive-server", str(artifact_dir), str(naive_port), str(naive_grpc)],
             naive_port,
-            log_dir,
         ),
-        "predictor": Server("predictor", predictor_args, http, log_dir),
+        "predictor": server("predictor", predictor_args, http),
     }
     # As ``housing up`` runs it: gRPC to the predictor; a second transformer calls the predictor over REST V2.
     grpc_hop = ["--protocol", "grpc-v2", "--predictor_host", f"127.0.0.1:{grpc}"]
@@ -254,7 +215,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for name, hop, port in (("transformer", grpc_hop, front), ("transformer-rest", rest_hop, rest_front)):
         args_ = ["-m", "transformer", *hop, "--predictor_rest_host", f"127.0.0.1:{http}"]
         args_ += ["--http_port", str(port), "--grpc_port", str(free_port())]
-        servers[name] = Server(name, args_, port, log_dir)
+        servers[name] = server(name, args_, port)
     targets = (
         ("naive kserve.Model", "naive", V2_PATH, v2_body),
         ("predictor", "predictor", V2_PATH, v2_body),
@@ -262,24 +223,25 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         ("e2e, REST hop", "transformer-rest", V1_PATH, lambda rows: v1_named_body(rows, names)),
     )
     try:
-        for server in servers.values():
-            server.wait_ready()
+        for started in servers.values():
+            started.wait_ready(f"{started.url}/v2/models/{MODEL}/ready", timeout=90)
         for rows in (1, 32):
             for concurrency in (1, 32):
                 cell(
                     rows,
                     concurrency,
                     [
-                        (target, f"{servers[server].url}{path}", make_body(batches[rows]))
-                        for target, server, path, make_body in targets
+                        (target, f"{servers[name].url}{path}", make_body(batches[rows]))
+                        for target, name, path, make_body in targets
                     ],
                 )
         big = v1_named_body(batches[1000], names)
         for concurrency in (1, 4):
             cell(1000, concurrency, [("end to end", f"{servers['transformer'].url}{V1_PATH}", big)])
     finally:
-        for name, server in servers.items():
-            peaks[name] = server.stop()
+        for name, started in servers.items():
+            peaks[name] = peak_rss_mb(started.pid)
+            started.stop(timeout=20)
     return {
         "phases": [asdict(phase) for phase in phases],
         "peak_rss_mb": peaks,

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from housing.stack import ServiceSpec, Stack, configure, free_port, services
+from housing.processes import Service, Stack, free_port
+from housing.stack import configure, services
 from model.paths import VAR_DIR_ENV
 from monitoring.traffic import PREDICT_PATH, houses, v1_body
 
@@ -179,7 +180,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def start_stack(stack: Stack, artifact: Path, workdir: Path) -> dict[str, ServiceSpec]:
+def start_stack(stack: Stack, artifact: Path, workdir: Path) -> dict[str, Service]:
     """The ``housing up`` stack (the transformer logging every inference to the detector), on free ports."""
     parser = argparse.ArgumentParser()
     configure(parser)
@@ -187,12 +188,10 @@ def start_stack(stack: Stack, artifact: Path, workdir: Path) -> dict[str, Servic
              "--detector-port")  # fmt: skip
     args = parser.parse_args([item for flag in flags for item in (flag, str(free_port()))])
     os.environ[VAR_DIR_ENV] = str(workdir)  # the detector keeps its state under the stack's var dir
-    specs = {spec.name: spec for spec in services(args, str(artifact), {})}
-    for spec in specs.values():
-        stack.start(spec)
-    for spec in specs.values():
-        stack.wait_ready(spec, timeout=120)
-    return specs
+    started = {service.name: stack.start(service) for service in services(args, str(artifact), {})}
+    for service in started.values():
+        stack.wait_ready(service, timeout=120)
+    return started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = Stack(workdir / "logs")
         try:
             specs = start_stack(stack, artifact, workdir)
-            pids = {spec.name: process.pid for spec, process, _ in stack.running}
+            pids = {name: service.pid for name, service in specs.items()}
             predictor_url = f"{specs['predictor'].url}{PREDICT_PATH}"
             transformer_url = f"{specs['transformer'].url}{PREDICT_PATH}"
             print(f"stack ready ({artifact}); baseline {args.baseline:.0f} s, then {args.duration:.0f} s at "

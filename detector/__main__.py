@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from detector.app import Detector, create_app
-    from housing.cli import configure_logging
+    from serving.logs import configure_logging
 
     args = build_parser().parse_args(argv)
     if not args.storage_uri:

@@ -9,7 +9,9 @@ body is whatever the logged component received or returned:
   feature) or one ``[N, n_features]`` tensor;
 - responses: V1 ``{"predictions": [..]}``, V2 ``{"outputs": [{"data": [..], ..}], "model_version": ..}``.
 
-Anything else raises :class:`InvalidEventError` with a message naming the field and the rule broken.
+Features are found by name as the transformer and the predictor find them (:mod:`serving.payload`); the
+headers are the contract of :mod:`serving.events`. Anything else raises :class:`InvalidEventError` with a
+message naming the field and the rule broken.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ import numpy as np
 from cloudevents.exceptions import GenericException
 from cloudevents.http import from_http
 
-from model.request_logger import METADATA_MODEL_VERSION, REQUEST_TYPE, RESPONSE_TYPE, decode_metadata
+from serving.events import (
+    DEFAULT_ENDPOINT,
+    METADATA_MODEL_VERSION,
+    REQUEST_TYPE,
+    RESPONSE_TYPE,
+    decode_metadata,
+)
+from serving.payload import instance_rows, stack_columns
 
 KINDS = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
 
@@ -98,7 +107,7 @@ def parse_event(headers: Mapping[str, str], body: bytes, features: Sequence[str]
     return InferenceEvent(
         kind=kind,
         id=str(event["id"]),
-        endpoint=str(event.get("endpoint") or "default"),
+        endpoint=str(event.get("endpoint") or DEFAULT_ENDPOINT),
         component=str(event.get("component") or "unknown"),
         model_version=metadata.get(METADATA_MODEL_VERSION) or version,
         rows=rows,
@@ -121,7 +130,7 @@ def decode_request(payload: Any, features: Sequence[str]) -> np.ndarray:
             if missing:
                 raise InvalidEventError(f"instances[0]: missing feature(s) {missing}")
             try:
-                return _finite("instances", [[item[name] for name in features] for item in instances])
+                return _finite("instances", instance_rows(instances, features))
             except KeyError as error:
                 raise InvalidEventError(f"instances: every instance needs feature {error}") from None
         return _finite("instances", instances, width=len(features))
@@ -131,12 +140,13 @@ def decode_request(payload: Any, features: Sequence[str]) -> np.ndarray:
             raise InvalidEventError("inputs: each V2 input needs 'name', 'shape', 'datatype' and 'data'")
         by_name = {item.get("name"): item for item in inputs}
         if all(name in by_name for name in features):
-            columns = [
-                _finite(f"inputs[{name}].data", by_name[name]["data"]).reshape(-1) for name in features
-            ]
-            if len({len(column) for column in columns}) != 1:
-                raise InvalidEventError("inputs: every feature input must have the same number of rows")
-            return np.column_stack(columns)
+            columns = {
+                name: _finite(f"inputs[{name}].data", by_name[name]["data"]).reshape(-1) for name in features
+            }
+            try:
+                return stack_columns(columns, features)
+            except ValueError as error:
+                raise InvalidEventError(f"inputs: {error}") from None
         if len(inputs) == 1:
             return _finite(f"inputs[{inputs[0].get('name')}].data", inputs[0]["data"], width=len(features))
         raise InvalidEventError(

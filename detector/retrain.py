@@ -3,7 +3,7 @@
 ``--retrain_action``:
 
 - ``k8s-job``: create a Kubernetes Job from a YAML template (the Helm chart mounts it) with the kubernetes
-  client, in-cluster config or a kubeconfig;
+  client, configured as ``housing rollout`` configures it (:mod:`serving.kube`);
 - ``command``: run a local command (by default ``housing train --fast``);
 - ``webhook``: POST a JSON description of the episode to a URL;
 - ``none``: only log and count.
@@ -26,12 +26,12 @@ from typing import Any
 
 from detector.keys import WindowKey
 from detector.metrics import RETRAINS
+from serving import kube
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("none", "command", "webhook", "k8s-job")
 DEFAULT_COMMAND = "housing train --fast --no-progress"
-IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # Seconds between two firings at least, whatever the keys: when a shift reaches the default endpoint and the
 # canary alike, one retrain answers both.
 DEFAULT_COOLDOWN = 3600.0
@@ -82,29 +82,22 @@ def k8s_job_action(
     if not isinstance(manifest, dict) or manifest.get("kind") != "Job":
         raise ValueError(f"{template}: must be a batch/v1 Job manifest")
     metadata = manifest.setdefault("metadata", {})
-    namespace = namespace or metadata.pop("namespace", None) or _pod_namespace()
+    namespace = namespace or metadata.pop("namespace", None) or kube.pod_namespace()
 
     def run(episode: dict[str, Any]) -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config(config_file=kubeconfig)
+        api_client = kube.load_client(kubeconfig).api_client
         body: Any = {**manifest, "metadata": dict(metadata)}
         body["metadata"]["generateName"] = f"{body['metadata'].pop('name', 'housing-retrain')}-"
         body["metadata"]["annotations"] = {
             **metadata.get("annotations", {}),
             **{f"housing.example.com/retrain-{key}": str(value) for key, value in episode.items()},
         }
-        created = client.BatchV1Api().create_namespaced_job(namespace=namespace, body=body)
+        created = client.BatchV1Api(api_client).create_namespaced_job(namespace=namespace, body=body)
         log.info("created Job %s/%s", namespace, getattr(created.metadata, "name", "?"))
 
     return run
-
-
-def _pod_namespace() -> str:
-    return IN_CLUSTER_NAMESPACE.read_text().strip() if IN_CLUSTER_NAMESPACE.exists() else "default"
 
 
 class RetrainTrigger:

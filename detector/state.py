@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from detector.keys import WindowKey
+from model.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +38,7 @@ def read_state(path: Path) -> dict[str, Any]:
 def write_state(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` through a temporary file renamed over it, so a crash never leaves half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".state.", delete=False) as handle:
-        json.dump(state, handle, separators=(",", ":"))
-    os.replace(handle.name, path)
+    write_atomic(path, json.dumps(state, separators=(",", ":")))
 
 
 def upgrade_format_1(state: dict[str, Any]) -> dict[str, Any]:

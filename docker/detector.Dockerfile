@@ -10,7 +10,7 @@ WORKDIR /src
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir "pip==25.3"
 COPY docker/constraints.txt pyproject.toml README.md ./
 COPY model/ model/
-COPY housing/ housing/
+COPY serving/ serving/
 COPY detector/ detector/
 RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[detector]" \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib

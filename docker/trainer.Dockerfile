@@ -10,6 +10,7 @@ WORKDIR /src
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir "pip==25.3"
 COPY docker/constraints.txt pyproject.toml README.md ./
 COPY model/ model/
+COPY serving/ serving/
 COPY housing/ housing/
 # The `housing` command registers `housing drift` (detector/batch.py); its statistics need only numpy.
 COPY detector/ detector/

@@ -10,9 +10,7 @@ WORKDIR /src
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir "pip==25.3"
 COPY docker/constraints.txt pyproject.toml README.md ./
 COPY model/ model/
-COPY housing/ housing/
-# predictor/server.py holds what both KServe servers add to ModelServer (no scikit-learn import).
-COPY predictor/ predictor/
+COPY serving/ serving/
 COPY transformer/ transformer/
 RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[transformer]" \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
-import sys
 from collections.abc import Sequence
+
+from serving.logs import configure_logging
 
 COMMANDS: dict[str, str] = {
     "train": "model.train_cli",
@@ -53,13 +53,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     return int(args.run(args) or 0)
-
-
-def configure_logging(level: str = "INFO") -> None:
-    """Structured (logfmt-style) logs on standard error, the same shape in every component."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format='time=%(asctime)s level=%(levelname)s logger=%(name)s msg="%(message)s"',
-        force=True,
-    )

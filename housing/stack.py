@@ -1,7 +1,7 @@
 """``housing up``: the serving stack on loopback, started the way the containers start it.
 
 Each service is a ``python -m <component>`` process with the container's own arguments (see
-:class:`ServiceSpec` and :func:`services`); ``housing up`` waits until every one is ready, prints the URLs and
+:func:`services`); ``housing up`` waits until every one is ready, prints the URLs and
 a curl example, sends one real prediction, then keeps running until Ctrl-C (SIGINT) or SIGTERM, and stops
 every process it started.
 ``--once`` exits after the prediction (tests and CI).
@@ -11,58 +11,36 @@ drift detector HTTP 8070 (the transformer logs every inference to it; ``--no-det
 MLflow 5000 (with ``--mlflow``: the tracking server and model registry over the local store), Prometheus 9090
 (with ``--monitoring``), Azurite 10000 (with ``--azurite``). Logs go to ``var/stack/<service>.log``.
 
-Adding a service is adding a :class:`ServiceSpec` to the list :func:`services` returns.
+Adding a service is adding a :class:`~housing.processes.Service` to the list :func:`services` returns; how
+processes are started, waited for and stopped is housing/processes.py, the local Prometheus
+housing/prometheus.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 
-from housing import monitoring
+from housing import prometheus
+from housing.processes import HOST, Service, Stack
+from model.paths import latest_artifact, var_dir
 
 HELP = "Start predictor, transformer and detector on loopback, show a real prediction; Ctrl-C stops them."
-HOST = "127.0.0.1"
 AZURITE_ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key, published by Microsoft for the emulator: not a secret.
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-
-
-@dataclass
-class ServiceSpec:
-    """One process of the stack.
-
-    Attributes:
-        name: Short name (``predictor``, ``transformer``, ...), also the log file's name.
-        command: The command line, e.g. ``[python, "-m", "predictor", ...]``.
-        http_port: Its HTTP port on 127.0.0.1.
-        ready_path: A path answering 200 once it can serve.
-        env: Extra environment variables.
-    """
-
-    name: str
-    command: list[str]
-    http_port: int
-    ready_path: str = "/v2/health/ready"
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        """Base URL of its HTTP server."""
-        return f"http://{HOST}:{self.http_port}"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -109,23 +87,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mlflow-port", type=int, default=5000, help="MLflow port (default: %(default)s)")
     parser.add_argument("--ready-timeout", type=float, default=90.0, help="seconds to wait for readiness")
     parser.add_argument("--log-dir", type=Path, help="where service logs go (default: var/stack)")
-    monitoring.configure(parser)  # --monitoring, --prometheus-port (housing/monitoring.py)
+    parser.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also start Prometheus, scraping every service and evaluating the Helm chart's alert rules",
+    )
+    parser.add_argument(
+        "--prometheus-port", type=int, default=9090, help="Prometheus web/API port (default: %(default)s)"
+    )
 
 
-def services(args: argparse.Namespace, storage_uri: str, env: dict[str, str]) -> list[ServiceSpec]:
+def services(args: argparse.Namespace, storage_uri: str, env: dict[str, str]) -> list[Service]:
     """The processes of the stack, with the same entrypoints and flags as their containers."""
-    from model.paths import var_dir
-
     python = sys.executable
     return [
-        ServiceSpec(
+        Service(
             "predictor",
             [python, "-m", "predictor", "--model_name", "housing", "--storage_uri", storage_uri,
              "--http_port", str(args.predictor_port), "--grpc_port", str(args.predictor_grpc_port)],
             args.predictor_port,
             env=env,
         ),
-        ServiceSpec(
+        Service(
             "transformer",
             # gRPC to the predictor: KServe's REST client (httpx) is the bottleneck under concurrency (see
             # docs/serving.md); the predictor's V2 metadata (feature order) is read over REST.
@@ -136,7 +119,7 @@ def services(args: argparse.Namespace, storage_uri: str, env: dict[str, str]) ->
              *(["--logger_url", f"http://{HOST}:{args.detector_port}/"] if args.detector else [])],
             args.transformer_port,
         ),
-        *([ServiceSpec(
+        *([Service(
             "detector",
             [python, "-m", "detector", "--storage_uri", storage_uri, "--host", HOST,
              "--http_port", str(args.detector_port), "--state_dir", str(var_dir() / "detector")],
@@ -147,13 +130,13 @@ def services(args: argparse.Namespace, storage_uri: str, env: dict[str, str]) ->
     ]  # fmt: skip
 
 
-def mlflow_service(port: int) -> ServiceSpec:
+def mlflow_service(port: int) -> Service:
     """The MLflow tracking server over the store training writes to (``MLFLOW_TRACKING_URI``, else var/)."""
-    from model.tracking import artifact_location, tracking_uri
+    from model.tracking import artifact_location, tracking_uri  # imports mlflow: only with --mlflow
 
     uri = tracking_uri()
     artifacts = artifact_location(uri)
-    return ServiceSpec(
+    return Service(
         "mlflow",
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", HOST,
          "--port", str(port), "--workers", "1",
@@ -163,96 +146,30 @@ def mlflow_service(port: int) -> ServiceSpec:
     )  # fmt: skip
 
 
-_PORTS_HANDED_OUT: set[int] = set()
+def azurite_service(location: Path, port: int) -> Service:
+    """Azurite's Blob service on ``127.0.0.1:port``, keeping its data in ``location`` (telemetry off)."""
+    binary = shutil.which("azurite-blob")
+    if binary is None:
+        raise RuntimeError("azurite-blob not found on PATH (./dev setup installs it under .tools/azurite)")
+    return Service(
+        "azurite",
+        [binary, "--blobHost", HOST, "--blobPort", str(port), "--location", str(location),
+         "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--loose"],
+        port,
+        ready_path=None,  # listening is ready
+    )  # fmt: skip
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now and that this process has not handed out before.
-
-    The kernel may offer a port it has just released again, so consecutive calls could otherwise give two
-    services of one stack the same port (seen in CI: Prometheus and the detector).
-    """
-    while True:
-        with socket.socket() as sock:
-            sock.bind((HOST, 0))
-            port = int(sock.getsockname()[1])
-        if port not in _PORTS_HANDED_OUT:
-            _PORTS_HANDED_OUT.add(port)
-            return port
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """End a process with SIGTERM (so it saves its state and coverage), then SIGKILL after ``timeout`` s."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-class Stack:
-    """The processes started so far; :meth:`stop` ends every one of them (and only them)."""
-
-    def __init__(self, log_dir: Path):
-        self.log_dir = log_dir
-        self.running: list[tuple[ServiceSpec, subprocess.Popen[bytes], IO[bytes]]] = []
-
-    def start(self, spec: ServiceSpec) -> None:
-        """Start one service, its output going to ``<log_dir>/<name>.log``."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{spec.name}.log", "wb")  # noqa: SIM115 (closed in stop())
-        environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **spec.env}
-        process = subprocess.Popen(spec.command, stdout=log, stderr=subprocess.STDOUT, env=environment)
-        self.running.append((spec, process, log))
-        print(f"started {spec.name} (pid {process.pid}), log {self.log_dir / f'{spec.name}.log'}", flush=True)
-
-    def wait_ready(self, spec: ServiceSpec, timeout: float) -> None:
-        """Wait until ``spec`` answers 200 on its ready path; fail early if its process exits."""
-        import httpx
-
-        process = next(process for started, process, _ in self.running if started is spec)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{spec.name} exited with {process.returncode}:\n{self.log_tail(spec)}")
-            try:
-                if httpx.get(spec.url + spec.ready_path, timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"{spec.name} not ready within {timeout:.0f} s:\n{self.log_tail(spec)}")
-
-    def exited(self) -> list[str]:
-        """Names of services whose process has ended."""
-        return [spec.name for spec, process, _ in self.running if process.poll() is not None]
-
-    def log_tail(self, spec: ServiceSpec, lines: int = 20) -> str:
-        """The last lines of a service's log."""
-        path = self.log_dir / f"{spec.name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop every started process: SIGTERM, then SIGKILL after ``timeout`` seconds."""
-        for spec, process, _ in reversed(self.running):
-            if process.poll() is None:
-                print(f"stopping {spec.name} (pid {process.pid})", flush=True)
-                process.terminate()
-        for _, process, log in self.running:
-            stop_process(process, timeout)
-            log.close()
-        self.running.clear()
+def azurite_connection_string(port: int) -> str:
+    """The connection string of the Azurite Blob service on ``127.0.0.1:port``."""
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://{HOST}:{port}/{AZURITE_ACCOUNT};"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Start the stack, show a prediction, wait for Ctrl-C (or exit with ``--once``)."""
-    import logging
-
-    from model.paths import var_dir
-
     logging.getLogger("httpx").setLevel(logging.WARNING)
     stack = Stack(args.log_dir or var_dir() / "stack")
     with _stop_on_signals():
@@ -261,15 +178,13 @@ def run(args: argparse.Namespace) -> int:
             storage_uri, env = str(artifact), dict[str, str]()
             if args.azurite:
                 storage_uri, env = _serve_from_azurite(stack, artifact, args.azurite_port)
-            specs = services(args, storage_uri, env)
-            for spec in specs:
-                stack.start(spec)
-            for spec in specs:
-                stack.wait_ready(spec, args.ready_timeout)
-                print(f"ready: {spec.name} at {spec.url}", flush=True)
-            if args.monitoring:  # Prometheus with the chart's alert rules (housing/monitoring.py)
-                monitoring.start_in_stack(stack, specs, args)
-            transformer = next(spec for spec in specs if spec.name == "transformer")
+            started = [stack.start(service) for service in services(args, storage_uri, env)]
+            for service in started:
+                stack.wait_ready(service, args.ready_timeout)
+                print(f"ready: {service.name} at {service.url}", flush=True)
+            if args.monitoring:
+                _start_prometheus(stack, started, args)
+            transformer = next(service for service in started if service.name == "transformer")
             _show_prediction(transformer.url)
             if args.once:
                 return 0
@@ -287,9 +202,24 @@ def run(args: argparse.Namespace) -> int:
             stack.stop()
 
 
-def _latest_or_train(fast: bool) -> Path:
-    from model.paths import latest_artifact
+def _start_prometheus(stack: Stack, started: list[Service], args: argparse.Namespace) -> None:
+    """``--monitoring``: Prometheus with the chart's alert rules, scraping each component every 5 s."""
+    targets = [
+        prometheus.Target(service.name, f"{HOST}:{service.port}")
+        for service in started
+        if service.name in prometheus.COMPONENTS
+    ]
+    config_file = prometheus.write_config(stack.log_dir / "prometheus", targets)
+    server = stack.start(prometheus.service(config_file, args.prometheus_port))
+    stack.wait_ready(server, args.ready_timeout)
+    print(
+        f"prometheus: {server.url} (alerts: {server.url}/alerts; scraping "
+        f"{', '.join(target.component for target in targets)} every 5 s; config {config_file})",
+        flush=True,
+    )
 
+
+def _latest_or_train(fast: bool) -> Path:
     artifact = latest_artifact()
     if artifact is None:
         command = ["housing", "train", *(["--fast"] if fast else [])]
@@ -303,25 +233,10 @@ def _latest_or_train(fast: bool) -> Path:
 
 
 def _serve_from_azurite(stack: Stack, artifact: Path, port: int) -> tuple[str, dict[str, str]]:
-    from model.paths import var_dir
-    from model.storage import CONNECTION_STRING_ENV, publish
+    from model.storage import CONNECTION_STRING_ENV, publish  # the Azure SDK: only with --azurite
 
-    binary = shutil.which("azurite-blob")
-    if binary is None:
-        raise RuntimeError("azurite-blob not found on PATH (./dev setup installs it under .tools/azurite)")
-    spec = ServiceSpec(
-        "azurite",
-        [binary, "--blobHost", HOST, "--blobPort", str(port), "--location", str(var_dir() / "azurite"),
-         "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--loose"],
-        port,
-        ready_path=f"/{AZURITE_ACCOUNT}?comp=list",
-    )  # fmt: skip
-    stack.start(spec)
-    _wait_listening(stack, spec)
-    connection_string = (
-        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-        f"BlobEndpoint=http://{HOST}:{port}/{AZURITE_ACCOUNT};"
-    )
+    stack.wait_ready(stack.start(azurite_service(var_dir() / "azurite", port)), timeout=30.0)
+    connection_string = azurite_connection_string(port)
     os.environ[CONNECTION_STRING_ENV] = connection_string
     version = json.loads((artifact / "model.json").read_text())["version"]
     url = f"http://{HOST}:{port}/{AZURITE_ACCOUNT}/models/housing/{version}"
@@ -330,22 +245,8 @@ def _serve_from_azurite(stack: Stack, artifact: Path, port: int) -> tuple[str, d
     return url, {CONNECTION_STRING_ENV: connection_string}
 
 
-def _wait_listening(stack: Stack, spec: ServiceSpec, timeout: float = 30.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if spec.name in stack.exited():
-            raise RuntimeError(f"{spec.name} exited:\n{stack.log_tail(spec)}")
-        try:
-            socket.create_connection((HOST, spec.http_port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{spec.name} not listening on {spec.http_port} within {timeout:.0f} s")
-
-
 def _show_prediction(transformer_url: str) -> None:
+    # Imported here, not at the top: pandas and httpx would make `housing --help` slow.
     import httpx
 
     from model.dataset import load_dataset

@@ -21,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from model.files import write_atomic
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "model.json"
@@ -100,7 +101,7 @@ def save_artifact(directory: str | Path, pipeline: Any, metadata: dict[str, Any]
     model_tmp = directory / f".{MODEL_FILE}.tmp"
     joblib.dump(pipeline, model_tmp)
     document = {**metadata, "format_version": FORMAT_VERSION, "sha256": sha256_file(model_tmp)}
-    _write_atomic(directory / METADATA_FILE, json.dumps(document, indent=2, sort_keys=True) + "\n")
+    write_atomic(directory / METADATA_FILE, json.dumps(document, indent=2, sort_keys=True) + "\n")
     os.replace(model_tmp, directory / MODEL_FILE)
     return directory
 
@@ -183,9 +184,3 @@ def load_artifact(directory: str | Path, expected_sha256: str | None = None) -> 
             f"cannot load {MODEL_FILE} (libraries {metadata.get('libraries')}): {error}"
         ) from error
     return ModelArtifact(pipeline=pipeline, metadata=metadata, path=Path(directory))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)

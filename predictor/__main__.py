@@ -15,9 +15,9 @@ import threading
 from model.artifact import ArtifactError
 from model.storage import StorageError
 from predictor.model import HousingModel
-from predictor.server import (
+from serving.server import (
     HousingModelServer,
-    configure_logging,
+    configure_server_logging,
     freeze_heap,
     parse_server_args,
     server_parser,
@@ -93,7 +93,7 @@ def load_with_backoff(model: HousingModel, stop: threading.Event, max_delay: flo
 def main(argv: list[str] | None = None) -> None:
     """Start the predictor server."""
     args = parse_args(argv)
-    configure_logging(args.log_level, latency_logging=args.enable_latency_logging)
+    configure_server_logging(args.log_level, latency_logging=args.enable_latency_logging)
     model = HousingModel(args.model_name, args.storage_uri, args.expected_sha256)
     stop = threading.Event()
     loader = threading.Thread(

@@ -21,26 +21,16 @@ import numpy as np
 from kserve import InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput, ModelNotReady
 from kserve.utils.utils import get_predict_input, get_predict_response
-from prometheus_client import Gauge, Histogram
 
 from model import storage
 from model.artifact import ModelArtifact, load_artifact
 from model.pipeline import predict_validated
 from model.schema import TARGET, TARGET_UNIT
-from predictor.server import BATCH_ROWS
+from predictor.metrics import MODEL_INFO, PREDICTED_VALUE
+from serving.metrics import BATCH_ROWS
+from serving.payload import FEATURE_NAMES, select_columns
 
-PREDICTED_VALUE = Histogram(
-    "housing_predicted_value",
-    "Predicted median home value (USD 1000s).",
-    ["model_name", "model_version"],
-    buckets=(5, 10, 15, 20, 25, 30, 35, 40, 45, 50),
-)
-MODEL_INFO = Gauge(
-    "housing_model_info", "The model being served (always 1).", ["model_name", "model_version", "sha256"]
-)
 NUMERIC_DATATYPES = ("FP32", "FP64")
-FEATURE_NAMES = "feature_names"
-"""The tensor parameter naming its columns, comma-separated."""
 
 
 class HousingModel(Model):
@@ -110,7 +100,7 @@ class HousingModel(Model):
             "platform": "sklearn",
             "versions": [artifact.version],
             "parameters": {
-                "feature_names": ",".join(artifact.feature_names),
+                FEATURE_NAMES: ",".join(artifact.feature_names),
                 "model_version": artifact.version,
                 "sha256": artifact.sha256,
                 "target": TARGET,
@@ -142,8 +132,7 @@ class HousingModel(Model):
             raise InvalidInput(f"input-0: {_shape_rule(columns)} ({error})") from None
         if rows.ndim != 2 or rows.shape[1] != len(columns) or rows.shape[0] == 0:
             raise InvalidInput(f"input-0: {_shape_rule(columns)}, got shape {list(rows.shape)}")
-        if columns is not feature_names:  # named in another order, or with extra columns
-            rows = rows[:, [columns.index(name) for name in feature_names]]
+        rows = select_columns(rows, columns, feature_names)  # named in another order, or with extra columns
         if not np.isfinite(rows).all():
             raise InvalidInput("input-0: every value must be a finite number (no NaN or infinity)")
         return rows

@@ -13,9 +13,9 @@ import os
 
 from kserve.predictor_config import PredictorConfig
 
-from model.request_logger import LOGGER_URL_ENV, RequestLogger
-from predictor.server import HousingModelServer, configure_logging, parse_server_args, server_parser
+from serving.server import HousingModelServer, configure_server_logging, parse_server_args, server_parser
 from transformer.model import HousingTransformer
+from transformer.request_logger import LOGGER_URL_ENV, RequestLogger
 from transformer.routing import build_router, check_canaries, parse_canary
 
 log = logging.getLogger("transformer")
@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Start the transformer server."""
     args = parse_args(argv)
-    configure_logging(args.log_level, latency_logging=args.enable_latency_logging)
+    configure_server_logging(args.log_level, latency_logging=args.enable_latency_logging)
     # KServe reads --predictor_protocol; the contract (and KServe's docs for transformers) say --protocol.
     protocol = args.predictor_protocol if args.predictor_protocol != "v1" else args.protocol
     router = build_router(

@@ -22,17 +22,16 @@ from typing import Any
 
 import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse, Model
-from prometheus_client import Counter
 
-from model.request_logger import RequestLogger
 from model.schema import FEATURES_BY_NAME, TARGET, TARGET_DESCRIPTION, TARGET_UNIT
-from predictor.server import BATCH_ROWS, PredictorUnavailableError
+from serving.errors import PredictorUnavailableError
+from serving.metrics import BATCH_ROWS
+from serving.payload import FEATURE_NAMES
+from transformer.metrics import VALIDATION_ERRORS
 from transformer.payload import PayloadError, rows_from_v1, rows_from_v2
+from transformer.request_logger import RequestLogger
 from transformer.routing import Answer, PredictorArm, PredictorModel, Router
 
-VALIDATION_ERRORS = Counter(
-    "housing_validation_errors_total", "Payloads refused, by field and rule.", ["model_name", "field", "rule"]
-)
 REQUEST_ID_HEADER = "x-request-id"
 
 
@@ -180,7 +179,7 @@ class HousingTransformer(Model):
             "versions": [model.version],
             "inputs": self.get_input_types(),
             "parameters": {
-                "feature_names": model.feature_list,
+                FEATURE_NAMES: model.feature_list,
                 "model_version": model.version,
                 "target": TARGET,
                 "description": TARGET_DESCRIPTION,

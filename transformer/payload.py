@@ -11,15 +11,16 @@ Three shapes are accepted, all answering the same thing (median home value, USD 
   [N, n_model] (the model's own features, in the model's order).
 
 Features the schema knows but the model does not use (``b`` for the default model) are accepted, validated and
-dropped. Every problem raises :class:`PayloadError`, a ``kserve.errors.InvalidInput`` (HTTP 400, gRPC
-INVALID_ARGUMENT) whose message names the field, the instance index and the rule broken.
+dropped. Finding features by name is :mod:`serving.payload`'s, shared with the predictor and the detector;
+checking them against the schema is this module's. Every problem raises :class:`PayloadError`, a
+``kserve.errors.InvalidInput`` (HTTP 400, gRPC INVALID_ARGUMENT) whose message names the field, the instance
+index and the rule broken.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from kserve import InferInput, InferRequest
 from kserve.errors import InvalidInput
 
 from model.schema import ALL_FEATURES, FEATURES_BY_NAME, Feature
+from serving.payload import instance_rows, select_columns, stack_columns
 
 V2_DATATYPES = ("FP32", "FP64", "INT32", "INT64")
 _NUMBER_TYPES = frozenset((int, float))
@@ -93,11 +95,7 @@ def rows_from_v1(payload: Any, features: Sequence[str], max_rows: int) -> np.nda
         for index, instance in enumerate(instances):
             _check_instance(instance, required, index)
         columns = names
-    rows = (
-        list(map(operator.itemgetter(*columns), instances))
-        if len(columns) > 1
-        else [(instance[columns[0]],) for instance in instances]
-    )
+    rows = instance_rows(instances, columns)
     if not set(map(type, itertools.chain.from_iterable(rows))) <= _NUMBER_TYPES:
         for index, row in enumerate(rows):
             for name, value in zip(columns, row, strict=True):
@@ -105,9 +103,7 @@ def rows_from_v1(payload: Any, features: Sequence[str], max_rows: int) -> np.nda
                     _raise_violation(FEATURES_BY_NAME[name], value, f"instances[{index}].{name}")
     table = np.array(rows, dtype=np.float64)
     check_domains(table, columns, lambda index, name: f"instances[{index}].{name}")
-    return (
-        table if columns is names else np.ascontiguousarray(table[:, [columns.index(name) for name in names]])
-    )
+    return select_columns(table, columns, names)
 
 
 def rows_from_v2(request: InferRequest, features: Sequence[str], max_rows: int) -> np.ndarray:
@@ -133,15 +129,16 @@ def rows_from_v2(request: InferRequest, features: Sequence[str], max_rows: int) 
         matrix = _as_array(tensor)
         _check_batch_size(matrix.shape[0], max_rows, tensor.name)
         check_domains(matrix, columns, lambda index, name: f"{tensor.name}[{index}].{name}")
-        order = [columns.index(name) for name in features]
-        return np.ascontiguousarray(matrix[:, order])
+        return np.ascontiguousarray(select_columns(matrix, columns, features))
     by_name = _named_columns(inputs, features)
-    length = len(next(iter(by_name.values())))
-    _check_batch_size(length, max_rows, inputs[0].name)
     present = [name for name in ALL_FEATURES if name in by_name]
-    table = np.column_stack([by_name[name] for name in present])
+    try:
+        table = stack_columns(by_name, present)
+    except ValueError as error:
+        raise PayloadError(f"inputs: {error}", field="inputs", rule="wrong_shape") from None
+    _check_batch_size(len(table), max_rows, inputs[0].name)
     check_domains(table, present, lambda index, name: f"{name}[{index}]")
-    return np.ascontiguousarray(table[:, [present.index(name) for name in features]])
+    return np.ascontiguousarray(select_columns(table, present, features))
 
 
 def check_domains(table: np.ndarray, names: Sequence[str], location: Location) -> None:
@@ -277,13 +274,6 @@ def _named_columns(inputs: list[InferInput], features: Sequence[str]) -> dict[st
             f"{missing[0]}: missing input; the model needs {', '.join(features)}",
             field=missing[0],
             rule="missing",
-        )
-    lengths = {name: len(values) for name, values in by_name.items()}
-    if len(set(lengths.values())) > 1:
-        raise PayloadError(
-            f"inputs: every input must have the same number of rows, got {lengths}",
-            field="inputs",
-            rule="wrong_shape",
         )
     return by_name
 

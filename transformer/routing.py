@@ -11,7 +11,7 @@ metadata (feature order and version: read at first use and again after any failu
 adaptive batching (:mod:`transformer.batching`; requests merge only within one arm and one feature order).
 Every V2 tensor carries the feature order its columns are in (``parameters.feature_names``), so a predictor
 replaced under the transformer (a rolling update, a revision with another order) still reads them right:
-see :mod:`predictor.model`.
+see ``predictor/model.py``.
 """
 
 from __future__ import annotations
@@ -40,23 +40,15 @@ from kserve import (
 )
 from kserve.model import append_forwardable_headers
 from kserve.predictor_config import PredictorConfig
-from prometheus_client import Counter
 
-from predictor.server import PredictorTimeoutError, PredictorUnavailableError, UpstreamError
+from serving.errors import PredictorTimeoutError, PredictorUnavailableError, UpstreamError
+from serving.events import CANARY_ENDPOINT, DEFAULT_ENDPOINT
+from serving.payload import FEATURE_NAMES
 from transformer.batching import Coalescer
+from transformer.metrics import CANARY_FALLBACKS, PREDICTOR_ERRORS
 
-PREDICTOR_ERRORS = Counter(
-    "housing_predictor_errors_total", "Failed calls to the predictor, by reason.", ["model_name", "reason"]
-)
-CANARY_FALLBACKS = Counter(
-    "housing_canary_fallbacks_total",
-    "Requests a canary could not take (unreachable or not ready) that the stable predictor answered.",
-    ["model_name", "canary"],
-)
 STABLE = "stable"
 """The stable arm's name. Its events are logged with ``ce-endpoint: default``, a canary's with ``canary``."""
-FEATURE_NAMES = "feature_names"
-"""The tensor parameter that carries the columns' feature order, comma-separated (as in the V2 metadata)."""
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 T = TypeVar("T")
@@ -154,7 +146,7 @@ class PredictorArm:
         self.spec = spec
         self.config = config
         self.model_name = model_name
-        self.endpoint = "default" if spec.name == STABLE else "canary"
+        self.endpoint = DEFAULT_ENDPOINT if spec.name == STABLE else CANARY_ENDPOINT
         self.timeout = float(config.predictor_request_timeout_seconds)
         scheme = "https" if config.predictor_use_ssl else "http"
         self.metadata_url = f"{scheme}://{spec.rest_host or spec.host}/v2/models/{model_name}"

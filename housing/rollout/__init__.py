@@ -30,12 +30,12 @@ import logging
 import sys
 from dataclasses import asdict
 
+from housing.prometheus import PrometheusClient, PrometheusError
 from housing.rollout.analysis import (
     INCONCLUSIVE,
     PROMOTE,
     SLO_HELP,
     VERDICTS,
-    Prometheus,
     Slo,
     analyze,
     print_checks,
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # else one log line per Prometheus query
     try:
         return _run(args)
-    except RolloutError as error:
+    except (RolloutError, PrometheusError) as error:
         print(f"housing rollout {args.action}: {error}", file=sys.stderr)
         return 3 if args.action == "analyze" else 1
 
@@ -168,7 +168,7 @@ def _analyze(args: argparse.Namespace) -> int:
     slo = Slo.from_file(args.slo) if args.slo else Slo()
     overrides = {name: getattr(args, name) for name in asdict(slo) if getattr(args, name) is not None}
     slo = Slo(**(asdict(slo) | overrides))
-    checks = analyze(Prometheus(args.prometheus), slo, args.window, args.selector)
+    checks = analyze(PrometheusClient(args.prometheus), slo, args.window, args.selector)
     print_checks(checks)
     outcome = verdict(checks)
     if args.auto and outcome != INCONCLUSIVE:

@@ -10,14 +10,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from housing.prometheus import PrometheusClient
 from housing.rollout.objects import RolloutError
+from serving.events import ENDPOINTS
 
 log = logging.getLogger(__name__)
 
 
 PROMOTE, ROLLBACK, INCONCLUSIVE = 0, 1, 2
 VERDICTS = {PROMOTE: "promote", ROLLBACK: "roll back", INCONCLUSIVE: "inconclusive"}
-ENDPOINTS = ("default", "canary")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Slo:
         Raises:
             RolloutError: The file is unreadable, not a mapping, or has an unknown key or a wrong value.
         """
-        import yaml
+        import yaml  # here, not at the top: `housing --help` imports this module and should stay fast
 
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
@@ -90,35 +91,6 @@ class Check:
     verdict: int
 
 
-class Prometheus:
-    """Instant queries against the Prometheus HTTP API."""
-
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        """The result vector of an instant query.
-
-        Raises:
-            RolloutError: Prometheus is unreachable or refuses the query.
-        """
-        import httpx
-
-        try:
-            response = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=self.timeout)
-            body = response.json()
-        except (httpx.HTTPError, ValueError) as error:
-            raise RolloutError(f"Prometheus at {self.url} unreachable: {error}") from error
-        if body.get("status") != "success":
-            raise RolloutError(f"Prometheus refused {promql!r}: {body.get('error')}")
-        return list(body["data"]["result"])
-
-    def by_endpoint(self, promql: str) -> dict[str, float]:
-        """``{endpoint: value}`` of a query aggregated ``by (endpoint)``."""
-        return {item["metric"].get("endpoint", ""): float(item["value"][1]) for item in self.query(promql)}
-
-
 def binned_ks(buckets: dict[str, dict[float, float]]) -> tuple[float, float] | None:
     """Two-sample Kolmogorov-Smirnov on histogram buckets: ``(D, p-value)``, or ``None`` without data.
 
@@ -131,7 +103,7 @@ def binned_ks(buckets: dict[str, dict[float, float]]) -> tuple[float, float] | N
         buckets: ``{endpoint: {upper bound: cumulative count}}`` for ``default`` and ``canary``
             (counts may be fractional: ``increase()`` extrapolates).
     """
-    from scipy.special import kolmogorov
+    from scipy.special import kolmogorov  # here, not at the top: scipy would make `housing --help` slow
 
     if not all(buckets.get(endpoint) for endpoint in ENDPOINTS):
         return None
@@ -145,7 +117,7 @@ def binned_ks(buckets: dict[str, dict[float, float]]) -> tuple[float, float] | N
 
 
 def _requests(
-    prometheus: Prometheus, sel: str, window: str, error_codes: str
+    prometheus: PrometheusClient, sel: str, window: str, error_codes: str
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Requests and errors per endpoint, from one query by code.
 
@@ -162,7 +134,7 @@ def _requests(
     return total, errors
 
 
-def _p95(prometheus: Prometheus, sel: str, window: str) -> dict[str, float]:
+def _p95(prometheus: PrometheusClient, sel: str, window: str) -> dict[str, float]:
     """95th percentile of the whole request's duration per endpoint (KServe's predict step as a fallback)."""
     for histogram in ("housing_request_duration_seconds", "request_predict_seconds"):
         promql = (
@@ -174,7 +146,7 @@ def _p95(prometheus: Prometheus, sel: str, window: str) -> dict[str, float]:
     return {}
 
 
-def _prediction_buckets(prometheus: Prometheus, sel: str, window: str) -> dict[str, dict[float, float]]:
+def _prediction_buckets(prometheus: PrometheusClient, sel: str, window: str) -> dict[str, dict[float, float]]:
     """``{endpoint: {upper bound: predictions counted}}`` over the window."""
     buckets: dict[str, dict[float, float]] = {}
     promql = f"sum by (endpoint, le) (increase(housing_predicted_value_bucket{{{sel}}}[{window}]))"
@@ -191,7 +163,7 @@ def _at_most(value: float | None, limit: float, enough: bool) -> int:
 
 
 def analyze(
-    prometheus: Prometheus, slo: Slo, window: str = "10m", selector: str = 'component="predictor"'
+    prometheus: PrometheusClient, slo: Slo, window: str = "10m", selector: str = 'component="predictor"'
 ) -> list[Check]:
     """Compare the canary with the stable endpoint over ``window`` and judge each SLO.
 

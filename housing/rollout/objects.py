@@ -233,7 +233,8 @@ def with_model(predictor: dict[str, Any], model: ModelRef, endpoint: str | None 
     In the container form each value replaces the arg or env var that carries it now; a missing one becomes
     an arg (not an env var: ``STORAGE_URI`` in the env makes KServe add its storage initializer). The sha256
     and version annotations follow the model, and ``endpoint`` (``default``/``canary``) sets the pod label
-    that the scrape configuration turns into the ``endpoint`` label of every metric.
+    that the scrape configuration turns into the ``endpoint`` label of every metric (and that the pods'
+    topology spread selects on).
     """
     result = copy.deepcopy(predictor)
     annotations = dict(result.get("annotations") or {})
@@ -245,6 +246,11 @@ def with_model(predictor: dict[str, Any], model: ModelRef, endpoint: str | None 
     result["annotations"] = annotations
     if endpoint is not None:
         result["labels"] = dict(result.get("labels") or {}) | {ENDPOINT_LABEL: endpoint}
+        # Pods spread among those of their own role (the chart's topologySpreadConstraints select by it).
+        for constraint in result.get("topologySpreadConstraints") or []:
+            selected = (constraint.get("labelSelector") or {}).get("matchLabels") or {}
+            if ENDPOINT_LABEL in selected:
+                selected[ENDPOINT_LABEL] = endpoint
     if not result.get("containers"):
         result.setdefault("model", {})["storageUri"] = model.storage_uri
         return result

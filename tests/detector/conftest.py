@@ -15,8 +15,8 @@ import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
-from model.request_logger import REQUEST_TYPE, RESPONSE_TYPE, encode_metadata
-from tests.conftest import Service, free_port, python_service, wait_until
+from housing.processes import Service, free_port, python_service, wait_until
+from serving.events import REQUEST_TYPE, RESPONSE_TYPE, encode_metadata
 
 
 def cloud_event(

@@ -14,7 +14,7 @@ import pytest
 
 from detector.keys import WindowKey
 from detector.retrain import RetrainTrigger, command_action, k8s_job_action, webhook_action
-from tests.conftest import free_port
+from housing.processes import free_port
 
 JOB_TEMPLATE = """\
 apiVersion: batch/v1

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from housing.processes import wait_until
 from model.artifact import load_artifact, read_metadata
-from tests.conftest import wait_until
 from tests.detector.conftest import DetectorProcess, cloud_event, held_out_rows
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from housing import stack as local_stack
+from housing.processes import free_port, wait_until
 from model.dataset import load_dataset
 from model.schema import DEFAULT_FEATURES
-from tests.conftest import free_port, wait_until
 from tests.detector.conftest import metric_value
 
 pytestmark = pytest.mark.slow

@@ -99,6 +99,7 @@ def test_dockerignore_keeps_the_context_small() -> None:
         "README.md",
         "docker/constraints.txt",
         "model",
+        "serving",
         "housing",
         "predictor",
         "transformer",
@@ -242,7 +243,7 @@ ENTRYPOINT_MODULES = {
     "detector": "detector.__main__",
     "trainer": "housing.cli",
 }
-PROJECT_PACKAGES = {"model", "predictor", "transformer", "detector", "housing"}
+PROJECT_PACKAGES = {"model", "serving", "predictor", "transformer", "detector", "housing"}
 
 
 @pytest.mark.parametrize("image", sorted(ENTRYPOINT_MODULES))

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from housing.monitoring import RULES_FILE, Prometheus, Target, start_prometheus
+from housing.processes import free_port
+from housing.prometheus import RULES_FILE, PrometheusServer, Target, start_prometheus
 from monitoring import dashboards
-from tests.conftest import ROOT, free_port, require_tool
+from tests.conftest import ROOT, require_tool
 
 PROMTOOL_TESTS = sorted((ROOT / "monitoring" / "tests").glob("*.yaml"))
 # What Grafana puts in place of the template variables, for a Prometheus that has run a minute or so.
@@ -42,12 +43,12 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
 
 
 @pytest.fixture
-def prometheus_server(tmp_path: Path) -> Iterator[Callable[..., Prometheus]]:
+def prometheus_server(tmp_path: Path) -> Iterator[Callable[..., PrometheusServer]]:
     """Start real Prometheus servers (1 s scrape and evaluation); all are stopped after the test."""
     require_tool("prometheus")
-    started: list[Prometheus] = []
+    started: list[PrometheusServer] = []
 
-    def start(targets: list[Target], **kwargs: Any) -> Prometheus:
+    def start(targets: list[Target], **kwargs: Any) -> PrometheusServer:
         server = start_prometheus(
             tmp_path / f"prometheus-{len(started)}", targets, free_port(), scrape_interval="1s", **kwargs
         )

@@ -24,9 +24,10 @@ import httpx
 import pytest
 
 from benchmarks import soak
-from housing.monitoring import Prometheus, Target, start_prometheus
+from housing.processes import Service, free_port, python_service, wait_until
+from housing.prometheus import PrometheusServer, Target, start_prometheus
 from monitoring.traffic import PREDICT_PATH, houses, targets, v1_body
-from tests.conftest import ROOT, Service, free_port, python_service, require_tool, wait_until
+from tests.conftest import ROOT, require_tool
 from tests.observability.conftest import dashboard_queries, rules
 
 pytestmark = pytest.mark.slow
@@ -42,7 +43,7 @@ class Live:
 
     services: dict[str, Service]
     urls: dict[str, str]
-    prometheus: Prometheus
+    prometheus: PrometheusServer
 
     def predict(self, rows: list[dict[str, float]], request_id: str | None = None) -> httpx.Response:
         headers = {"x-request-id": request_id} if request_id else {}

@@ -8,8 +8,8 @@ import httpx
 import pytest
 import yaml
 
-from housing.monitoring import RULES_FILE, Target, prometheus_config, seconds, shorten_durations
-from tests.conftest import wait_until
+from housing.processes import wait_until
+from housing.prometheus import RULES_FILE, Target, prometheus_config, seconds, shorten_durations
 from tests.observability.conftest import dashboard_queries, rules
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from housing.monitoring import RULES_FILE
+from housing.prometheus import RULES_FILE
 from tests.conftest import ROOT, require_tool
 from tests.observability.conftest import PROMTOOL_TESTS, rules
 

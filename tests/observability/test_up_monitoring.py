@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from housing.monitoring import RULES_FILE
-from tests.conftest import free_port, http_ok, python_service, require_tool, wait_until
+from housing.processes import free_port, http_ok, python_service, wait_until
+from housing.prometheus import RULES_FILE, PrometheusClient
+from tests.conftest import require_tool
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +34,7 @@ def test_housing_up_monitoring_starts_prometheus_scraping_the_stack(
         )
 
         def scraped() -> set[str]:
-            result = httpx.get(f"{url}/api/v1/query", params={"query": "up == 1"}, timeout=5).json()
-            return {series["metric"].get("component", "") for series in result["data"]["result"]}
+            return {labels.get("component", "") for labels in PrometheusClient(url).targets_up()}
 
         wait_until(
             lambda: {"predictor", "transformer", "detector"} <= scraped(),

@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 
 from housing.cli import main
+from housing.processes import free_port, python_service, wait_until
 from housing.rollout import analysis, objects
 from model.dataset import load_dataset
 from model.schema import ALL_FEATURES, DEFAULT_FEATURES, TARGET
-from tests.conftest import free_port, python_service, require_tool, wait_until
+from tests.conftest import require_tool
 from tests.rollout.shapes import CANARY_URI, chart_like, mark_ready
 from tests.rollout.shapes import canary as start_canary
 
@@ -107,7 +108,7 @@ def canary_artifacts(tmp_path_factory) -> dict[str, Path]:
 def canary_with_prometheus(stable: str, artifact: Path, directory: Path):
     """A canary predictor and a fresh Prometheus scraping it and the stable one; both stopped afterwards."""
     require_tool("prometheus")
-    from housing.monitoring import Target, start_prometheus
+    from housing.prometheus import Target, start_prometheus
 
     service, address = start_predictor("canary", artifact, directory)
     prometheus = None
@@ -118,7 +119,7 @@ def canary_with_prometheus(stable: str, artifact: Path, directory: Path):
             free_port(),
             scrape_interval="1s",
         )
-        wait_until(lambda: len(prometheus.query("up == 1")) == 2, timeout=30, what="both targets up")
+        prometheus.wait_for_targets(2, timeout=30)  # both up
         # One request each, then a scrape: every series exists before the measured traffic, so that
         # increase() counts all of it (Prometheus cannot count what a series held at its first sample).
         send(stable, 1), send(address, 1)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from housing.processes import Service, free_port, python_service
 from model.artifact import METADATA_FILE, ModelArtifact, load_artifact
 from model.dataset import load_dataset
-from tests.conftest import Service, free_port, python_service
 from tests.detector.conftest import start_detector  # noqa: F401  (the detector tests' fixture, reused here)
 
 MODEL = "housing"

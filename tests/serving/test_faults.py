@@ -14,9 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from housing.processes import free_port, wait_until
+from housing.stack import AZURITE_ACCOUNT, AZURITE_KEY
 from model.artifact import MODEL_FILE, sha256_file
 from model.storage import publish
-from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY, free_port, start_azurite, wait_until
+from tests.conftest import start_azurite
 from tests.serving.conftest import MODEL, Server, start_predictor, start_transformer
 from tests.serving.test_protocols import sample
 
@@ -39,7 +41,7 @@ def wait_listening(server: Server) -> None:
 
 def restart_predictor_on(server: Server, log_dir: Path, storage_uri: str) -> Server:
     """A new predictor process on the same ports (the transformer keeps its --predictor_host)."""
-    from tests.conftest import python_service
+    from housing.processes import python_service
 
     args = ["-m", "predictor", "--model_name", MODEL, "--storage_uri", storage_uri,
             "--http_port", str(server.http_port), "--grpc_port", str(server.grpc_port)]  # fmt: skip

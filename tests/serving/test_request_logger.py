@@ -17,8 +17,9 @@ from cloudevents.http import from_http
 from kserve import InferenceGRPCClient, InferInput, InferRequest
 from prometheus_client import REGISTRY
 
+from housing.processes import free_port, wait_until
 from model.dataset import load_dataset
-from model.request_logger import (
+from serving.events import (
     HEADER_COMPONENT,
     HEADER_ENDPOINT,
     HEADER_ID,
@@ -28,13 +29,12 @@ from model.request_logger import (
     METADATA_MODEL_VERSION,
     REQUEST_TYPE,
     RESPONSE_TYPE,
-    RequestLogger,
     decode_metadata,
     encode_metadata,
 )
-from tests.conftest import free_port, wait_until
 from tests.serving.conftest import MODEL, Server, start_transformer
 from tests.serving.test_batching import predictor_calls
+from transformer.request_logger import RequestLogger
 
 Received = list[tuple[dict[str, str], bytes]]
 

@@ -13,7 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, wait_until
+from housing.processes import wait_until
+from tests.conftest import ROOT
 from tests.serving.conftest import MODEL, Server, canary_flag, start_predictor, start_transformer
 from transformer.__main__ import parse_args
 from transformer.routing import STABLE, ArmSpec, build_router, parse_canary
@@ -168,7 +169,7 @@ async def send_v2(server: Server, instances: list[dict[str, float]]) -> list[tup
 def test_a_canary_that_goes_away_hands_its_share_to_the_stable_predictor(
     predictor: Server, reversed_artifact_dir: Path, log_dir: Path, artifact, houses
 ):
-    """`helm upgrade` or `housing rollout rollback` deletes the canary while transformers still route to it."""
+    """`helm upgrade` or `housing rollout rollback` deletes a canary that transformers still route to."""
     from tests.detector.conftest import metric_value
 
     canary = start_predictor(log_dir, str(reversed_artifact_dir), name="predictor-canary-gone")

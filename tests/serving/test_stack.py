@@ -15,9 +15,10 @@ import httpx
 import numpy as np
 import pytest
 
+from housing.processes import free_port
 from model.artifact import load_artifact
 from model.dataset import load_dataset
-from tests.conftest import ROOT, free_port, require_tool
+from tests.conftest import ROOT, require_tool
 
 pytestmark = pytest.mark.slow
 

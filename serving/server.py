@@ -5,12 +5,11 @@ KServe's server already routes V1/V2 REST and gRPC, answers health, decodes payl
 
 - readiness that means "can answer": the server is ready only when its models are, and a request never
   triggers a model load on the request path (KServe's default would load synchronously inside the request);
-- the contract metrics ``housing_requests_total{component,model_name,code}``,
-  ``housing_request_duration_seconds`` and ``housing_batch_rows`` (REST is measured around the whole HTTP
-  exchange; gRPC at the data plane, with the status mapped to its HTTP equivalent);
+- the serving metrics of :mod:`serving.metrics` (REST is measured around the whole HTTP exchange; gRPC at the
+  data plane, with the status mapped to its HTTP equivalent by :func:`serving.errors.http_status`);
 - a 400 with a readable message for bodies that are not valid JSON (NaN/Infinity, which Python and JavaScript
   emit, are parsed so that validation can name the field), and 503/504 when the transformer's predictor is
-  down or slow;
+  down or slow (:mod:`serving.errors`);
 - V2 model metadata with ``versions`` and model-level ``parameters`` (feature names, units) over REST;
 - a heap frozen out of the garbage collector's full scans once the server is built (:func:`freeze_heap`);
 - logs in the project's logfmt shape, without KServe's per-request timing lines unless asked for.
@@ -29,91 +28,29 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from grpc import StatusCode
-from grpc_interceptor.exceptions import GrpcException
 from kserve import ModelServer
-from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
+from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
-from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
-log = logging.getLogger(__name__)
-
-REQUESTS = Counter(
-    "housing_requests_total",
-    "Inference requests by HTTP status code (gRPC statuses mapped to their HTTP equivalent).",
-    ["component", "model_name", "code"],
+from serving.errors import (
+    ClientErrorLogFilter,
+    UpstreamError,
+    describe,
+    http_status,
+    request_validation_handler,
+    upstream_error_handler,
 )
-REQUEST_SECONDS = Histogram(
-    "housing_request_duration_seconds",
-    "Whole inference request, from the first byte in to the last byte out.",
-    ["component", "model_name"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-)
-BATCH_ROWS = Histogram(
-    "housing_batch_rows",
-    "Rows (houses) per inference request.",
-    ["component", "model_name"],
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 5000),
-)
+from serving.logs import configure_logging, silence_fastapi_deprecation
+from serving.metrics import observe_request
 
 _INFER_PATH = re.compile(
     r"^/v1/models/(?P<v1>[^/:]+):predict$|^/v2/models/(?P<v2>[^/]+)(/versions/[^/]+)?/infer$"
 )
 _IN_REST_REQUEST: contextvars.ContextVar[bool] = contextvars.ContextVar("in_rest_request", default=False)
 _QUIET_LOGGERS = ("kserve.trace", "uvicorn.access")
-
-
-class UpstreamError(GrpcException):
-    """The transformer's predictor failed; carries both the gRPC status and the HTTP status to answer with."""
-
-    status_code = StatusCode.INTERNAL
-    http_status = 502
-
-    def __init__(self, details: str):
-        super().__init__(details)
-
-    def __str__(self) -> str:
-        return self.details
-
-
-class PredictorUnavailableError(UpstreamError):
-    """The predictor cannot be reached or is not ready."""
-
-    status_code = StatusCode.UNAVAILABLE
-    http_status = 503
-
-
-class PredictorTimeoutError(UpstreamError):
-    """The predictor did not answer within the configured timeout."""
-
-    status_code = StatusCode.DEADLINE_EXCEEDED
-    http_status = 504
-
-
-def http_status(error: BaseException) -> int:
-    """The HTTP status KServe answers for an exception (used to label gRPC requests)."""
-    if isinstance(error, InvalidInput):
-        return 400
-    if isinstance(error, ModelNotFound):
-        return 404
-    if isinstance(error, ModelNotReady | ServerNotReady):
-        return 503
-    if isinstance(error, UpstreamError):
-        return error.http_status
-    if isinstance(error, NotImplementedError):
-        return 501
-    return 500
-
-
-def observe_request(component: str, model_name: str, code: int, seconds: float) -> None:
-    """Count one inference request and record its duration."""
-    REQUESTS.labels(component=component, model_name=model_name, code=str(code)).inc()
-    REQUEST_SECONDS.labels(component=component, model_name=model_name).observe(seconds)
 
 
 class ServingDataPlane(DataPlane):
@@ -152,7 +89,7 @@ class ServingDataPlane(DataPlane):
             try:  # a V2 JSON body sent without a JSON content type
                 request = InferenceRequest.model_validate(_lenient_json(body))
             except ValidationError as invalid:
-                raise InvalidInput(f"invalid V2 inference request: {_describe(invalid.errors())}") from None
+                raise InvalidInput(f"invalid V2 inference request: {describe(invalid.errors())}") from None
             return super().decode(request, headers, *args, **kwargs)
         if isinstance(decoded, bytes):
             return super().decode(_lenient_json(decoded), headers, *args, **kwargs)
@@ -162,9 +99,9 @@ class ServingDataPlane(DataPlane):
         """KServe's V2 metadata plus ``versions``, ``platform`` and the model's ``parameters``."""
         metadata = await super().model_metadata(model_name)
         model = self.get_model_from_registry(model_name)
-        describe: Callable[[], Awaitable[dict[str, Any]]] | None = getattr(model, "describe", None)
-        if describe is not None:
-            metadata.update(await describe())
+        describe_model: Callable[[], Awaitable[dict[str, Any]]] | None = getattr(model, "describe", None)
+        if describe_model is not None:
+            metadata.update(await describe_model())
         return metadata
 
     async def infer(self, model_name: str, request: Any, headers: Any = None) -> Any:
@@ -243,8 +180,8 @@ class HousingModelServer(ModelServer):
             self.register_model(model)
             model.enable_latency_logging = self.enable_latency_logging
         app.add_middleware(RequestMetricsMiddleware, component=self.component)
-        app.add_exception_handler(UpstreamError, _upstream_error_handler)
-        app.add_exception_handler(RequestValidationError, _request_validation_handler)
+        app.add_exception_handler(UpstreamError, upstream_error_handler)
+        app.add_exception_handler(RequestValidationError, request_validation_handler)
         app.add_api_route("/v2/models/{model_name}", self._model_metadata, methods=["GET"])
         freeze_heap()
         self.start([])
@@ -258,7 +195,8 @@ class HousingModelServer(ModelServer):
 def server_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """KServe's ModelServer flags (``--http_port``, ``--grpc_port``, ...) plus ``--log_level``.
 
-    Defaults: model name ``housing`` and KServe's per-request log lines off (see :func:`configure_logging`).
+    Defaults: model name ``housing`` and KServe's per-request log lines off (see
+    :func:`configure_server_logging`).
     """
     from kserve import model_server
 
@@ -289,15 +227,13 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def configure_logging(level: str, *, latency_logging: bool) -> None:
+def configure_server_logging(level: str, *, latency_logging: bool) -> None:
     """The project's logfmt logs for KServe and uvicorn too; per-request lines only when asked for.
 
     KServe writes a timing line per request (about 12-15 % of a small request's cost); it stays off unless
     ``--enable_latency_logging true`` is given.
     """
-    from housing.cli import configure_logging as configure_root
-
-    configure_root(level)
+    configure_logging(level)
     root_handlers = logging.getLogger().handlers
     for name in ("kserve", "kserve.trace", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
@@ -314,72 +250,8 @@ def configure_logging(level: str, *, latency_logging: bool) -> None:
     silence_fastapi_deprecation()
 
 
-def silence_fastapi_deprecation() -> None:
-    """Ignore the warning FastAPI raises for each ORJSONResponse KServe 0.20 builds (one per request)."""
-    import warnings
-
-    from fastapi.exceptions import FastAPIDeprecationWarning
-
-    warnings.filterwarnings(
-        "ignore", message="ORJSONResponse is deprecated", category=FastAPIDeprecationWarning
-    )
-
-
 def _lenient_json(body: bytes) -> Any:
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InvalidInput(f"request body is not valid JSON: {error}") from None
-
-
-class ClientErrorLogFilter(logging.Filter):
-    """Turns KServe's stack traces for client mistakes and expected upstream faults into one warning line.
-
-    Args:
-        access_lines: Keep KServe's line per gRPC call (``grpc method: ...``), an access log.
-    """
-
-    def __init__(self, access_lines: bool = False):
-        super().__init__()
-        self.access_lines = access_lines
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Drop or rewrite one record (always kept, except gRPC access lines when they are off)."""
-        if not self.access_lines and str(record.msg).startswith("grpc method:"):
-            return False
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, InvalidInput | ModelNotReady | ModelNotFound | UpstreamError):
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg, record.args, record.exc_info, record.exc_text = (
-                f"{http_status(error)} {type(error).__name__}: {error}",
-                None,
-                None,
-                None,
-            )
-        return True
-
-
-async def _upstream_error_handler(_: Request, error: Exception) -> JSONResponse:
-    status = error.http_status if isinstance(error, UpstreamError) else 502
-    return JSONResponse(status_code=status, content={"error": str(error)})
-
-
-async def _request_validation_handler(_: Request, error: Exception) -> JSONResponse:
-    problems = error.errors() if isinstance(error, RequestValidationError) else []
-    return JSONResponse(
-        status_code=400, content={"error": f"invalid V2 inference request: {_describe(problems)}"}
-    )
-
-
-def _describe(problems: Any) -> str:
-    described = []
-    for problem in list(problems)[:5]:
-        if problem.get("type") == "json_invalid":
-            position = problem.get("loc", ("body", "?"))[-1]
-            described.append(
-                f"body is not valid JSON (at character {position}): {problem.get('ctx', {}).get('error')}"
-            )
-        else:
-            where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body") or "body"
-            described.append(f"{where}: {problem.get('msg')}")
-    return "; ".join(described)

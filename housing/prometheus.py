@@ -1,29 +1,26 @@
-"""A real Prometheus beside the local stack: its configuration, the alert rules it loads, and the process.
+"""The local Prometheus: its configuration, the alert rules it loads, its process, and its HTTP API client.
 
-``housing up --monitoring`` uses :func:`start_prometheus` with the services the stack started; the live
-observability test does the same with a copy of the rules whose durations :func:`shorten_durations` cut, so
-that alerts go pending and fire within seconds. The rules are THE rules file the Helm chart ships
+``housing up --monitoring`` starts :func:`service` as one more process of its stack; the tests call
+:func:`start_prometheus`, with a copy of the rules whose durations :func:`shorten_durations` cut, so that
+alerts go pending and fire within seconds. The rules are THE rules file the Helm chart ships
 (``helm/housing-kserve/files/prometheus-rules.yaml``); only the scrape configuration differs from AKS.
+:class:`PrometheusClient` queries any Prometheus: this one, or the cluster's for ``housing rollout analyze``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from housing.stack import ServiceSpec, Stack
+from housing.processes import HOST, ROOT, Service, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 RULES_FILE = ROOT / "helm" / "housing-kserve" / "files" / "prometheus-rules.yaml"
 COMPONENTS = ("predictor", "transformer", "detector")
 LOCAL_NAMESPACE = "local"
@@ -50,7 +47,7 @@ class Target:
 
 
 def prometheus_config(
-    targets: list[Target],
+    targets: Sequence[Target],
     rule_files: list[Path],
     scrape_interval: str = "5s",
     evaluation_interval: str = "5s",
@@ -129,54 +126,90 @@ def shorten_durations(rules_text: str, factor: float = 60.0, floor: float = 5.0)
     return re.sub(r"\[(\d+[smhdwy](?:\d+[smhdwy])*)\]", lambda m: f"[{short(m.group(1))}]", text)
 
 
-@dataclass
-class Prometheus:
-    """A running Prometheus server started by :func:`start_prometheus`."""
+class PrometheusError(Exception):
+    """A Prometheus query went wrong: the server is unreachable, or it refused the query."""
 
-    url: str
-    config_file: Path
-    process: subprocess.Popen[bytes]
-    log_file: IO[bytes]
+
+class PrometheusUnreachableError(PrometheusError, ConnectionError):
+    """Nothing (or no Prometheus) answered; a connection error, so that :func:`wait_until` retries."""
+
+
+class QueryRefusedError(PrometheusError, ValueError):
+    """Prometheus refused the query; the message is Prometheus's own (``bad_data: parse error ...``)."""
+
+
+class PrometheusClient:
+    """Instant queries, alerts and scrape targets over the Prometheus HTTP API.
+
+    Args:
+        url: Base URL, e.g. ``http://127.0.0.1:9090``.
+        timeout: Seconds to wait for each answer.
+    """
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _get(self, path: str, **params: str) -> dict[str, Any]:
+        import httpx  # here, not at the top: `housing --help` imports this module and should stay fast
+
+        try:
+            body = httpx.get(f"{self.url}{path}", params=params, timeout=self.timeout).json()
+        except (httpx.HTTPError, ValueError) as error:
+            raise PrometheusUnreachableError(f"Prometheus at {self.url} unreachable: {error}") from error
+        if not isinstance(body, dict):
+            raise PrometheusUnreachableError(
+                f"Prometheus at {self.url} answered {body!r}, not an API response"
+            )
+        return body
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        """Evaluate an instant PromQL query; ``ValueError`` with Prometheus's message if it is refused."""
-        import httpx
+        """The result vector of an instant PromQL query.
 
-        response = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10.0)
-        body = response.json()
+        Raises:
+            PrometheusUnreachableError: Nothing answered (a ``ConnectionError``).
+            QueryRefusedError: Prometheus refused the query (a ``ValueError``).
+        """
+        body = self._get("/api/v1/query", query=expr)
         if body.get("status") != "success":
-            raise ValueError(f"{body.get('errorType')}: {body.get('error')} in {expr!r}")
+            raise QueryRefusedError(
+                f"Prometheus refused {expr!r}: {body.get('errorType')}: {body.get('error')}"
+            )
         return list(body["data"]["result"])
+
+    def by_endpoint(self, expr: str) -> dict[str, float]:
+        """``{endpoint: value}`` of a query aggregated ``by (endpoint)``."""
+        return {item["metric"].get("endpoint", ""): float(item["value"][1]) for item in self.query(expr)}
 
     def alerts(self) -> list[dict[str, Any]]:
         """The active (pending or firing) alerts, as ``/api/v1/alerts`` reports them."""
-        import httpx
+        return list(self._get("/api/v1/alerts")["data"]["alerts"])
 
-        return list(httpx.get(f"{self.url}/api/v1/alerts", timeout=10.0).json()["data"]["alerts"])
+    def targets_up(self) -> list[dict[str, str]]:
+        """The labels of every target whose last scrape succeeded (``up == 1``)."""
+        return [dict(series["metric"]) for series in self.query("up == 1")]
+
+    def wait_for_targets(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until at least ``count`` targets have been scraped successfully; ``TimeoutError`` if not."""
+        wait_until(lambda: len(self.targets_up()) >= count, timeout=timeout, what=f"{count} targets up")
+
+
+class PrometheusServer(PrometheusClient):
+    """A local Prometheus started by :func:`start_prometheus`, and a client of it."""
+
+    def __init__(self, service: Service, config_file: Path) -> None:
+        super().__init__(service.url)
+        self.service = service
+        self.config_file = config_file
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
-        from housing.stack import stop_process
-
-        stop_process(self.process, timeout)
-        self.log_file.close()
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Declare ``housing up``'s monitoring options (``--monitoring``, ``--prometheus-port``)."""
-    parser.add_argument(
-        "--monitoring",
-        action="store_true",
-        help="also start Prometheus, scraping every service and evaluating the Helm chart's alert rules",
-    )
-    parser.add_argument(
-        "--prometheus-port", type=int, default=9090, help="Prometheus web/API port (default: %(default)s)"
-    )
+        self.service.stop(timeout)
 
 
 def write_config(
     directory: Path,
-    targets: list[Target],
+    targets: Sequence[Target],
     rules: Path = RULES_FILE,
     scrape_interval: str = "5s",
     shorten_by: float | None = None,
@@ -202,56 +235,39 @@ def write_config(
     return config_file
 
 
-def prometheus_command(config_file: Path, port: int) -> list[str]:
-    """The Prometheus command line for ``config_file`` (its TSDB in ``data/`` beside it) on 127.0.0.1."""
+def service(config_file: Path, port: int) -> Service:
+    """Prometheus with ``config_file`` (its TSDB in ``data/`` beside it) on 127.0.0.1, not started yet.
+
+    Raises:
+        RuntimeError: Prometheus is not installed.
+    """
     binary = shutil.which("prometheus")
     if binary is None:
         raise RuntimeError("prometheus is not installed (./dev setup installs the Debian package)")
-    return [
+    command = [
         binary,
         f"--config.file={config_file}",
         f"--storage.tsdb.path={config_file.parent / 'data'}",
         "--storage.tsdb.retention.time=1d",
-        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.listen-address={HOST}:{port}",
         "--log.format=logfmt",
     ]
-
-
-def start_in_stack(stack: Stack, specs: list[ServiceSpec], args: argparse.Namespace) -> str:
-    """``housing up --monitoring``: start Prometheus as one more process of the local stack; returns its URL.
-
-    Every service of ``specs`` named like a component (predictor, transformer, detector) is scraped every 5 s;
-    the stack stops Prometheus with the rest.
-    """
-    from housing.stack import HOST, ServiceSpec
-
-    targets = [Target(spec.name, f"{HOST}:{spec.http_port}") for spec in specs if spec.name in COMPONENTS]
-    config_file = write_config(stack.log_dir / "prometheus", targets)
-    command = prometheus_command(config_file, args.prometheus_port)
-    spec = ServiceSpec("prometheus", command, args.prometheus_port, ready_path="/-/ready")
-    stack.start(spec)
-    stack.wait_ready(spec, args.ready_timeout)
-    print(
-        f"prometheus: {spec.url} (alerts: {spec.url}/alerts; scraping "
-        f"{', '.join(target.component for target in targets)} every 5 s; config {config_file})",
-        flush=True,
-    )
-    return spec.url
+    return Service("prometheus", command, port, ready_path="/-/ready")
 
 
 def start_prometheus(
     directory: Path,
-    targets: list[Target],
+    targets: Sequence[Target],
     port: int,
     rules: Path = RULES_FILE,
     scrape_interval: str = "5s",
     shorten_by: float | None = None,
     timeout: float = 30.0,
-) -> Prometheus:
+) -> PrometheusServer:
     """Write the configuration under ``directory`` and start Prometheus on ``127.0.0.1:port`` (for tests).
 
     Args:
-        directory: Where the configuration, rules copy, TSDB and log go (created if needed).
+        directory: Where the configuration, rules copy, TSDB and log (``prometheus.log``) go.
         targets: The services to scrape.
         port: The port of Prometheus's web UI and API.
         rules: The rule file to load.
@@ -260,37 +276,22 @@ def start_prometheus(
         timeout: Seconds to wait for ``/-/ready``.
 
     Returns:
-        The running server; call :meth:`Prometheus.stop` when done.
+        The running server; call :meth:`PrometheusServer.stop` when done.
 
     Raises:
-        RuntimeError: Prometheus is not installed, refused the configuration or did not become ready.
+        RuntimeError: Prometheus is not installed, refused the configuration or exited.
+        TimeoutError: It did not become ready in time.
     """
-    import httpx
-
     config_file = write_config(directory, targets, rules, scrape_interval, shorten_by)
-    command = prometheus_command(config_file, port)
-    log_path = directory / "prometheus.log"
-    log_file = open(log_path, "ab")  # noqa: SIM115 - stays open for the server's lifetime, closed by stop()
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=dict(os.environ))
-    server = Prometheus(f"http://127.0.0.1:{port}", config_file, process, log_file)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            server.stop()
-            raise RuntimeError(
-                f"prometheus exited with {process.returncode}:\n{log_path.read_text()[-4000:]}"
-            )
-        try:
-            if httpx.get(f"{server.url}/-/ready", timeout=1.0).status_code == 200:
-                log.info(
-                    "prometheus ready url=%s config=%s targets=%d", server.url, config_file, len(targets)
-                )
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"prometheus not ready within {timeout:.0f} s:\n{log_path.read_text()[-4000:]}")
+    server = service(config_file, port)
+    server.log_path = directory / "prometheus.log"
+    try:
+        server.start().wait_ready(timeout=timeout)
+    except (RuntimeError, TimeoutError):
+        server.stop()
+        raise
+    log.info("prometheus ready url=%s config=%s targets=%d", server.url, config_file, len(targets))
+    return PrometheusServer(server, config_file)
 
 
 def check_rules(path: Path) -> None:

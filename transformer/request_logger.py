@@ -1,4 +1,4 @@
-"""KServe's inference logger, as CloudEvents: the header names, and the emitter the transformer logs with.
+"""The transformer's inference log: request and response CloudEvents posted to the detector.
 
 The transformer is the one logging point, on Kubernetes exactly as in the local stack: given a logger URL
 (``--logger_url`` / ``LOGGER_URL``; off by default) it posts every client request and its response to the
@@ -6,17 +6,14 @@ drift detector. KServe's agent logger is not used: it sits at the predictor, whe
 client never sees (so ``POST /feedback`` could never find the prediction), and it cannot tell a canary
 predictor that the transformer routes to from the stable one. Here ``ce-id`` is the id the client knows
 (its V2 ``id``, else its ``x-request-id``), ``ce-endpoint`` is ``default`` for the stable predictor and
-``canary`` for a canary, and ``ce-metadata`` carries the version of the model that answered.
+``canary`` for a canary, and ``ce-metadata`` carries the version of the model that answered (the headers and
+their meaning: :mod:`serving.events`, the contract the detector reads).
 
-The events are HTTP CloudEvents 1.0 in binary mode: the attributes travel as ``ce-*`` headers and the body
-is the raw payload. A request and its response share ``ce-id``. The transformer sends:
+The events are HTTP CloudEvents 1.0 in binary mode. The transformer sends:
 
 - request: ``{"instances": [{"crim": ..., ..., "lstat": ...}, ...]}`` (V1, one object per house, the model's
   features, whatever protocol the client used);
 - response: ``{"predictions": [...]}`` (median value in USD 1000s).
-
-KServe's own logger would send the raw V1 or V2 body of whichever component it is attached to; the detector
-still decodes both. The model version travels in ``ce-metadata`` (a JSON object; see :func:`encode_metadata`).
 
 Sending never slows or fails an inference: events go through a bounded queue to a background thread; when the
 queue is full the event is dropped and counted (``housing_logger_events_total{outcome="dropped"}``).
@@ -29,60 +26,39 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
+from serving.events import (
+    CONTENT_TYPE,
+    DEFAULT_ENDPOINT,
+    HEADER_COMPONENT,
+    HEADER_ENDPOINT,
+    HEADER_ID,
+    HEADER_INFERENCE_SERVICE,
+    HEADER_METADATA,
+    HEADER_NAMESPACE,
+    HEADER_RECORDED_TIME,
+    HEADER_SOURCE,
+    HEADER_SPEC_VERSION,
+    HEADER_TIME,
+    HEADER_TYPE,
+    METADATA_MODEL_NAME,
+    METADATA_MODEL_VERSION,
+    REQUEST_TYPE,
+    RESPONSE_TYPE,
+    SPEC_VERSION,
+    encode_metadata,
+)
+from transformer.metrics import LOGGER_EVENTS
+
 log = logging.getLogger(__name__)
 
-SPEC_VERSION = "1.0"
-REQUEST_TYPE = "org.kubeflow.serving.inference.request"
-RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
-
-HEADER_SPEC_VERSION = "ce-specversion"
-HEADER_ID = "ce-id"
-HEADER_TYPE = "ce-type"
-HEADER_SOURCE = "ce-source"
-HEADER_TIME = "ce-time"
-HEADER_INFERENCE_SERVICE = "ce-inferenceservicename"
-HEADER_NAMESPACE = "ce-namespace"
-HEADER_COMPONENT = "ce-component"
-HEADER_ENDPOINT = "ce-endpoint"
-HEADER_METADATA = "ce-metadata"
-HEADER_RECORDED_TIME = "ce-recordedtime"
-CONTENT_TYPE = "application/json"
-
-METADATA_MODEL_NAME = "model_name"
-METADATA_MODEL_VERSION = "model_version"
-ENDPOINTS = ("default", "canary")
 LOGGER_URL_ENV = "LOGGER_URL"
-
-
-def encode_metadata(values: Mapping[str, str]) -> str:
-    """The ``ce-metadata`` header value: a JSON object of strings (e.g. ``model_version``)."""
-    return json.dumps(dict(values), separators=(",", ":"), sort_keys=True)
-
-
-def decode_metadata(header: str | None) -> dict[str, str]:
-    """Read ``ce-metadata`` as sent here or by KServe's agent (which maps each key to a list of strings).
-
-    Returns:
-        Key -> value; empty when the header is absent or not a JSON object.
-    """
-    if not header:
-        return {}
-    try:
-        document = json.loads(header)
-    except json.JSONDecodeError:
-        return {}
-    if not isinstance(document, dict):
-        return {}
-    return {
-        str(key): str(value[0] if isinstance(value, list) and value else value)
-        for key, value in document.items()
-        if value not in (None, [])
-    }
 
 
 class _LazyBody:
@@ -145,7 +121,7 @@ class RequestLogger:
         *,
         model_version: str,
         request_id: str | None = None,
-        endpoint: str = "default",
+        endpoint: str = DEFAULT_ENDPOINT,
     ) -> None:
         """Queue the request and response events of one inference; never blocks.
 
@@ -172,7 +148,7 @@ class RequestLogger:
             try:
                 self._queue.put_nowait(event)
             except queue.Full:
-                _count(self.component, "dropped")
+                LOGGER_EVENTS.labels(component=self.component, outcome="dropped").inc()
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is queued (within ``timeout``) and stop the thread."""
@@ -201,17 +177,15 @@ class RequestLogger:
         }
 
     def _run(self) -> None:
-        import httpx
-
         with httpx.Client(timeout=self.timeout) as client:
             while (event := self._queue.get()) is not None:
                 try:
                     body = json.dumps(event.body.value(), separators=(",", ":"))
                     response = client.post(self.url, content=body, headers=self.headers(event))
                     response.raise_for_status()
-                    _count(self.component, "sent")
+                    LOGGER_EVENTS.labels(component=self.component, outcome="sent").inc()
                 except (httpx.HTTPError, ValueError) as error:
-                    _count(self.component, "failed")
+                    LOGGER_EVENTS.labels(component=self.component, outcome="failed").inc()
                     log.warning(
                         "request logger: cannot post %s %s to %s: %s",
                         event.event_type,
@@ -219,23 +193,3 @@ class RequestLogger:
                         self.url,
                         error,
                     )
-
-
-def _count(component: str, outcome: str) -> None:
-    if _EVENTS is not None:
-        _EVENTS.labels(component=component, outcome=outcome).inc()
-
-
-def _events_counter() -> Any:
-    try:
-        from prometheus_client import Counter
-    except ImportError:  # the detector image may not need the emitter at all
-        return None
-    return Counter(
-        "housing_logger_events_total",
-        "Inference CloudEvents of the local request logger by outcome: sent, dropped (queue full), failed.",
-        ["component", "outcome"],
-    )
-
-
-_EVENTS = _events_counter()

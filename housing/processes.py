@@ -1,0 +1,241 @@
+"""Local server processes: free ports, a process with its log file, readiness polling, stopping, a stack.
+
+``housing up`` (housing/stack.py), the tests and the benchmarks start every local server the same way:
+a :class:`Service` (its command, its port, how to tell it is ready, its log file) is started, waited for
+(an HTTP ready URL answering 200, or its port accepting connections) and stopped (SIGTERM, so that it saves
+its state and its coverage, then SIGKILL); a :class:`Stack` is a group of services stopped together.
+Everything listens on 127.0.0.1, on ports from :func:`free_port` where the caller does not choose them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parents[1]
+"""The project's root: the working directory of :func:`python_service` processes."""
+
+_PORTS_HANDED_OUT: set[int] = set()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now and that this process has not handed out before.
+
+    The kernel may offer a port it has just released again, so consecutive calls could otherwise give two
+    services of one stack the same port (seen in CI: Prometheus and the detector).
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _PORTS_HANDED_OUT:
+            _PORTS_HANDED_OUT.add(port)
+            return port
+
+
+def wait_until(
+    check: Callable[[], object], timeout: float = 60.0, interval: float = 0.1, what: str = "condition"
+) -> None:
+    """Poll ``check()`` until it returns something true; ``TimeoutError`` after ``timeout`` seconds.
+
+    A check that raises an HTTP or connection error (``httpx.HTTPError``, ``OSError``) has simply not passed
+    yet; any other exception ends the wait.
+    """
+    import httpx  # here, not at the top: `housing --help` imports this module and should stay fast
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout:.0f} s")
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """Whether a GET of ``url`` answers 200 (``httpx.HTTPError`` when nothing answers)."""
+    import httpx  # see wait_until
+
+    return httpx.get(url, timeout=timeout).status_code == 200
+
+
+def listening(port: int, host: str = HOST) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """End a process with SIGTERM (so it saves its state and coverage), then SIGKILL after ``timeout`` s."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass
+class Service:
+    """One local server process: what to run, where it listens, how to tell it is ready, where its log goes.
+
+    Attributes:
+        name: Short name (``predictor``, ``transformer``, ...); in a :class:`Stack`, its log file's name.
+        command: The command line, e.g. ``[python, "-m", "predictor", ...]``.
+        port: Its HTTP port on 127.0.0.1 (for ``ready_path=None``, any TCP port); 0 when the caller keeps
+            track of its ports and passes a ready URL to :meth:`wait_ready`.
+        ready_path: A path answering 200 once it can serve; ``None``: accepting connections on ``port`` is
+            ready.
+        env: Extra environment variables (over this process's; ``OMP_NUM_THREADS`` defaults to 1).
+        log_path: Where its standard output and error go; ``None``: where this process's go.
+        cwd: Its working directory (default: this process's).
+        process: The running process, once :meth:`start` has been called.
+    """
+
+    name: str
+    command: Sequence[str]
+    port: int = 0
+    ready_path: str | None = "/v2/health/ready"
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+    cwd: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        """Base URL of its HTTP server."""
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """Its process id (it must have been started)."""
+        if self.process is None:
+            raise RuntimeError(f"{self.name} has not been started")
+        return self.process.pid
+
+    def start(self, *, fresh_log: bool = False) -> Service:
+        """Start the process; its output is appended to ``log_path`` (which ``fresh_log`` empties first)."""
+        environment = {
+            **os.environ,
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_path, "wb" if fresh_log else "ab")  # noqa: SIM115 (closed in stop())
+        self.process = subprocess.Popen(
+            list(self.command),
+            stdout=self._log,
+            stderr=subprocess.STDOUT if self._log else None,
+            env=environment,
+            cwd=self.cwd,
+        )
+        return self
+
+    def running(self) -> bool:
+        """Whether it has been started and has not exited."""
+        return self.process is not None and self.process.poll() is None
+
+    def wait_ready(self, url: str | None = None, timeout: float = 60.0) -> Service:
+        """Wait until ``url`` answers 200 (default: its ``ready_path``; without one, until ``port`` listens).
+
+        Raises:
+            RuntimeError: The process exits first (the message ends with its log).
+            TimeoutError: It is not ready within ``timeout`` seconds (idem).
+        """
+        if url is None and self.ready_path is not None:
+            url = self.url + self.ready_path
+
+        def ready() -> bool:
+            if self.process is None or self.process.poll() is not None:
+                code = "never started" if self.process is None else f"exited with {self.process.returncode}"
+                raise RuntimeError(f"{self.name} {code}:\n{self.log()}")
+            return http_ok(url) if url is not None else listening(self.port)
+
+        what = f"{self.name} ready at {url}" if url else f"{self.name} listening on {HOST}:{self.port}"
+        try:
+            wait_until(ready, timeout=timeout, what=what)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}\n--- {self.name} log ({self.log_path}) ---\n{self.log()}") from None
+        return self
+
+    def log(self, characters: int = 8000) -> str:
+        """The end of its log ("" without a log file)."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-characters:]
+
+    def terminate(self) -> None:
+        """Send it SIGTERM without waiting (:meth:`stop` waits)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop it (see :func:`stop_process`) and close its log; nothing happens if it is not running."""
+        if self.process is not None:
+            stop_process(self.process, timeout)
+        if self._log is not None:
+            self._log.close()
+
+
+def python_service(
+    name: str, args: Sequence[str], log_dir: Path, env: dict[str, str] | None = None, port: int = 0
+) -> Service:
+    """A ``python ARGS`` service run with this interpreter (so coverage follows it) from the project's root.
+
+    Its log is ``<log_dir>/<name>.log``; the root as working directory lets ``-m`` find the packages that
+    are not installed (``benchmarks``, ``monitoring``).
+    """
+    return Service(
+        name, [sys.executable, *args], port, env=env or {}, log_path=log_dir / f"{name}.log", cwd=ROOT
+    )
+
+
+class Stack:
+    """Services started together, each logging to ``<log_dir>/<name>.log``; :meth:`stop` ends every one."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.services: list[Service] = []
+
+    def start(self, service: Service) -> Service:
+        """Start ``service`` with a fresh log ``<log_dir>/<name>.log``, saying so on standard output."""
+        service.log_path = self.log_dir / f"{service.name}.log"
+        self.services.append(service.start(fresh_log=True))
+        print(f"started {service.name} (pid {service.pid}), log {service.log_path}", flush=True)
+        return service
+
+    def wait_ready(self, service: Service, timeout: float) -> None:
+        """Wait until ``service`` is ready (see :meth:`Service.wait_ready`)."""
+        service.wait_ready(timeout=timeout)
+
+    def exited(self) -> list[str]:
+        """Names of the services whose process has ended."""
+        return [service.name for service in self.services if not service.running()]
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop every started service: SIGTERM to all (the last started first), SIGKILL after ``timeout``."""
+        for service in reversed(self.services):
+            if service.running():
+                print(f"stopping {service.name} (pid {service.pid})", flush=True)
+                service.terminate()
+        for service in self.services:
+            service.stop(timeout)
+        self.services.clear()

@@ -1,0 +1,146 @@
+"""Errors a server answers with, and their HTTP status as KServe's REST server maps them.
+
+KServe registers one exception handler per exception class on its FastAPI app
+(``kserve.protocol.rest.server.RESTServer._add_exception_handlers``); :func:`http_status` reads that table, so
+the status a gRPC request is counted under is the one the same failure gets over REST. The only errors
+added here are the transformer's for a failing predictor (:class:`UpstreamError`: 502, 503 or 504), which
+carry their own gRPC status (``grpc_interceptor``'s ``GrpcException``, which KServe's gRPC server honours)
+and HTTP status.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from grpc import StatusCode
+from grpc_interceptor.exceptions import GrpcException
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
+
+
+class UpstreamError(GrpcException):
+    """The transformer's predictor failed; carries both the gRPC status and the HTTP status to answer with."""
+
+    status_code = StatusCode.INTERNAL
+    http_status = 502
+
+    def __init__(self, details: str):
+        super().__init__(details)
+
+    def __str__(self) -> str:
+        return self.details
+
+
+class PredictorUnavailableError(UpstreamError):
+    """The predictor cannot be reached or is not ready."""
+
+    status_code = StatusCode.UNAVAILABLE
+    http_status = 503
+
+
+class PredictorTimeoutError(UpstreamError):
+    """The predictor did not answer within the configured timeout."""
+
+    status_code = StatusCode.DEADLINE_EXCEEDED
+    http_status = 504
+
+
+def http_status(error: BaseException) -> int:
+    """The HTTP status KServe's REST server answers for ``error`` (used to label gRPC requests).
+
+    The most specific class of ``error`` (its method resolution order) that KServe has a handler for decides;
+    an :class:`UpstreamError` says its own.
+    """
+    if isinstance(error, UpstreamError):
+        return error.http_status
+    table = _kserve_statuses()
+    return next((table[cls] for cls in type(error).__mro__ if cls in table), 500)
+
+
+@functools.cache
+def _kserve_statuses() -> dict[type, int]:
+    """Exception class -> HTTP status, from the handlers KServe's REST server registers on its app."""
+    from kserve.protocol.rest.server import RESTServer
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.handlers: dict[type, Any] = {}
+
+        def add_exception_handler(self, cls: type, handler: Any) -> None:
+            self.handlers[cls] = handler
+
+    recorder = Recorder()
+    RESTServer._add_exception_handlers(None, recorder)  # reads no attribute of self
+    kserve_log = logging.getLogger("kserve")
+    statuses, disabled = {}, kserve_log.disabled
+    kserve_log.disabled = True  # each handler logs the exception it answers: not this stand-in
+    try:
+        for cls, handler in recorder.handlers.items():
+            answer = handler(None, Exception("status probe"))
+            try:  # the handlers are coroutines that return at once, without awaiting
+                answer.send(None)
+            except StopIteration as done:
+                statuses[cls] = int(done.value.status_code)
+    finally:
+        kserve_log.disabled = disabled
+    return statuses
+
+
+class ClientErrorLogFilter(logging.Filter):
+    """Turns KServe's stack traces for client mistakes and expected upstream faults into one warning line.
+
+    Args:
+        access_lines: Keep KServe's line per gRPC call (``grpc method: ...``), an access log.
+    """
+
+    def __init__(self, access_lines: bool = False):
+        super().__init__()
+        self.access_lines = access_lines
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Drop or rewrite one record (always kept, except gRPC access lines when they are off)."""
+        if not self.access_lines and str(record.msg).startswith("grpc method:"):
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, InvalidInput | ModelNotReady | ModelNotFound | UpstreamError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                f"{http_status(error)} {type(error).__name__}: {error}",
+                None,
+                None,
+                None,
+            )
+        return True
+
+
+async def upstream_error_handler(_: Request, error: Exception) -> JSONResponse:
+    """The REST answer for an :class:`UpstreamError`: its HTTP status and message."""
+    status = error.http_status if isinstance(error, UpstreamError) else 502
+    return JSONResponse(status_code=status, content={"error": str(error)})
+
+
+async def request_validation_handler(_: Request, error: Exception) -> JSONResponse:
+    """A 400 naming what is wrong with a V2 body FastAPI could not read (KServe's default is a 422)."""
+    problems = error.errors() if isinstance(error, RequestValidationError) else []
+    return JSONResponse(
+        status_code=400, content={"error": f"invalid V2 inference request: {describe(problems)}"}
+    )
+
+
+def describe(problems: Any) -> str:
+    """Pydantic's validation problems (at most five) as one line: where, and what is wrong."""
+    described = []
+    for problem in list(problems)[:5]:
+        if problem.get("type") == "json_invalid":
+            position = problem.get("loc", ("body", "?"))[-1]
+            described.append(
+                f"body is not valid JSON (at character {position}): {problem.get('ctx', {}).get('error')}"
+            )
+        else:
+            where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body") or "body"
+            described.append(f"{where}: {problem.get('msg')}")
+    return "; ".join(described)
