@@ -408,18 +408,23 @@ def _pick_entry(isvc: dict[str, Any], name: str | None) -> dict[str, Any]:
     raise RolloutError(f"no canary named {name!r} (running: {', '.join(map(canary_name, entries))})")
 
 
+def _ending_a_canary(isvc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The mode and a copy to change, for promote and rollback without a transformer; refusals first."""
+    mode = _require_mode(isvc)
+    _refuse_ignored_split(isvc, mode)
+    if mode == KNATIVE and knative_canary_percent(isvc) is None:
+        raise RolloutError("no canary runs (spec.predictor.canaryTrafficPercent is unset or 100)")
+    return mode, copy.deepcopy(isvc)
+
+
 def predictor_promote(isvc: dict[str, Any], name: str | None = None) -> dict[str, Any]:
     """No transformer: the InferenceService with the canary's model serving all traffic, no canary left.
 
     Raises:
         RolloutError: No canary runs, or the object is inconsistent with its mode.
     """
-    mode = _require_mode(isvc)
-    _refuse_ignored_split(isvc, mode)
-    wanted = copy.deepcopy(isvc)
+    mode, wanted = _ending_a_canary(isvc)
     if mode == KNATIVE:
-        if knative_canary_percent(isvc) is None:
-            raise RolloutError("no canary runs (spec.predictor.canaryTrafficPercent is unset or 100)")
         # The spec already names the canary's model: without the split all traffic goes to it.
         promoted = with_model(predictor_spec(isvc), read_model(predictor_spec(isvc)), "default")
         promoted.pop("canaryTrafficPercent", None)
@@ -442,12 +447,8 @@ def predictor_rollback(isvc: dict[str, Any], name: str | None = None) -> dict[st
     Raises:
         RolloutError: No canary runs, or the object is inconsistent with its mode.
     """
-    mode = _require_mode(isvc)
-    _refuse_ignored_split(isvc, mode)
-    wanted = copy.deepcopy(isvc)
+    mode, wanted = _ending_a_canary(isvc)
     if mode == KNATIVE:
-        if knative_canary_percent(isvc) is None:
-            raise RolloutError("no canary runs (spec.predictor.canaryTrafficPercent is unset or 100)")
         stable = stable_model_memory(isvc)
         if stable is None:
             log.warning(

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from housing.rollout.objects import MODEL_SERVER_FIELDS
+
 STANDARD = "Standard"
 KNATIVE = "Knative"
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
@@ -31,20 +33,9 @@ HPA_METRICS = ("cpu", "memory")
 KPA_METRICS = ("concurrency", "rps")
 # pkg/validation/env_policy.go: DefaultBlockedEnvVars.
 BLOCKED_ENV = ("PYTHONPATH",)
-# pkg/apis/serving/v1beta1/predictor.go: the framework fields of a predictor (any one makes it not custom).
-FRAMEWORKS = (
-    "sklearn",
-    "xgboost",
-    "tensorflow",
-    "pytorch",
-    "triton",
-    "onnx",
-    "huggingface",
-    "pmml",
-    "lightgbm",
-    "paddle",
-    "model",
-)
+# pkg/apis/serving/v1beta1/predictor.go: the fields that name a model server (any one makes it not custom);
+# the rollout command reads the same list from the same file.
+FRAMEWORKS = MODEL_SERVER_FIELDS
 LOG_MODES = ("all", "request", "response")
 
 # pkg/constants/constants.go.
