@@ -17,10 +17,10 @@ COMMANDS: dict[str, str] = {
     "train": "model.train_cli",
     "evaluate": "model.evaluate_cli",
     "publish": "model.publish",
-    "promote": "model.registry",
+    "promote": "model.promote_cli",
     "rollout": "housing.rollout",
     "up": "housing.stack",
-    "drift": "detector.batch",
+    "drift": "detector.drift_cli",
 }
 """Sub-command name -> module implementing it."""
 

@@ -11,7 +11,7 @@ from model.artifact import read_metadata
 
 
 def test_train_registers_challenger_and_promote_moves_champion(isolated, capsys):
-    from model.registry import version_for
+    from model.promote_cli import version_for
     from model.tracking import EXPERIMENT, REGISTERED_MODEL, use_tracking
 
     assert main(["train", "--fast", "--no-progress"]) == 0
