@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the four images in Azure Container Registry and install or upgrade the chart on AKS.
+# Build the five images in Azure Container Registry and install or upgrade the chart on AKS.
 #
 # Usage: scripts/deploy-aks.sh --acr NAME --resource-group RG --cluster NAME [options]
 #
@@ -61,7 +61,7 @@ run() {
 }
 
 if ! $skip_build; then
-  for component in predictor transformer detector trainer; do
+  for component in predictor transformer detector explainer trainer; do
     run az acr build --registry "$acr" --image "housing-$component:$tag" \
       --file "docker/$component.Dockerfile" .
   done

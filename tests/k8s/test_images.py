@@ -26,6 +26,7 @@ EXTRAS = {
     "predictor": "predictor",
     "transformer": "transformer",
     "detector": "detector",
+    "explainer": "explainer",
     "trainer": "training",
 }
 AZURITE_MODEL = "http://azurite:10000/devstoreaccount1/models/housing/latest"
@@ -104,6 +105,7 @@ def test_dockerignore_keeps_the_context_small() -> None:
         "predictor",
         "transformer",
         "detector",
+        "explainer",
     }
 
 
@@ -241,9 +243,10 @@ ENTRYPOINT_MODULES = {
     "predictor": "predictor.__main__",
     "transformer": "transformer.__main__",
     "detector": "detector.__main__",
+    "explainer": "explainer.__main__",
     "trainer": "housing.cli",
 }
-PROJECT_PACKAGES = {"model", "serving", "predictor", "transformer", "detector", "housing"}
+PROJECT_PACKAGES = {"model", "serving", "predictor", "transformer", "detector", "explainer", "housing"}
 
 
 @pytest.mark.parametrize("image", sorted(ENTRYPOINT_MODULES))

@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+# Explainer image: `python -m explainer` (KServe ModelServer answering :explain with exact TreeSHAP).
+# Build from the repository root: docker build -f docker/explainer.Dockerfile -t ACR.azurecr.io/housing-explainer:TAG .
+# Stage 1 installs only the "explainer" extra of pyproject.toml (exact versions from docker/constraints.txt) into a
+# virtual environment; stage 2 copies that environment onto a clean slim image: no pip cache, no build tools.
+# Both stages use the same pinned Python image (one patch version, Debian bookworm).
+FROM python:3.11.13-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir "pip==25.3"
+COPY docker/constraints.txt pyproject.toml README.md ./
+COPY model/ model/
+COPY serving/ serving/
+COPY explainer/ explainer/
+RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[explainer]" \
+    && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+
+FROM python:3.11.13-slim-bookworm
+# A numeric non-root user, so Kubernetes can verify runAsNonRoot without reading /etc/passwd.
+RUN groupadd --gid 10001 housing && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin housing
+COPY --from=build /opt/venv /opt/venv
+# Read-only root file system: nothing is written outside /tmp (an emptyDir in Kubernetes).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    OMP_NUM_THREADS=1
+WORKDIR /tmp
+USER 10001:10001
+EXPOSE 8080
+# For plain Docker/compose; Kubernetes uses the InferenceService's own probes.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/v2/health/live', timeout=2)"]
+ENTRYPOINT ["python", "-m", "explainer"]
+CMD ["--model_name", "housing", "--http_port", "8080", "--grpc_port", "8081"]

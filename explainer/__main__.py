@@ -1,0 +1,34 @@
+"""``python -m explainer``: the InferenceService's explainer, TreeSHAP for ``:explain`` (REST --http_port).
+
+It loads and verifies the same artifact as the predictor (give it the same ``--storage_uri`` and
+``--expected_sha256``), and starts unready until it has: an explanation is never of another model.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from explainer.model import HousingExplainer
+from serving.loading import add_artifact_args, serve
+from serving.server import configure_server_logging, parse_server_args, server_parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """KServe's ModelServer flags plus where the model is and which sha256 it must have."""
+    parser = server_parser("python -m explainer", __doc__.splitlines()[0])
+    add_artifact_args(parser)
+    args = parse_server_args(parser, argv)
+    if not args.storage_uri:
+        parser.error("--storage_uri (or STORAGE_URI) is required")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start the explainer server."""
+    args = parse_args(argv)
+    configure_server_logging(args.log_level, latency_logging=args.enable_latency_logging)
+    serve("explainer", HousingExplainer(args.model_name, args.storage_uri, args.expected_sha256), args)
+
+
+if __name__ == "__main__":
+    main()
