@@ -7,7 +7,9 @@ One window of live rows is compared with the reference (the training sample stor
 - each binary feature (``chas``) with a chi-squared test (alibi-detect ``ChiSquareDrift``, at the same level);
 - every feature also with the population stability index (PSI) and the Jensen-Shannon distance, both on bins
   cut at the reference's deciles;
-- the model's predictions with a KS test and the JS distance (prediction drift).
+- the model's predictions with a KS test and the JS distance (prediction drift);
+- all features together with the PCA reconstruction error (:mod:`detector.multivariate`), which sees a change
+  in how the features move together while every marginal stays the same.
 
 **Drift score.** A feature's drift score is its JS distance (base 2, in [0, 1]) when its test rejects after
 the correction, else 0; the feature *drifted* when that score exceeds the threshold, i.e. when its change is
@@ -15,7 +17,9 @@ both statistically significant and large. The window's drift score is the larges
 lies in [0, 1] and drift is declared when it exceeds the threshold (default 0.3, the original system's). The
 test keeps sampling noise of small windows from raising alarms; the JS distance keeps tiny but significant
 changes of large windows from raising them, and gives the score a meaning: how far the most changed input
-moved. The benchmark (``python -m benchmarks detector``) measures both error rates; see docs/detector.md.
+moved. The window also drifted when its reconstruction error is beyond the reference's (multivariate drift),
+whatever the score. The benchmark (``python -m benchmarks detector``) measures both error rates; see
+docs/detector.md.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from detector.multivariate import ReconstructionDrift, ReconstructionResult
 from model.schema import FEATURES_BY_NAME
 
 DEFAULT_THRESHOLD = 0.3
@@ -114,6 +119,7 @@ class DriftResult:
         rows: Rows in the window.
         features: Per-feature results, in reference order.
         prediction: The prediction-drift result, when predictions were compared.
+        multivariate: The reconstruction-error result (``None`` in results saved before it existed).
     """
 
     score: float
@@ -122,6 +128,7 @@ class DriftResult:
     rows: int
     features: list[FeatureResult]
     prediction: FeatureResult | None = None
+    multivariate: ReconstructionResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe form (for the state file and the HTTP API)."""
@@ -130,7 +137,7 @@ class DriftResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DriftResult:
         """The inverse of :meth:`to_dict`."""
-        prediction = data.get("prediction")
+        prediction, multivariate = data.get("prediction"), data.get("multivariate")
         return cls(
             score=data["score"],
             drifted=data["drifted"],
@@ -138,6 +145,7 @@ class DriftResult:
             rows=data["rows"],
             features=[FeatureResult(**item) for item in data["features"]],
             prediction=FeatureResult(**prediction) if prediction else None,
+            multivariate=ReconstructionResult(**multivariate) if multivariate else None,
         )
 
 
@@ -216,6 +224,7 @@ class DriftTester:
             ChiSquareDrift(rows[:, [index]].astype(int), p_val=p_value, categories_per_feature={0: [0, 1]})
             for index in self.binary
         ]
+        self.reconstruction = ReconstructionDrift(rows)
         self.prediction_ks = None
         if reference.predictions is not None:
             self.prediction_edges = bin_edges(reference.predictions, bins)
@@ -267,13 +276,15 @@ class DriftTester:
                 )
             )
         score = max((feature.score for feature in features), default=0.0)
+        multivariate = self.reconstruction.test(rows)
         return DriftResult(
             score=score,
-            drifted=score > self.threshold,
+            drifted=score > self.threshold or multivariate.drifted,
             threshold=self.threshold,
             rows=len(rows),
             features=features,
             prediction=self._test_predictions(predictions),
+            multivariate=multivariate,
         )
 
     def _test_predictions(self, predictions: np.ndarray | None) -> FeatureResult | None:
@@ -305,6 +316,12 @@ def summarize(result: DriftResult) -> str:
         flag = "YES" if item.drifted else ("significant" if item.significant else "no")
         figures = f"{item.p_value:>9.2e} {item.psi:>8.3f} {item.js_distance:>8.3f}"
         lines.append(f"{item.name:<12} {item.test:<5} {figures}  {flag}")
+    if result.multivariate is not None:
+        mv = result.multivariate
+        lines.append(
+            f"{'joint (PCA)':<12} {'recon':<5} error {mv.error:.3f} vs {mv.expected:.3f} "
+            f"(threshold {mv.threshold:.3f}, z {mv.z_score:+.1f})  {'YES' if mv.drifted else 'no'}"
+        )
     verdict = "DRIFT" if result.drifted else "no drift"
     lines.append(
         f"drift score {result.score:.3f} (threshold {result.threshold:g}, {result.rows} rows): {verdict}"
