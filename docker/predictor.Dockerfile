@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
-# Predictor image: `python -m predictor` (KServe ModelServer serving the scikit-learn pipeline).
+# Predictor image: `python -m predictor` (KServe ModelServer serving the compiled model, model.onnx, with
+# onnxruntime). The "predictor" extra has no scikit-learn or joblib; for `--model_format sklearn` or artifacts
+# without model.onnx, install ".[predictor-sklearn]" instead (docs/serving.md).
 # Build from the repository root: docker build -f docker/predictor.Dockerfile -t ACR.azurecr.io/housing-predictor:TAG .
 # Stage 1 installs only the "predictor" extra of pyproject.toml (exact versions from docker/constraints.txt) into a
 # virtual environment; stage 2 copies that environment onto a clean slim image: no pip cache, no build tools.

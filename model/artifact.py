@@ -1,8 +1,20 @@
-"""The model artifact: a directory with ``model.joblib`` and a self-describing ``model.json``.
+"""The model artifact: a directory with ``model.joblib``, its compiled form ``model.onnx`` and ``model.json``.
 
 This is the one module that writes and reads artifacts; the trainer, the predictor and the detector use it.
-A pickle runs code when it is loaded, so :func:`load_artifact` checks the sha256 recorded in ``model.json``
-(and, when the deployment pins one, the expected sha256) *before* it unpickles anything.
+A pickle runs code when it is loaded, and an ONNX file decides every prediction, so :func:`load_artifact`
+checks the sha256 of every model file against the one recorded in ``model.json`` (and the file it loads
+against the sha256 the deployment pins, if any) *before* it unpickles or parses anything.
+
+Two forms of the same model: ``model.joblib`` (the fitted scikit-learn pipeline: what training, evaluation,
+MLflow and the detector use) and ``model.onnx`` (:mod:`model.compiled`: what the predictor serves, with
+onnxruntime alone). Artifacts written before the compiled form have only ``model.joblib``.
+
+**What a pin names.** A deployment pins the file its predictor loads (:func:`serving_format`): the sha256 of
+``model.onnx`` (``onnx_sha256``; the registry's ``onnx_sha256`` tag) to serve the compiled form, that of
+``model.joblib`` (``sha256``; the registry's ``sha256`` tag, what deployments pinned before) for scikit-learn.
+A pin of ``model.joblib`` cannot vouch for ``model.onnx``: nothing ties the two but ``model.json``, which the
+pin does not cover, and checking that one is the other's compilation needs scikit-learn. So a predictor
+pinned to ``model.joblib`` serves ``model.joblib``, and says how to serve the compiled form instead.
 
 ``model.json`` holds (format version 1):
 
@@ -10,10 +22,13 @@ A pickle runs code when it is loaded, so :func:`load_artifact` checks the sha256
 - ``features``: the schema entries of the model's inputs, in the order the model expects them
 - ``target``: ``{"name", "description", "unit"}``
 - ``estimator``, ``params``: what was fitted
-- ``metrics``: evaluation figures (cross-validated RMSE, MAE, R², ...)
+- ``metrics``: evaluation figures (cross-validated RMSE, MAE, R², ...; the compiled form's parity with
+  scikit-learn, ``compiled_parity_max_abs_diff``, and both forms' one-row predict times,
+  ``predict_latency_p50_us`` and ``compiled_predict_latency_p50_us``)
 - ``reference``: training data for drift detection: ``features`` (rows of a training sample, feature order),
   ``predictions`` (the model's predictions for those rows), ``quantiles`` (per feature), ``n_rows``
 - ``sha256``: of ``model.joblib``
+- ``onnx_sha256``: of ``model.onnx`` (absent in artifacts without a compiled form)
 """
 
 from __future__ import annotations
@@ -28,6 +43,14 @@ from typing import Any
 from model.files import write_atomic
 
 MODEL_FILE = "model.joblib"
+ONNX_FILE = "model.onnx"
+ONNX_SHA256 = "onnx_sha256"
+"""The ``model.json`` key of ``model.onnx``'s sha256."""
+SKLEARN, ONNX = "sklearn", "onnx"
+MODEL_FORMATS = (ONNX, SKLEARN)
+"""The forms a model can be loaded in: the compiled one (the predictor's default) and scikit-learn's."""
+FILES = {ONNX: ONNX_FILE, SKLEARN: MODEL_FILE}
+RECORDED = {ONNX: ONNX_SHA256, SKLEARN: "sha256"}
 METADATA_FILE = "model.json"
 FORMAT_VERSION = 1
 
@@ -41,14 +64,18 @@ class ModelArtifact:
     """A loaded, verified artifact.
 
     Attributes:
-        pipeline: The fitted scikit-learn pipeline (``predict`` takes an array of shape [N, n_features]).
+        pipeline: The loaded model: the fitted scikit-learn pipeline, or its compiled form
+            (:class:`model.compiled.CompiledModel`). Either's ``predict`` takes an array of shape
+            [N, n_features] and returns [N] predictions.
         metadata: The parsed ``model.json``.
         path: The directory it was loaded from.
+        format: Which file was loaded: ``sklearn`` (``model.joblib``) or ``onnx`` (``model.onnx``).
     """
 
     pipeline: Any
     metadata: dict[str, Any]
     path: Path
+    format: str = SKLEARN
 
     @property
     def feature_names(self) -> list[str]:
@@ -62,8 +89,8 @@ class ModelArtifact:
 
     @property
     def sha256(self) -> str:
-        """The sha256 of ``model.joblib``."""
-        return str(self.metadata["sha256"])
+        """The sha256 of the file loaded (``model.joblib`` or ``model.onnx``): what a deployment pins."""
+        return str(self.metadata[RECORDED[self.format]])
 
 
 def feature_names(metadata: dict[str, Any]) -> list[str]:
@@ -80,16 +107,19 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def save_artifact(directory: str | Path, pipeline: Any, metadata: dict[str, Any]) -> Path:
-    """Write ``model.joblib`` and ``model.json`` into ``directory``.
+def save_artifact(
+    directory: str | Path, pipeline: Any, metadata: dict[str, Any], compiled: bytes | None = None
+) -> Path:
+    """Write ``model.joblib``, ``model.onnx`` (given the compiled form) and ``model.json`` into ``directory``.
 
-    The sha256 and format version are filled in here; everything else in ``metadata`` is the caller's. Both
-    files are written to temporary names and renamed, so a reader never sees half an artifact.
+    The sha256s and format version are filled in here; everything else in ``metadata`` is the caller's. Every
+    file is written to a temporary name and renamed, so a reader never sees half a file.
 
     Args:
         directory: Target directory (created if needed).
         pipeline: The fitted estimator.
-        metadata: The ``model.json`` content without ``sha256`` (see the module docstring for the keys).
+        metadata: The ``model.json`` content without sha256s (see the module docstring for the keys).
+        compiled: The serialised ONNX model (:func:`model.compiled.compile_pipeline`), if any.
 
     Returns:
         The artifact directory.
@@ -101,6 +131,11 @@ def save_artifact(directory: str | Path, pipeline: Any, metadata: dict[str, Any]
     model_tmp = directory / f".{MODEL_FILE}.tmp"
     joblib.dump(pipeline, model_tmp)
     document = {**metadata, "format_version": FORMAT_VERSION, "sha256": sha256_file(model_tmp)}
+    if compiled is not None:
+        onnx_tmp = directory / f".{ONNX_FILE}.tmp"
+        onnx_tmp.write_bytes(compiled)
+        os.replace(onnx_tmp, directory / ONNX_FILE)
+        document[ONNX_SHA256] = hashlib.sha256(compiled).hexdigest()
     write_atomic(directory / METADATA_FILE, json.dumps(document, indent=2, sort_keys=True) + "\n")
     os.replace(model_tmp, directory / MODEL_FILE)
     return directory
@@ -129,12 +164,40 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     return metadata
 
 
-def verify_artifact(directory: str | Path, expected_sha256: str | None = None) -> dict[str, Any]:
-    """Check that ``model.joblib`` is the file ``model.json`` describes, and the one the deployment pinned.
+def serving_format(
+    metadata: dict[str, Any], requested: str, expected_sha256: str | None = None
+) -> tuple[str, str | None]:
+    """The form to serve: the one requested, unless the artifact lacks it or the pin names the other file.
+
+    Args:
+        metadata: The artifact's ``model.json``.
+        requested: ``onnx`` or ``sklearn``.
+        expected_sha256: The sha256 the deployment pins, if any.
+
+    Returns:
+        The format, and why it is not the one requested (``None`` when it is).
+    """
+    if requested == SKLEARN:
+        return SKLEARN, None
+    if ONNX_SHA256 not in metadata:
+        return SKLEARN, f"the artifact has no {ONNX_FILE} (an older artifact): serving {MODEL_FILE}"
+    if expected_sha256 and expected_sha256.lower() == metadata["sha256"]:
+        return SKLEARN, (
+            f"the pinned sha256 names {MODEL_FILE}, which is served; pin {ONNX_FILE}'s sha256 "
+            f"{metadata[ONNX_SHA256]} to serve the compiled form"
+        )
+    return ONNX, None
+
+
+def verify_artifact(
+    directory: str | Path, expected_sha256: str | None = None, model_format: str = SKLEARN
+) -> dict[str, Any]:
+    """Check that the model file is the one ``model.json`` describes, and the one the deployment pinned.
 
     Args:
         directory: The artifact directory.
         expected_sha256: The sha256 the deployment expects, if it pins one.
+        model_format: Which file to check: ``sklearn`` (``model.joblib``) or ``onnx`` (``model.onnx``).
 
     Returns:
         The metadata.
@@ -144,43 +207,92 @@ def verify_artifact(directory: str | Path, expected_sha256: str | None = None) -
     """
     directory = Path(directory)
     metadata = read_metadata(directory)
-    model_path = directory / MODEL_FILE
-    if not model_path.is_file():
-        raise ArtifactError(f"{model_path} not found")
-    actual = sha256_file(model_path)
-    if actual != metadata["sha256"]:
-        raise ArtifactError(
-            f"{model_path} sha256 {actual} does not match {metadata['sha256']} recorded in {METADATA_FILE}: "
-            "refusing to unpickle a file that was modified"
-        )
-    if expected_sha256 and actual != expected_sha256.lower():
-        raise ArtifactError(
-            f"{model_path} sha256 {actual} does not match the pinned sha256 {expected_sha256}: "
-            "refusing to serve a model the deployment did not approve"
-        )
+    path = directory / FILES[model_format]
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found")
+    check_sha256(path, sha256_file(path), metadata, expected_sha256, model_format)
     return metadata
 
 
-def load_artifact(directory: str | Path, expected_sha256: str | None = None) -> ModelArtifact:
-    """Verify, then unpickle, an artifact.
+def check_sha256(
+    path: Path, actual: str, metadata: dict[str, Any], expected_sha256: str | None, model_format: str
+) -> None:
+    """Compare a model file's sha256 with the one ``model.json`` records and the pinned one.
+
+    Raises:
+        ArtifactError: Either differs (or ``model.json`` records none for this file).
+    """
+    recorded = metadata.get(RECORDED[model_format])
+    if actual != recorded:
+        raise ArtifactError(
+            f"{path} sha256 {actual} does not match {recorded} recorded in {METADATA_FILE}: "
+            f"refusing to {'unpickle' if model_format == SKLEARN else 'load'} a file that was modified"
+        )
+    if expected_sha256 and actual != expected_sha256.lower():
+        raise ArtifactError(
+            f"{path} sha256 {actual} does not match the pinned sha256 {expected_sha256}: "
+            "refusing to serve a model the deployment did not approve"
+        )
+
+
+def load_artifact(
+    directory: str | Path,
+    expected_sha256: str | None = None,
+    model_format: str = SKLEARN,
+    intra_op_threads: int = 1,
+) -> ModelArtifact:
+    """Verify, then load, an artifact in one of its forms.
 
     Args:
         directory: The artifact directory.
         expected_sha256: The sha256 the deployment pins, if any (see :func:`verify_artifact`).
+        model_format: ``sklearn`` (unpickle ``model.joblib``) or ``onnx`` (``model.onnx`` under onnxruntime;
+            see :func:`serving_format` for when to choose it).
+        intra_op_threads: Threads of one onnxruntime call (``onnx`` only).
 
     Returns:
         The loaded artifact.
 
     Raises:
-        ArtifactError: The integrity check failed (nothing was unpickled) or the pickle could not be loaded.
+        ArtifactError: The integrity check failed (nothing was loaded) or the file could not be loaded.
     """
-    import joblib
-
+    directory = Path(directory)
+    if model_format == ONNX:
+        return _load_compiled(directory, expected_sha256, intra_op_threads)
     metadata = verify_artifact(directory, expected_sha256)
+    if ONNX_SHA256 in metadata:  # hashed, not loaded: an artifact with any file modified is refused whole
+        verify_artifact(directory, model_format=ONNX)
     try:
-        pipeline = joblib.load(Path(directory) / MODEL_FILE)
+        import joblib
+
+        pipeline = joblib.load(directory / MODEL_FILE)
+    except ImportError as error:
+        raise ArtifactError(
+            f"cannot load {MODEL_FILE}: {error.name} is not installed (the predictor-sklearn extra); "
+            f"serve {ONNX_FILE} instead"
+        ) from error
     except Exception as error:  # a verified file that still fails to load: wrong library versions, most often
         raise ArtifactError(
             f"cannot load {MODEL_FILE} (libraries {metadata.get('libraries')}): {error}"
         ) from error
-    return ModelArtifact(pipeline=pipeline, metadata=metadata, path=Path(directory))
+    return ModelArtifact(pipeline=pipeline, metadata=metadata, path=directory)
+
+
+def _load_compiled(directory: Path, expected_sha256: str | None, intra_op_threads: int) -> ModelArtifact:
+    from model.compiled import CompiledModel
+
+    # model.joblib is hashed too, never loaded: an artifact with any file modified is refused as a whole.
+    metadata = verify_artifact(directory)
+    path = directory / ONNX_FILE
+    try:
+        data = path.read_bytes()  # read once: the bytes checked are the bytes loaded
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} not found") from None
+    check_sha256(path, hashlib.sha256(data).hexdigest(), metadata, expected_sha256, ONNX)
+    try:
+        compiled = CompiledModel(data, intra_op_threads)
+    except Exception as error:  # onnxruntime raises its own types: a file it cannot run, most often
+        raise ArtifactError(
+            f"cannot load {ONNX_FILE} (libraries {metadata.get('libraries')}): {error}"
+        ) from error
+    return ModelArtifact(pipeline=compiled, metadata=metadata, path=directory, format=ONNX)

@@ -11,8 +11,9 @@ import subprocess
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-LIBRARIES = ("scikit-learn", "numpy", "scipy", "joblib")
-"""The libraries a pickled pipeline depends on; :func:`library_versions` records each one installed."""
+LIBRARIES = ("scikit-learn", "numpy", "scipy", "joblib", "skl2onnx", "onnx", "onnxruntime")
+"""The libraries the model's two forms depend on (the pickle, and the compiled ONNX form: what converted it
+and what ran it at training); :func:`library_versions` records each one installed."""
 PINNED_REQUIREMENTS = ("scikit-learn", "numpy", "scipy")
 """The libraries the MLflow model pins (see :func:`pip_requirements`)."""
 
@@ -44,7 +45,7 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def pip_requirements() -> list[str]:
-    """``name==version`` of each installed library in :data:`PINNED_REQUIREMENTS`, for an MLflow model."""
+def pip_requirements(names: tuple[str, ...] = PINNED_REQUIREMENTS) -> list[str]:
+    """``name==version`` of each installed library of ``names`` (default: the pickle's), for MLflow."""
     libraries = library_versions()
-    return [f"{name}=={libraries[name]}" for name in PINNED_REQUIREMENTS if name in libraries]
+    return [f"{name}=={libraries[name]}" for name in names if name in libraries]

@@ -20,11 +20,13 @@ def publish_and_report(directory: str | Path, url: str, progress: bool = True) -
     Returns:
         0, or 1 when the artifact fails verification or storage refuses it.
     """
-    from model.artifact import ArtifactError, verify_artifact
+    from model.artifact import MODEL_FORMATS, ONNX, RECORDED, ArtifactError, read_metadata, verify_artifact
     from model.storage import StorageError, publish
 
     try:
-        metadata = verify_artifact(directory)
+        formats = [form for form in MODEL_FORMATS if RECORDED[form] in read_metadata(directory)]
+        for form in formats:
+            metadata = verify_artifact(directory, model_format=form)
         result = publish(directory, url, progress=progress)
     except (ArtifactError, StorageError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -32,7 +34,9 @@ def publish_and_report(directory: str | Path, url: str, progress: bool = True) -
     print(f"published {metadata['name']} version {metadata['version']} to {url}")
     print(f"uploaded: {', '.join(result.uploaded) or 'nothing'}")
     print(f"skipped (unchanged): {', '.join(result.skipped) or 'nothing'}")
-    print(f"sha256: {metadata['sha256']}")
+    for form in formats:  # the pin of each form (model.artifact says which file a pin names)
+        served = "the compiled form" if form == ONNX else "scikit-learn"
+        print(f"{RECORDED[form]}: {metadata[RECORDED[form]]} (pin it to serve {served})")
     return 0
 
 

@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from model.artifact import METADATA_FILE, MODEL_FILE, sha256_file
+from model.artifact import METADATA_FILE, MODEL_FILE, ONNX_FILE, sha256_file
 
 log = logging.getLogger(__name__)
 
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 SHA256_METADATA_KEY = "sha256"
 # model.json goes last: a reader that sees the new metadata finds the new model beside it.
-UPLOAD_ORDER = (MODEL_FILE, METADATA_FILE)
+UPLOAD_ORDER = (MODEL_FILE, ONNX_FILE, METADATA_FILE)
+OPTIONAL = frozenset({ONNX_FILE})
+"""Files an artifact may lack: artifacts written before the compiled form have no ``model.onnx``."""
 
 
 class StorageError(RuntimeError):
@@ -115,7 +117,7 @@ def publish(directory: str | Path, url: str, *, progress: bool = True) -> Publis
     not uploaded again, so publishing the same artifact twice transfers nothing.
 
     Args:
-        directory: An artifact directory (``model.joblib`` and ``model.json``).
+        directory: An artifact directory (``model.joblib``, ``model.json`` and, if any, ``model.onnx``).
         url: The target location (see the module docstring).
         progress: Show a progress bar per file on standard error.
 
@@ -129,7 +131,8 @@ def publish(directory: str | Path, url: str, *, progress: bool = True) -> Publis
     from tqdm import tqdm
 
     directory = Path(directory)
-    missing = [name for name in UPLOAD_ORDER if not (directory / name).is_file()]
+    files = [name for name in UPLOAD_ORDER if (directory / name).is_file()]
+    missing = [name for name in UPLOAD_ORDER if name not in files and name not in OPTIONAL]
     if missing:
         raise StorageError(f"{directory} is not a model artifact: missing {missing}")
     location = parse_blob_url(url)
@@ -138,7 +141,7 @@ def publish(directory: str | Path, url: str, *, progress: bool = True) -> Publis
     try:
         with contextlib.suppress(ResourceExistsError):
             container.create_container()
-        for name in UPLOAD_ORDER:
+        for name in files:
             path = directory / name
             digest = sha256_file(path)
             blob = container.get_blob_client(location.blob_name(name))
@@ -197,9 +200,15 @@ def download(uri: str, destination: str | Path, **client_options: Any) -> Path:
     container = container_client(location, **client_options)
     try:
         for name in UPLOAD_ORDER:
-            target = destination / name
-            with open(target, "wb") as handle:
-                container.get_blob_client(location.blob_name(name)).download_blob().readinto(handle)
+            blob = container.get_blob_client(location.blob_name(name))
+            try:
+                downloader = blob.download_blob()
+            except ResourceNotFoundError:
+                if name in OPTIONAL:  # an older artifact; model.json says whether one was expected
+                    continue
+                raise
+            with open(destination / name, "wb") as handle:
+                downloader.readinto(handle)
     except ResourceNotFoundError as error:
         raise StorageError(f"{uri} holds no model artifact ({name} not found)") from error
     except AzureError as error:

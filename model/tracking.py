@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from model.artifact import read_metadata
+from model.artifact import ONNX_SHA256, read_metadata
 from model.paths import MODEL_NAME, mlflow_dir
 from model.provenance import git_commit, pip_requirements
 
@@ -97,13 +97,17 @@ def log_trained(result: TrainingResult, write_artifact: Callable[[str | None], P
         _log_figures(result)
         mlflow.set_tag("quality_gate", "passed")
         info = _log_model(result)
+        _log_compiled(result)
         version = str(info.registered_model_version)
         client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, version)
         directory = write_artifact(version)
         mlflow.log_artifacts(str(directory), "artifact")
         mlflow.set_tag("artifact_dir", str(Path(directory).resolve()))
-        sha256 = read_metadata(directory)["sha256"]
-        client.set_model_version_tag(REGISTERED_MODEL, version, "sha256", sha256)
+        metadata = read_metadata(directory)
+        # The pin of each form (model.artifact explains which file a pin names).
+        for tag in ("sha256", ONNX_SHA256):
+            if tag in metadata:
+                client.set_model_version_tag(REGISTERED_MODEL, version, tag, metadata[tag])
         client.set_model_version_tag(
             REGISTERED_MODEL, version, "artifact_dir", str(Path(directory).resolve())
         )
@@ -160,4 +164,19 @@ def _log_model(result: TrainingResult) -> Any:
         # skops, not pickle: loading it runs no code; the fitted trees are the one type to trust explicitly.
         serialization_format="skops",
         skops_trusted_types=["sklearn.tree._tree.Tree"],
+    )
+
+
+def _log_compiled(result: TrainingResult) -> None:
+    """Log the compiled form as an MLflow ``onnx`` model beside the scikit-learn one (not registered)."""
+    if result.compiled is None:
+        return
+    import mlflow.onnx
+    import onnx
+
+    mlflow.onnx.log_model(
+        onnx.load_from_string(result.compiled),
+        name="onnx",
+        input_example=result.x[:5].astype("float32"),
+        pip_requirements=pip_requirements(("onnxruntime",)),
     )

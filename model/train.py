@@ -1,10 +1,12 @@
 """Training library: compare candidates, evaluate the shipped model honestly, fit it, describe its artifact.
 
 The steps stay apart, scikit-learn style: :func:`model.dataset.load_dataset` reads and validates the data,
-:func:`train_model` evaluates and fits (no I/O), :func:`artifact_metadata` and
-:func:`model.artifact.save_artifact` persist, and :mod:`model.tracking` logs to MLflow. :func:`build_artifact`
-chains them without MLflow, for tests and notebooks. Progress is reported only through logging and the
-progress bars of :func:`model.evaluation.cross_validate` (``progress=False`` turns them off).
+:func:`train_model` evaluates and fits (no I/O), :func:`compile_model` adds the compiled serving form
+(ONNX, :mod:`model.compiled`) once it has checked that it predicts as scikit-learn does,
+:func:`artifact_metadata` and :func:`model.artifact.save_artifact` persist, and :mod:`model.tracking` logs
+to MLflow. :func:`build_artifact` chains them without MLflow, for tests and notebooks. Progress is reported
+only through logging and the progress bars of :func:`model.evaluation.cross_validate` (``progress=False``
+turns them off).
 
 The command line, ``housing train`` (arguments, the quality gate, the printed figures), is
 :mod:`model.train_cli`; where and how the code was built is recorded by :mod:`model.provenance`.
@@ -12,6 +14,7 @@ The command line, ``housing train`` (arguments, the quality gate, the printed fi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Sequence
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model import evaluation, pipeline
+from model import compiled, evaluation, pipeline
 from model.artifact import save_artifact
 from model.dataset import load_dataset
 from model.evaluation import CVResult, Plan
@@ -33,7 +36,7 @@ from model.schema import DEFAULT_FEATURES, TARGET, TARGET_DESCRIPTION, TARGET_UN
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["TrainingResult", "artifact_metadata", "build_artifact", "train_model"]
+__all__ = ["TrainingResult", "artifact_metadata", "build_artifact", "compile_model", "train_model"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ class TrainingResult:
         y: The training target.
         evaluation: The CV result behind the headline figures (nested CV in a full run).
         comparison: The repeated K-fold result of every candidate, by name.
+        compiled: The serialised ONNX form of ``pipeline`` (see :func:`compile_model`), once compiled.
     """
 
     pipeline: Any
@@ -67,6 +71,7 @@ class TrainingResult:
     y: np.ndarray
     evaluation: CVResult
     comparison: dict[str, CVResult] = field(default_factory=dict)
+    compiled: bytes | None = None
 
     @property
     def headline(self) -> dict[str, float]:
@@ -176,6 +181,36 @@ def train_model(
     return TrainingResult(final, candidate, features, params, metrics, x, y, evaluated, comparison)
 
 
+def compile_model(result: TrainingResult) -> TrainingResult:
+    """Compile the fitted pipeline to ONNX, check it predicts as scikit-learn does, and time it.
+
+    The parity gate compares both forms on every training row and on each row with one feature at each of
+    its schema edges (:func:`model.compiled.parity_rows`).
+
+    Args:
+        result: A trained model (see :func:`train_model`).
+
+    Returns:
+        The same result with ``compiled`` set and, in ``metrics``, ``compiled_parity_max_abs_diff`` (USD
+        1000s) and the compiled form's one-row predict times (``compiled_predict_latency_p50_us``, ...).
+
+    Raises:
+        model.compiled.CompileError: The pipeline cannot be compiled, or the two forms differ by more than
+            :data:`model.compiled.PARITY_TOLERANCE` on some row (the message says by how much).
+    """
+    onnx_model = compiled.compile_pipeline(result.pipeline, result.features)
+    model = compiled.CompiledModel(onnx_model)
+    worst = compiled.check_parity(result.pipeline, model, compiled.parity_rows(result.x, result.features))
+    latency = evaluation.predict_latency(model.predict, result.x[:1])
+    metrics = {
+        **result.metrics,
+        "compiled_parity_max_abs_diff": worst,
+        **{f"compiled_{name}": value for name, value in latency.items()},
+    }
+    log.info("compiled to ONNX: largest difference from scikit-learn %.6f USD 1000s", worst)
+    return dataclasses.replace(result, compiled=onnx_model, metrics=metrics)
+
+
 def b_cost(
     frame: pd.DataFrame,
     features: tuple[str, ...],
@@ -261,10 +296,12 @@ def build_artifact(
     seed: int = 42,
     data: str | Path | None = None,
 ) -> Path:
-    """Train on the bundled (or given) data and write an artifact, without MLflow and without the gate.
+    """Train on the bundled (or given) data and write an artifact, without MLflow and the quality gate.
+
+    The parity gate of the compiled form still applies (see :func:`compile_model`).
 
     Args:
-        directory: Where to write ``model.joblib`` and ``model.json``.
+        directory: Where to write ``model.joblib``, ``model.onnx`` and ``model.json``.
         features: Inputs of the model, in order.
         fast: A model in seconds (fewer folds and trees), for tests.
         seed: Random seed.
@@ -273,8 +310,7 @@ def build_artifact(
     Returns:
         The artifact directory.
     """
-    result = train_model(load_dataset(data), features, fast=fast, seed=seed, progress=False)
+    result = compile_model(train_model(load_dataset(data), features, fast=fast, seed=seed, progress=False))
     created_at = datetime.now(UTC)
-    return save_artifact(
-        directory, result.pipeline, artifact_metadata(result, unregistered_version(created_at))
-    )
+    metadata = artifact_metadata(result, unregistered_version(created_at))
+    return save_artifact(directory, result.pipeline, metadata, result.compiled)

@@ -89,9 +89,10 @@ def run(args: argparse.Namespace) -> int:
     """
     if args.azureml:
         return run_on_azureml(args)
+    from model.compiled import CompileError
     from model.dataset import DataValidationError, load_dataset
     from model.evaluation import QualityGate, format_table
-    from model.train import artifact_metadata, train_model, unregistered_version
+    from model.train import artifact_metadata, compile_model, train_model, unregistered_version
 
     features = ALL_FEATURES if args.with_b else tuple(args.features or DEFAULT_FEATURES)
     if "b" in features:
@@ -120,13 +121,22 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    try:
+        result = compile_model(result)
+    except CompileError as error:
+        if not args.no_mlflow:
+            tracking.log_failed(result, [f"compiled form: {error}"])
+        print(f"error: {error}; no artifact written", file=sys.stderr)
+        return 1
+    print(format_table(compiled_rows(result)))
 
     created_at = datetime.now(UTC)
 
     def write(version: str | None) -> Path:
         version = version or unregistered_version(created_at)
         directory = args.output or default_artifact_dir(version)
-        save_artifact(directory, result.pipeline, artifact_metadata(result, version, created_at))
+        metadata = artifact_metadata(result, version, created_at)
+        save_artifact(directory, result.pipeline, metadata, result.compiled)
         if args.output is None:
             point_latest_at(directory)
         return Path(directory)
@@ -201,3 +211,17 @@ def figure_rows(result: TrainingResult) -> list[tuple[str, str]]:
         )
     )
     return rows
+
+
+def compiled_rows(result: TrainingResult) -> list[tuple[str, str]]:
+    """The figures of the compiled form, printed once it passed its parity gate."""
+    metrics = result.metrics
+    return [
+        ("compiled (ONNX) parity", f"max |diff| {metrics['compiled_parity_max_abs_diff']:.6f} USD 1000s"),
+        (
+            "compiled predict 1 row",
+            f"p50 {metrics['compiled_predict_latency_p50_us']:.0f} µs, "
+            f"p99 {metrics['compiled_predict_latency_p99_us']:.0f} µs "
+            f"(CPU p50 {metrics['compiled_predict_cpu_p50_us']:.0f} µs)",
+        ),
+    ]

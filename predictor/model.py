@@ -1,4 +1,8 @@
-"""The predictor: the trained scikit-learn pipeline behind KServe's V1 and V2 (REST and gRPC) protocols.
+"""The predictor: the trained model behind KServe's V1 and V2 (REST and gRPC) protocols.
+
+It serves the artifact's compiled form (``model.onnx`` under onnxruntime, :mod:`model.compiled`) by default,
+or the scikit-learn pipeline (``model.joblib``) with ``model_format="sklearn"``, for an artifact without
+``model.onnx``, or when the deployment pins ``model.joblib`` (:func:`model.artifact.serving_format`).
 
 Input: one FP32/FP64 tensor of shape [N, n_features], columns in the model's feature order (listed in the
 V2 model metadata ``parameters.feature_names``). Output: ``predictions``, median home value in USD 1000s; a
@@ -14,7 +18,10 @@ model's order, as the metadata says.
 
 from __future__ import annotations
 
+import functools
+import logging
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,14 +30,15 @@ from kserve.errors import InvalidInput, ModelNotReady
 from kserve.utils.utils import get_predict_input, get_predict_response
 
 from model import storage
-from model.artifact import ModelArtifact, load_artifact
-from model.pipeline import predict_validated
+from model.artifact import ONNX, SKLEARN, ModelArtifact, load_artifact, read_metadata, serving_format
 from model.schema import TARGET, TARGET_UNIT
 from predictor.metrics import MODEL_INFO, PREDICTED_VALUE
 from serving.metrics import BATCH_ROWS
-from serving.payload import FEATURE_NAMES, select_columns
+from serving.payload import FEATURE_NAMES, check_unsigned_shape, select_columns
 
 NUMERIC_DATATYPES = ("FP32", "FP64")
+
+log = logging.getLogger("predictor")
 
 
 class HousingModel(Model):
@@ -39,19 +47,32 @@ class HousingModel(Model):
     Args:
         name: The model name in the endpoint paths (``housing``).
         storage_uri: Local path, ``file://`` URL or Blob Storage URL of the artifact directory.
-        expected_sha256: The sha256 of ``model.joblib`` the deployment pins, if any.
+        expected_sha256: The sha256 of the model file the deployment pins, if any (``model.onnx``'s to serve
+            the compiled form; ``model.joblib``'s serves scikit-learn, see :mod:`model.artifact`).
+        model_format: ``onnx`` (the compiled form, the default) or ``sklearn``.
+        intra_op_threads: Threads of one onnxruntime call.
     """
 
-    def __init__(self, name: str, storage_uri: str, expected_sha256: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        storage_uri: str,
+        expected_sha256: str | None = None,
+        model_format: str = ONNX,
+        intra_op_threads: int = 1,
+    ):
         super().__init__(name)
         self.storage_uri = storage_uri
         self.expected_sha256 = expected_sha256
+        self.model_format = model_format
+        self.intra_op_threads = intra_op_threads
         self.artifact: ModelArtifact | None = None
         self._download_dir: str | None = None
         self._feature_list = ""
+        self._predict: Callable[[np.ndarray], np.ndarray] = self._unloaded
 
     def load(self) -> bool:
-        """Download, verify (before unpickling) and load the artifact.
+        """Download, verify (before loading anything) and load the artifact in the form to serve.
 
         Raises:
             StorageError: Storage cannot be reached or holds no artifact.
@@ -65,21 +86,42 @@ class HousingModel(Model):
         directory = storage.download(
             self.storage_uri, self._download_dir, retry_total=0, connection_timeout=10
         )
-        self.artifact = load_artifact(directory, self.expected_sha256)
+        metadata = read_metadata(directory)
+        model_format, reason = serving_format(metadata, self.model_format, self.expected_sha256)
+        if reason:
+            log.warning("serving %s, not %s: %s", model_format, self.model_format, reason)
+        artifact = load_artifact(directory, self.expected_sha256, model_format, self.intra_op_threads)
+        if model_format == SKLEARN:
+            from model.pipeline import predict_validated  # scikit-learn: only the fallback imports it
+
+            self._predict = functools.partial(predict_validated, artifact.pipeline)
+        else:
+            self._predict = artifact.pipeline.predict
+        self.artifact = artifact
         self._feature_list = ",".join(self.artifact.feature_names)
+        # Labelled once here, not per request: a labels() lookup costs about as much as the trees.
+        self._batch_rows = BATCH_ROWS.labels(component="predictor", model_name=self.name)
+        self._predicted_value = PREDICTED_VALUE.labels(self.name, artifact.version)
         MODEL_INFO.labels(self.name, self.artifact.version, self.artifact.sha256).set(1)
         self.ready = True
         return self.ready
+
+    def describe_loaded(self) -> str:
+        """The model served, for the log line that says the predictor is ready."""
+        artifact = self._loaded()
+        return (
+            f"model {self.name} version {artifact.version} ({artifact.format}) sha256 {artifact.sha256}, "
+            f"features {','.join(artifact.feature_names)}"
+        )
 
     def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         """Predict for every row of the payload's tensor."""
         artifact = self._loaded()
         rows = self._rows(payload, artifact.feature_names, self._feature_list)
-        predictions = predict_validated(artifact.pipeline, rows)  # the rows were checked just above
-        BATCH_ROWS.labels(component="predictor", model_name=self.name).observe(len(rows))
-        histogram = PREDICTED_VALUE.labels(self.name, artifact.version)
+        predictions = self._predict(rows)  # the rows were checked just above
+        self._batch_rows.observe(len(rows))
         for value in predictions:
-            histogram.observe(value)
+            self._predicted_value.observe(value)
         response = get_predict_response(payload, predictions, self.name)
         if isinstance(response, InferResponse):  # the transformer logs the version that answered
             response.model_version = artifact.version
@@ -97,16 +139,20 @@ class HousingModel(Model):
         """Model version, feature order and units, added to the V2 model metadata."""
         artifact = self._loaded()
         return {
-            "platform": "sklearn",
+            "platform": "onnxruntime_onnx" if artifact.format == ONNX else "sklearn",
             "versions": [artifact.version],
             "parameters": {
                 FEATURE_NAMES: ",".join(artifact.feature_names),
                 "model_version": artifact.version,
+                "model_format": artifact.format,
                 "sha256": artifact.sha256,
                 "target": TARGET,
                 "unit": TARGET_UNIT,
             },
         }
+
+    def _unloaded(self, rows: np.ndarray) -> np.ndarray:
+        raise ModelNotReady(self.name, "the model is still loading")
 
     def _loaded(self) -> ModelArtifact:
         if self.artifact is None:
@@ -121,6 +167,10 @@ class HousingModel(Model):
                 raise InvalidInput(
                     f"expected one input tensor that {_shape_rule(columns)}, got {len(payload.inputs)}"
                 )
+            try:
+                check_unsigned_shape(payload.inputs[0].name, payload.inputs[0].shape)
+            except ValueError as error:
+                raise InvalidInput(str(error)) from None
             if payload.inputs[0].datatype not in NUMERIC_DATATYPES:
                 raise InvalidInput(
                     f"input-0: datatype {payload.inputs[0].datatype} is not supported; use FP32 or FP64"

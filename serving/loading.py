@@ -35,7 +35,10 @@ class ArtifactModel(Protocol):
         ...
 
 
-def add_artifact_args(parser: argparse.ArgumentParser) -> None:
+def add_artifact_args(
+    parser: argparse.ArgumentParser,
+    sha256_help: str = "refuse any model.joblib whose sha256 differs (env EXPECTED_SHA256)",
+) -> None:
     """The artifact flags: ``--storage_uri``, ``--expected_sha256`` (env alike), ``--retry_max_seconds``."""
     parser.add_argument(
         "--storage_uri",
@@ -46,7 +49,7 @@ def add_artifact_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--expected_sha256",
         default=os.environ.get("EXPECTED_SHA256") or None,
-        help="refuse any model.joblib whose sha256 differs (env EXPECTED_SHA256)",
+        help=sha256_help,
     )
     parser.add_argument(
         "--retry_max_seconds", type=float, default=30.0, help="longest wait between load attempts"

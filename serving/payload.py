@@ -27,6 +27,22 @@ FEATURE_NAMES = "feature_names"
 """The V2 tensor parameter (and model-metadata parameter) naming the columns, comma-separated."""
 
 
+def check_unsigned_shape(name: str, shape: Sequence[int]) -> None:
+    """Refuse a V2 tensor shape with a negative dimension.
+
+    The Open Inference Protocol's dimensions are unsigned; KServe's decoders take -1 (as numpy's ``reshape``
+    does) and would infer the dimension from the data, so a wrong shape would pass unnoticed.
+
+    Raises:
+        ValueError: A dimension is negative; the message names the tensor and the rule.
+    """
+    if any(dimension < 0 for dimension in shape):
+        raise ValueError(
+            f"{name}: shape {list(shape)} has a negative dimension; "
+            "dimensions are unsigned (Open Inference Protocol)"
+        )
+
+
 def instance_rows(instances: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[tuple[Any, ...]]:
     """V1 named instances as rows of their values, in ``columns`` order (other keys are left out).
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextvars
+import functools
 import gc
 import json
 import logging
@@ -183,6 +184,11 @@ class HousingModelServer(ModelServer):
         app.add_exception_handler(UpstreamError, upstream_error_handler)
         app.add_exception_handler(RequestValidationError, request_validation_handler)
         app.add_api_route("/v2/models/{model_name}", self._model_metadata, methods=["GET"])
+        if not self.enable_latency_logging:
+            # KServe wraps its app in timing_asgi's TimingMiddleware whatever the flag says: per request it
+            # scans every route for the request's name and formats a timing line that its logger then drops.
+            # The stack is built at the first request, after KServe has added it; leave it out then.
+            app.build_middleware_stack = functools.partial(_build_without_timing, app)
         freeze_heap()
         self.start([])
 
@@ -190,6 +196,14 @@ class HousingModelServer(ModelServer):
         # Registered before KServe's own route so that ``versions`` and ``parameters`` survive (KServe's
         # response model keeps only name, platform, inputs and outputs).
         return await self.dataplane.model_metadata(model_name)
+
+
+def _build_without_timing(app: Any) -> Any:
+    """The app's middleware stack without KServe's per-request timing middleware (see ``start_unready``)."""
+    from timing_asgi import TimingMiddleware
+
+    app.user_middleware = [entry for entry in app.user_middleware if entry.cls is not TimingMiddleware]
+    return type(app).build_middleware_stack(app)
 
 
 def server_parser(prog: str, description: str) -> argparse.ArgumentParser:

@@ -30,7 +30,7 @@ from kserve import InferInput, InferRequest
 from kserve.errors import InvalidInput
 
 from model.schema import ALL_FEATURES, FEATURES_BY_NAME, Feature
-from serving.payload import instance_rows, select_columns, stack_columns
+from serving.payload import check_unsigned_shape, instance_rows, select_columns, stack_columns
 
 V2_DATATYPES = ("FP32", "FP64", "INT32", "INT64")
 _NUMBER_TYPES = frozenset((int, float))
@@ -123,6 +123,11 @@ def rows_from_v2(request: InferRequest, features: Sequence[str], max_rows: int) 
     inputs = list(request.inputs)
     if not inputs:
         raise PayloadError("inputs: at least one input tensor is required", field="inputs", rule="missing")
+    for tensor in inputs:
+        try:
+            check_unsigned_shape(tensor.name, tensor.shape)
+        except ValueError as error:
+            raise PayloadError(str(error), field=tensor.name, rule="wrong_shape") from None
     if len(inputs) == 1 and len(inputs[0].shape) == 2:
         tensor = inputs[0]
         columns = _matrix_columns(tensor, features)

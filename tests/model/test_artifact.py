@@ -6,7 +6,19 @@ import shutil
 import numpy as np
 import pytest
 
-from model.artifact import ArtifactError, load_artifact, read_metadata, verify_artifact
+from model.artifact import (
+    ONNX,
+    ONNX_FILE,
+    ONNX_SHA256,
+    SKLEARN,
+    ArtifactError,
+    load_artifact,
+    read_metadata,
+    serving_format,
+    sha256_file,
+    verify_artifact,
+)
+from model.compiled import PARITY_TOLERANCE
 from model.schema import DEFAULT_FEATURES, FEATURES_BY_NAME
 
 
@@ -84,3 +96,57 @@ def test_broken_metadata_is_refused(copy, tmp_path):
         read_metadata(copy)
     with pytest.raises(ArtifactError, match="not a model artifact directory"):
         read_metadata(tmp_path / "nowhere")
+
+
+# --- the compiled form (model.onnx) -------------------------------------------------------------------------
+
+
+def test_artifact_carries_a_compiled_form_that_predicts_as_scikit_learn(artifact_dir):
+    metadata = read_metadata(artifact_dir)
+    assert metadata[ONNX_SHA256] == sha256_file(artifact_dir / ONNX_FILE)
+    metrics = metadata["metrics"]
+    assert 0 <= metrics["compiled_parity_max_abs_diff"] <= PARITY_TOLERANCE
+    assert 0 < metrics["compiled_predict_latency_p50_us"] < metrics["predict_latency_p50_us"]
+    compiled = load_artifact(artifact_dir, model_format=ONNX)
+    assert compiled.format == ONNX and compiled.sha256 == metadata[ONNX_SHA256]
+    rows = np.array(metadata["reference"]["features"])
+    np.testing.assert_allclose(
+        compiled.pipeline.predict(rows), metadata["reference"]["predictions"], atol=PARITY_TOLERANCE
+    )
+    assert compiled.pipeline.predict(rows).shape == (len(rows),)
+
+
+def test_modified_compiled_form_is_refused_before_loading(copy):
+    with open(copy / ONNX_FILE, "ab") as handle:
+        handle.write(b"\0")
+    for model_format in (ONNX, SKLEARN):  # whichever form is loaded, a modified artifact is refused whole
+        with pytest.raises(ArtifactError, match="refusing to load a file that was modified"):
+            load_artifact(copy, model_format=model_format)
+
+
+def test_serving_the_compiled_form_still_refuses_a_modified_pickle(copy):
+    with open(copy / "model.joblib", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ArtifactError, match="refusing to unpickle a file that was modified"):
+        load_artifact(copy, model_format=ONNX)
+
+
+def test_the_pin_names_the_file_that_is_loaded(copy):
+    metadata = read_metadata(copy)
+    load_artifact(copy, metadata[ONNX_SHA256], model_format=ONNX)
+    with pytest.raises(ArtifactError, match="does not match the pinned sha256"):
+        load_artifact(copy, metadata["sha256"], model_format=ONNX)
+    with pytest.raises(ArtifactError, match="does not match the pinned sha256"):
+        load_artifact(copy, metadata[ONNX_SHA256], model_format=SKLEARN)
+
+
+def test_serving_format_follows_the_request_the_artifact_and_the_pin(artifact_dir):
+    metadata = read_metadata(artifact_dir)
+    assert serving_format(metadata, ONNX) == (ONNX, None)
+    assert serving_format(metadata, ONNX, metadata[ONNX_SHA256]) == (ONNX, None)
+    assert serving_format(metadata, SKLEARN, metadata[ONNX_SHA256]) == (SKLEARN, None)
+    pinned_pickle, reason = serving_format(metadata, ONNX, metadata["sha256"].upper())
+    assert pinned_pickle == SKLEARN and f"pin model.onnx's sha256 {metadata[ONNX_SHA256]}" in str(reason)
+    old = {key: value for key, value in metadata.items() if key != ONNX_SHA256}
+    fallback, reason = serving_format(old, ONNX)
+    assert fallback == SKLEARN and "has no model.onnx" in str(reason)

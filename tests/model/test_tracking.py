@@ -26,6 +26,7 @@ def test_train_registers_challenger_and_promote_moves_champion(isolated, capsys)
     metadata = read_metadata(artifact)
     assert metadata["version"] == "2"
     assert version.tags["sha256"] == metadata["sha256"]
+    assert version.tags["onnx_sha256"] == metadata["onnx_sha256"]
     assert (isolated / "artifacts" / "housing-price" / "latest").resolve() == artifact.resolve()
 
     run = client.get_run(version.run_id)
@@ -42,7 +43,13 @@ def test_train_registers_challenger_and_promote_moves_champion(isolated, capsys)
         for item in client.list_artifacts(run.info.run_id, folder)
     }
     assert {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/feature_importance.png"} <= logged
-    assert {"artifact/model.joblib", "artifact/model.json"} <= logged
+    assert {"artifact/model.joblib", "artifact/model.onnx", "artifact/model.json"} <= logged
+    assert {"compiled_parity_max_abs_diff", "compiled_predict_latency_p50_us"} <= set(run.data.metrics)
+    compiled = mlflow.pyfunc.load_model(f"runs:/{version.run_id}/onnx")  # the onnx flavour, as logged
+    predicted = compiled.predict(np.array(metadata["reference"]["features"][:3], dtype=np.float32))
+    np.testing.assert_allclose(
+        np.ravel(next(iter(predicted.values()))), metadata["reference"]["predictions"][:3], atol=0.01
+    )
 
     model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}@challenger")
     assert model.metadata.signature is not None

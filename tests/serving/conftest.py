@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from housing.processes import Service, free_port, python_service
-from model.artifact import METADATA_FILE, ModelArtifact, load_artifact
+from model.artifact import METADATA_FILE, ONNX, ModelArtifact, load_artifact
 from model.dataset import load_dataset
 from tests.detector.conftest import start_detector  # noqa: F401  (the detector tests' fixture, reused here)
 
@@ -110,14 +110,14 @@ def reversed_artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def reversed_artifact(reversed_artifact_dir: Path) -> ModelArtifact:
-    """The reversed artifact, loaded in-process (the reference for its predictions)."""
-    return load_artifact(reversed_artifact_dir)
+    """The reversed artifact's compiled form, loaded in-process (the reference for its predictions)."""
+    return load_artifact(reversed_artifact_dir, model_format=ONNX)
 
 
 @pytest.fixture(scope="session")
 def artifact(artifact_dir: Path) -> ModelArtifact:
-    """The served artifact, loaded in-process (the reference for predictions)."""
-    return load_artifact(artifact_dir)
+    """The served artifact's compiled form, loaded in-process (the reference for predictions)."""
+    return load_artifact(artifact_dir, model_format=ONNX)
 
 
 @pytest.fixture(scope="session")

@@ -107,6 +107,12 @@ V2_CASES = {
         ["input-0[1].age", "[0, 100]"],
     ),
     "v2 empty batch": (matrix([0, 13], []), 400, ["input-0", "empty batch"]),
+    "v2 negative dimension": (matrix([-1, 13], ROW), 400, ["input-0", "[-1, 13]", "dimensions are unsigned"]),
+    "v2 negative named input": (
+        named_inputs(rm=("FP64", [6.5])).replace('"shape": [1]', '"shape": [-1]', 1),
+        400,
+        ["crim", "[-1]", "dimensions are unsigned"],
+    ),
 }
 
 
