@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     windows.add_argument(
         "--max_pending", type=int, default=Settings.max_pending, help="pending events kept at most"
     )
+    windows.add_argument(
+        "--max_pending_per_endpoint",
+        type=int,
+        default=Settings.max_pending_per_endpoint,
+        help="pending events kept at most for one endpoint (one endpoint's flood pushes out only its own)",
+    )
     labels = parser.add_argument_group("ground truth")
     labels.add_argument(
         "--label_window",
@@ -103,6 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--flush_interval", type=float, default=Config.flush_interval, help="seconds between state saves"
     )
+    limits = parser.add_argument_group("input limits")
+    limits.add_argument(
+        "--max_body_bytes",
+        type=int,
+        default=Config.max_body_bytes,
+        help="largest event or feedback body accepted; larger ones get 413",
+    )
+    limits.add_argument(
+        "--max_rows",
+        type=int,
+        default=Config.max_rows,
+        help="most rows (or predictions) in one event, the transformer's --max_batch_rows; more get 400",
+    )
     parser.add_argument("--log_level", default="INFO", help="logging level")
     return parser
 
@@ -139,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window_size=args.window_size,
         pending_ttl=args.pending_ttl,
         max_pending=args.max_pending,
+        max_pending_per_endpoint=args.max_pending_per_endpoint,
         label_window=args.label_window,
         min_labels=args.min_labels,
         r2_threshold=args.r2_threshold,
@@ -153,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bins=args.bins,
         cooldown=args.cooldown,
         flush_interval=args.flush_interval,
+        max_body_bytes=args.max_body_bytes,
+        max_rows=args.max_rows,
     )
     detector = Detector(config, args.retrain_action, retrain_action(args))
     uvicorn.run(

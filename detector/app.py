@@ -3,7 +3,8 @@
 Routes:
 
 - ``POST /`` (and ``/events``): KServe inference-logger CloudEvents, binary or structured mode; 202 when
-  accepted, 400 naming the problem when not, 503 until the reference is loaded.
+  accepted, 400 naming the problem when not (also for more than ``max_rows`` rows), 413 for a body over
+  ``max_body_bytes``, 503 until the reference is loaded.
 - ``POST /feedback``: ground truth, ``{"id": ID, "value": V}`` or ``{"labels": [{"id": ID, "value": V}, ..]}``
   (``V`` one number per predicted row: a number, or a list for a multi-row request).
 - ``GET /status``: windows, last results, live metrics, retrain episodes (JSON).
@@ -152,14 +153,24 @@ class Detector:
 
 def create_app(detector: Detector) -> Starlette:
     """The ASGI app serving ``detector``."""
+    limit = detector.config.max_body_bytes
 
     async def events(request: Request) -> Response:
         monitor = detector.monitor
         if monitor is None:
             return JSONResponse({"error": f"not ready: {detector.error}"}, status_code=503)
-        body = await request.body()
+        body = await read_body(request, limit)
+        if body is None:
+            return too_large(limit)
         try:
             event = parse_event(request.headers, body, monitor.tester.reference.features)
+            values = event.rows if event.rows is not None else event.predictions
+            if values is not None and len(values) > detector.config.max_rows:
+                metrics.REFUSED.labels(reason="too_many_rows").inc()
+                return JSONResponse(
+                    {"error": f"body: {len(values)} rows, more than the limit of {detector.config.max_rows}"},
+                    status_code=400,
+                )
             monitor.ingest(event)
         except InvalidEventError as error:
             metrics.EVENTS.labels(type=error.kind or "unknown", outcome="invalid").inc()
@@ -173,8 +184,11 @@ def create_app(detector: Detector) -> Starlette:
         monitor = detector.monitor
         if monitor is None:
             return JSONResponse({"error": f"not ready: {detector.error}"}, status_code=503)
+        body = await read_body(request, limit)
+        if body is None:
+            return too_large(limit)
         try:
-            document = json.loads(await request.body())
+            document = json.loads(body)
             items = document["labels"] if isinstance(document, dict) and "labels" in document else [document]
             if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
                 raise ValueError("labels: must be a list of {'id': ..., 'value': ...} objects")
@@ -235,6 +249,26 @@ def create_app(detector: Detector) -> Starlette:
         ],
         lifespan=lifespan,
     )
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or ``None`` once over ``limit`` bytes (read no further: memory stays flat)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large(limit: int) -> Response:
+    """The 413 for a body over ``limit`` bytes, counted."""
+    metrics.REFUSED.labels(reason="body_too_large").inc()
+    return JSONResponse({"error": f"body: larger than the limit of {limit} bytes"}, status_code=413)
 
 
 def _invalid_feedback(message: str) -> Response:

@@ -27,6 +27,16 @@ PREDICTION_SCORE = Gauge(
     KEY,
 )
 PREDICTION_P_VALUE = Gauge("housing_prediction_drift_p_value", "KS p-value of the predictions.", KEY)
+RECONSTRUCTION_ERROR = Gauge(
+    "housing_reconstruction_error",
+    "Mean PCA reconstruction error of the last tested window (multivariate drift; see its threshold).",
+    KEY,
+)
+RECONSTRUCTION_THRESHOLD = Gauge(
+    "housing_reconstruction_error_threshold",
+    "The reconstruction error above which the last window counted as multivariate drift.",
+    KEY,
+)
 LIVE_MAE = Gauge(
     "housing_live_mae", "Mean absolute error over the last labelled predictions (USD 1000s).", KEY
 )
@@ -44,4 +54,9 @@ RETRAINS = Counter(
     "housing_retrains_triggered",
     "Retraining actions fired, by reason (drift, r2) and action.",
     ["reason", "action"],
+)
+REFUSED = Counter(
+    "housing_detector_refused",
+    "Event and feedback bodies refused by the input limits: body_too_large (413), too_many_rows (400).",
+    ["reason"],
 )

@@ -5,7 +5,8 @@ Nothing here does I/O: the HTTP app (:mod:`detector.app`) feeds decoded events a
 
 - A request and its response (same ``ce-id`` and component, in either order) wait in a bounded pending buffer;
   an event whose partner has not come within ``pending_ttl`` seconds, or that is pushed out when the buffer is
-  full, is counted ``unmatched``.
+  full, is counted ``unmatched``. Each endpoint may hold at most ``max_pending_per_endpoint`` of them, so a
+  flood on one endpoint pushes out its own oldest events, never another endpoint's.
 - Joined rows go to the window of their :class:`~detector.keys.WindowKey` (endpoint, model version): canary
   traffic is judged on its own, and each model version against the reference. A full window (``window_size``
   rows) is queued for its test (:meth:`Monitor.take_due`; the service runs it in a worker process,
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,7 @@ class Monitor:
         self.settings = settings
         self.trigger = trigger
         self.pending: OrderedDict[tuple[str, str], Pending] = OrderedDict()
+        self._pending_by_endpoint: Counter[str] = Counter()
         self.windows: dict[WindowKey, Window] = {}
         self.results: dict[WindowKey, DriftResult] = {}
         self.labels: dict[WindowKey, deque[tuple[float, float]]] = {}
@@ -115,14 +117,13 @@ class Monitor:
             raise InvalidEventError("body: carries no values", event.kind)
         key = (event.component, event.id)
         partner = self.pending.pop(key, None)
+        if partner is not None:
+            self._pending_by_endpoint[partner.endpoint] -= 1
         if partner is not None and partner.kind == event.kind:  # a duplicate: the older one will never pair
             metrics.EVENTS.labels(type=partner.kind, outcome="unmatched").inc()
             partner = None
         if partner is None:
-            self.pending[key] = Pending(event.kind, now, event.endpoint, event.model_version, values)
-            while len(self.pending) > self.settings.max_pending:
-                _, evicted = self.pending.popitem(last=False)
-                metrics.EVENTS.labels(type=evicted.kind, outcome="unmatched").inc()
+            self._hold(key, Pending(event.kind, now, event.endpoint, event.model_version, values))
             metrics.EVENTS.labels(type=event.kind, outcome="accepted").inc()
             return
         this = Pending(event.kind, now, event.endpoint, event.model_version, values)
@@ -146,7 +147,24 @@ class Monitor:
             if oldest.time >= deadline:
                 return
             self.pending.popitem(last=False)
+            self._pending_by_endpoint[oldest.endpoint] -= 1
             metrics.EVENTS.labels(type=oldest.kind, outcome="unmatched").inc()
+
+    def _hold(self, key: tuple[str, str], item: Pending) -> None:
+        """Keep ``item`` until its partner comes, pushing out the oldest pending events over the limits."""
+        self.pending[key] = item
+        self._pending_by_endpoint[item.endpoint] += 1
+        if self._pending_by_endpoint[item.endpoint] > self.settings.max_pending_per_endpoint:
+            # The endpoint's own oldest: an endpoint's flood must not evict another's pending requests.
+            oldest = next(held for held, pending in self.pending.items() if pending.endpoint == item.endpoint)
+            self._evict(oldest)
+        while len(self.pending) > self.settings.max_pending:
+            self._evict(next(iter(self.pending)))
+
+    def _evict(self, key: tuple[str, str]) -> None:
+        evicted = self.pending.pop(key)
+        self._pending_by_endpoint[evicted.endpoint] -= 1
+        metrics.EVENTS.labels(type=evicted.kind, outcome="unmatched").inc()
 
     def feedback(self, request_id: str, values: float | list[float]) -> bool:
         """Record the true value(s) of an earlier request's prediction(s).
@@ -263,13 +281,14 @@ class Monitor:
             log.warning("ignoring saved state of format %r (expected %d)", state.get("format"), STATE_FORMAT)
             return
         for saved in state.get("pending", []):
-            self.pending[(saved["component"], saved["request_id"])] = Pending(
+            self.pending[(saved["component"], saved["request_id"])] = item = Pending(
                 saved["kind"],
                 saved["time"],
                 saved["endpoint"],
                 saved["model_version"],
                 np.asarray(saved["values"], dtype=float),
             )
+            self._pending_by_endpoint[item.endpoint] += 1
         for saved in state.get("windows", []):
             key = WindowKey.of(saved)
             rows = np.asarray(saved["rows"], dtype=float).reshape(-1, self.width)
@@ -387,6 +406,9 @@ class Monitor:
         if result.prediction is not None:
             metrics.PREDICTION_SCORE.labels(**labels).set(result.prediction.score)
             metrics.PREDICTION_P_VALUE.labels(**labels).set(result.prediction.p_value)
+        if result.multivariate is not None:
+            metrics.RECONSTRUCTION_ERROR.labels(**labels).set(result.multivariate.error)
+            metrics.RECONSTRUCTION_THRESHOLD.labels(**labels).set(result.multivariate.threshold)
 
     def _publish_live(self, key: WindowKey) -> None:
         labels = key.labels()

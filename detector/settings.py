@@ -21,6 +21,7 @@ class Settings:
     window_size: int = 200
     pending_ttl: float = 60.0
     max_pending: int = 10_000
+    max_pending_per_endpoint: int = 5_000
     label_window: int = 100
     min_labels: int = 30
     r2_threshold: float = 0.8
@@ -41,6 +42,8 @@ class Config:
     cooldown: float = DEFAULT_COOLDOWN
     flush_interval: float = 1.0
     retry_interval: float = 10.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_rows: int = 1000
 
     def drift_options(self) -> dict[str, Any]:
         """The keyword arguments of :class:`detector.stats.DriftTester` (the worker builds one too)."""

@@ -3,17 +3,20 @@
 ``housing up`` (housing/stack.py), the tests and the benchmarks start every local server the same way:
 a :class:`Service` (its command, its port, how to tell it is ready, its log file) is started, waited for
 (an HTTP ready URL answering 200, or its port accepting connections) and stopped (SIGTERM, so that it saves
-its state and its coverage, then SIGKILL); a :class:`Stack` is a group of services stopped together.
+its state and its coverage, then SIGKILL); a :class:`Stack` is a group of services stopped together, and a
+:class:`Supervisor` restarts those of a stack that exit, with back-off, until one crash-loops.
 Everything listens on 127.0.0.1, on ports from :func:`free_port` where the caller does not choose them.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,3 +242,138 @@ class Stack:
         for service in self.services:
             service.stop(timeout)
         self.services.clear()
+
+
+def describe_exit(code: int) -> str:
+    """``exit code 1`` or ``killed by SIGKILL`` (Popen gives a signal as a negative return code)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class _Watch:
+    """What the supervisor knows of one service."""
+
+    service: Service
+    started_at: float
+    restarts: deque[float] = field(default_factory=deque)
+    backoff: float = 0.0
+    restart_at: float | None = None
+    awaiting_ready: bool = False
+    log_start: int = 0
+
+
+class Supervisor:
+    """Keeps the services of a :class:`Stack` running: a service that exits is restarted, with back-off.
+
+    Each exit is reported with its exit code and the last lines of the service's log; the restart waits
+    ``first_backoff`` seconds, doubling at each exit up to ``max_backoff`` (reset once the service has run for
+    ``window`` seconds). A service that would need more than ``max_restarts`` restarts within ``window``
+    seconds is crash-looping: :meth:`check` then returns the reason to stop the stack.
+
+    Args:
+        stack: The stack whose started services are watched.
+        first_backoff: Seconds before the first restart.
+        max_backoff: The longest wait before a restart.
+        max_restarts: Restarts allowed within ``window`` seconds.
+        window: Seconds over which restarts are counted.
+        say: Where reports go (default: standard output).
+        clock: Seconds, monotonic (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        stack: Stack,
+        *,
+        first_backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        max_restarts: int = 5,
+        window: float = 60.0,
+        say: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.stack = stack
+        self.first_backoff = first_backoff
+        self.max_backoff = max_backoff
+        self.max_restarts = max_restarts
+        self.window = window
+        self.say = say or (lambda line: print(line, flush=True))
+        self.clock = clock
+        self._watches = {service.name: _Watch(service, clock()) for service in stack.services}
+
+    def check(self) -> str | None:
+        """Look at every service once: report exits, restart those whose back-off is over, report readiness.
+
+        Returns:
+            ``None`` while the stack can go on; the reason to stop it when a service is crash-looping.
+        """
+        now = self.clock()
+        for name, watch in self._watches.items():
+            service = watch.service
+            if watch.restart_at is not None:
+                if now >= watch.restart_at:
+                    self._restart(watch, now)
+                continue
+            if service.running():
+                if watch.awaiting_ready and self._ready(service):
+                    watch.awaiting_ready = False
+                    self.say(f"{name} ready again, {now - watch.started_at:.1f} s after its restart")
+                continue
+            code = service.process.returncode if service.process is not None else -1
+            while watch.restarts and now - watch.restarts[0] > self.window:
+                watch.restarts.popleft()
+            last_lines = "\n".join(f"  | {line}" for line in self._log_tail(watch))
+            self.say(
+                f"{name} (pid {service.pid}) exited: {describe_exit(code)}; its last log lines:\n{last_lines}"
+            )
+            if len(watch.restarts) >= self.max_restarts:
+                return (
+                    f"{name} is crash-looping: it exited {len(watch.restarts) + 1} times within "
+                    f"{self.window:.0f} s (last: {describe_exit(code)}); see {service.log_path}"
+                )
+            ran_long = now - watch.started_at >= self.window
+            watch.backoff = self.first_backoff if ran_long or not watch.backoff else watch.backoff * 2
+            watch.backoff = min(watch.backoff, self.max_backoff)
+            watch.restart_at = now + watch.backoff
+            self.say(
+                f"restarting {name} in {watch.backoff:g} s (restart {len(watch.restarts) + 1} of at most "
+                f"{self.max_restarts} within {self.window:.0f} s)"
+            )
+        return None
+
+    @staticmethod
+    def _log_tail(watch: _Watch, lines: int = 10) -> list[str]:
+        """The last lines the service's current run wrote to its log."""
+        path = watch.service.log_path
+        if path is None or not path.exists():
+            return []
+        with open(path, "rb") as log:
+            log.seek(watch.log_start)
+            return log.read().decode(errors="replace").splitlines()[-lines:]
+
+    def _restart(self, watch: _Watch, now: float) -> None:
+        service = watch.service
+        service.stop()  # closes the old log handle; the process has already exited
+        if service.log_path is not None:
+            with open(service.log_path, "a") as log:
+                log.write(f"--- restarted by housing up at {time.strftime('%H:%M:%S')} ---\n")
+            watch.log_start = service.log_path.stat().st_size
+        service.start()  # appends to the same log
+        watch.restarts.append(now)
+        watch.started_at, watch.restart_at, watch.awaiting_ready = now, None, True
+        self.say(f"restarted {service.name} (pid {service.pid}), log {service.log_path}")
+
+    @staticmethod
+    def _ready(service: Service) -> bool:
+        import httpx  # see wait_until
+
+        if service.ready_path is None:
+            return listening(service.port)
+        try:
+            return http_ok(service.url + service.ready_path, timeout=0.5)
+        except httpx.HTTPError:  # not answering yet: still starting
+            return False

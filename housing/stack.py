@@ -3,7 +3,9 @@
 Each service is a ``python -m <component>`` process with the container's own arguments (see
 :func:`services`); ``housing up`` waits until every one is ready, prints the URLs and
 a curl example, sends one real prediction, then keeps running until Ctrl-C (SIGINT) or SIGTERM, and stops
-every process it started.
+every process it started. A component that exits meanwhile is restarted with exponential back-off (1 s,
+doubling to 30 s), its exit code and last log lines printed; the stack stops only when one crash-loops (five
+restarts within a minute), saying so (:class:`~housing.processes.Supervisor`).
 ``--once`` exits after the prediction (tests and CI).
 
 Default ports (all on 127.0.0.1): predictor HTTP 8080 / gRPC 8081, transformer HTTP 8090 / gRPC 8091,
@@ -34,7 +36,7 @@ from types import FrameType
 from typing import Any
 
 from housing import prometheus
-from housing.processes import HOST, Service, Stack
+from housing.processes import HOST, Service, Stack, Supervisor
 from model.paths import latest_artifact, var_dir
 
 HELP = "Start predictor, transformer and detector on loopback, show a real prediction; Ctrl-C stops them."
@@ -189,9 +191,10 @@ def run(args: argparse.Namespace) -> int:
             if args.once:
                 return 0
             print("serving; press Ctrl-C to stop", flush=True)
-            while not (ended := stack.exited()):
+            supervisor = Supervisor(stack)  # a component that exits is restarted, until one crash-loops
+            while (reason := supervisor.check()) is None:
                 time.sleep(0.5)
-            print(f"error: {', '.join(ended)} exited; stopping the stack", file=sys.stderr)
+            print(f"error: {reason}; stopping the stack", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             return 0

@@ -10,7 +10,7 @@
 #   --release NAME          Helm release name (default: housing-kserve; objects are then named housing-kserve-*)
 #   --tag TAG               image tag (default: the current git commit, short)
 #   --model-uri URI         model artifact location (https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH)
-#   --model-sha256 HEX      its model.joblib sha256 (required with --model-uri: the deployment pins its model)
+#   --model-sha256 HEX      the sha256 of the file it serves: model.onnx's (model.json onnx_sha256); required with --model-uri
 #   --client-id GUID        Azure Workload Identity client ID (turns Workload Identity on)
 #   --values FILE           extra values file (repeatable)
 #   --skip-build            do not build images (CI builds them in an earlier job)

@@ -23,13 +23,19 @@ from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 
 
 class UpstreamError(GrpcException):
-    """The transformer's predictor failed; carries both the gRPC status and the HTTP status to answer with."""
+    """The transformer's predictor failed; carries both the gRPC status and the HTTP status to answer with.
+
+    Args:
+        details: The message.
+        retry_after: Seconds after which a retry may succeed: a ``Retry-After`` header on the REST answer.
+    """
 
     status_code = StatusCode.INTERNAL
     http_status = 502
 
-    def __init__(self, details: str):
+    def __init__(self, details: str, retry_after: int | None = None):
         super().__init__(details)
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         return self.details
@@ -118,9 +124,11 @@ class ClientErrorLogFilter(logging.Filter):
 
 
 async def upstream_error_handler(_: Request, error: Exception) -> JSONResponse:
-    """The REST answer for an :class:`UpstreamError`: its HTTP status and message."""
-    status = error.http_status if isinstance(error, UpstreamError) else 502
-    return JSONResponse(status_code=status, content={"error": str(error)})
+    """The REST answer for an :class:`UpstreamError`: its HTTP status and message (and ``Retry-After``)."""
+    if not isinstance(error, UpstreamError):
+        return JSONResponse(status_code=502, content={"error": str(error)})
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
+    return JSONResponse(status_code=error.http_status, content={"error": str(error)}, headers=headers)
 
 
 async def request_validation_handler(_: Request, error: Exception) -> JSONResponse:

@@ -14,15 +14,20 @@ import os
 from kserve.predictor_config import PredictorConfig
 
 from serving.server import HousingModelServer, configure_server_logging, parse_server_args, server_parser
-from transformer.model import HousingTransformer
+from transformer.batching import COALESCE_ROWS
+from transformer.model import MAX_BATCH_ROWS, HousingTransformer
 from transformer.request_logger import LOGGER_URL_ENV, RequestLogger
-from transformer.routing import build_router, check_canaries, parse_canary
+from transformer.resilience import DEFAULT_MAX_IN_FLIGHT, AdmissionMiddleware
+from transformer.routing import BreakerSettings, build_router, check_canaries, parse_canary
 
 log = logging.getLogger("transformer")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """KServe's ModelServer and transformer flags, plus canaries, batch limits, timeout and request logger."""
+    """KServe's ModelServer and transformer flags, plus canaries, batch and load limits, breaker, logger.
+
+    ``--predictor_request_timeout_seconds`` (KServe's flag) is each request's deadline.
+    """
     parser = server_parser("python -m transformer", __doc__.splitlines()[0])
     parser.add_argument(
         "--predictor_rest_host",
@@ -39,13 +44,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "like --predictor_rest_host); repeatable, the percentages add up to at most 100 and the stable "
         "predictor gets the rest; e.g. v2=10,housing-kserve-v2-predictor.housing",
     )
-    parser.add_argument("--max_batch_rows", type=int, default=1000, help="largest batch accepted (rows)")
+    parser.add_argument(
+        "--max_batch_rows", type=int, default=MAX_BATCH_ROWS, help="largest batch accepted (rows)"
+    )
     parser.add_argument(
         "--coalesce_rows",
         type=int,
-        default=256,
+        default=COALESCE_ROWS,
         help="merge requests that wait at the same time into predictor calls of up to this many rows "
         "(adaptive batching, per predictor; 0: every request on its own; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max_in_flight",
+        type=int,
+        default=DEFAULT_MAX_IN_FLIGHT,
+        help="requests in flight or queued at once; more get 503 with Retry-After at once (back-pressure; "
+        "default %(default)s: about 100 ms of work at the measured 1,300 requests/s, docs/serving.md)",
+    )
+    parser.add_argument(
+        "--breaker_failures",
+        type=int,
+        default=BreakerSettings.failures,
+        help="consecutive failed requests to a predictor that open its circuit breaker (default %(default)s)",
+    )
+    parser.add_argument(
+        "--breaker_reset_seconds",
+        type=float,
+        default=BreakerSettings.reset_seconds,
+        help="seconds an open breaker refuses calls before one probe request may go (default %(default)s)",
     )
     parser.add_argument(
         "--logger_url",
@@ -61,6 +87,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--max_batch_rows must be at least 1")
     if args.coalesce_rows < 0:
         parser.error("--coalesce_rows must be 0 (off) or more")
+    if args.max_in_flight < 1 or args.breaker_failures < 1:
+        parser.error("--max_in_flight and --breaker_failures must be at least 1")
+    if not args.breaker_reset_seconds > 0:
+        parser.error("--breaker_reset_seconds must be more than 0")
     canaries = []
     for value in args.canary:
         try:
@@ -91,13 +121,18 @@ def main(argv: list[str] | None = None) -> None:
         timeout=args.predictor_request_timeout_seconds,
         retries=args.predictor_request_retries,
         coalesce_rows=args.coalesce_rows,
+        breaker=BreakerSettings(args.breaker_failures, args.breaker_reset_seconds),
     )
     request_logger = None
     if args.logger_url:
         request_logger = RequestLogger(args.logger_url, component="transformer")
         log.info("sending inference events to %s", args.logger_url)
     model = HousingTransformer(
-        args.model_name, router, max_batch_rows=args.max_batch_rows, request_logger=request_logger
+        args.model_name,
+        router,
+        max_batch_rows=args.max_batch_rows,
+        request_logger=request_logger,
+        max_in_flight=args.max_in_flight,
     )
     for arm in router.arms:
         log.info(
@@ -107,6 +142,10 @@ def main(argv: list[str] | None = None) -> None:
             arm.spec.host,
             protocol,
         )
+    from kserve.model_server import app
+
+    # Added before the server's own middleware, so that its request metrics count the refusals too.
+    app.add_middleware(AdmissionMiddleware, admission=model.admission)
     HousingModelServer(
         "transformer",
         http_port=args.http_port,

@@ -32,6 +32,10 @@ class _Waiting:
     future: asyncio.Future[tuple[np.ndarray, Any]]
 
 
+COALESCE_ROWS = 256
+"""The default most rows merged into one predictor call (measured: larger merges gained nothing here)."""
+
+
 class Coalescer:
     """Merges the rows of waiting requests into predictor calls of at most ``max_rows`` rows.
 

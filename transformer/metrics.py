@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 VALIDATION_ERRORS = Counter(
     "housing_validation_errors_total", "Payloads refused, by field and rule.", ["model_name", "field", "rule"]
@@ -19,4 +19,22 @@ LOGGER_EVENTS = Counter(
     "housing_logger_events_total",
     "Inference CloudEvents of the local request logger by outcome: sent, dropped (queue full), failed.",
     ["component", "outcome"],
+)
+BREAKER_STATE = Gauge(
+    "housing_predictor_breaker_state",
+    "Circuit breaker of each predictor arm: 0 closed, 1 half-open (one probe out), 2 open (not called).",
+    ["model_name", "arm"],
+)
+SHORT_CIRCUITS = Counter(
+    "housing_predictor_short_circuits_total",
+    "Requests answered 503 at once because their predictor's circuit breaker was open.",
+    ["model_name", "arm"],
+)
+IN_FLIGHT = Gauge(
+    "housing_requests_in_flight", "Inference requests in flight or queued in the transformer.", ["model_name"]
+)
+SHED = Counter(
+    "housing_requests_shed_total",
+    "Requests refused at once with 503 because the transformer's in-flight limit was reached.",
+    ["model_name"],
 )

@@ -8,6 +8,11 @@ turned into 503 (unreachable, not ready) or 504 (too slow). ``postprocess`` logs
 (when a request logger is set) and answers in the client's protocol: predictions are the median home value in
 USD 1000s.
 
+Faults stay bounded (:mod:`transformer.resilience`): each request has a deadline from its arrival (the
+predictor timeout, or less with ``x-request-timeout``) that covers every wait; a predictor whose circuit
+breaker is open is not called (503 at once); beyond ``max_in_flight`` requests in flight the transformer
+answers 503 at once instead of queueing.
+
 The request id is the one the client knows: the V2 body's ``id``, else the ``x-request-id`` header, else a
 new UUID. It is the ``ce-id`` of the logged events (so ``POST /feedback`` to the detector finds the
 prediction), the ``id`` of a V2 answer, and the ``x-request-id`` header of every REST answer.
@@ -22,28 +27,34 @@ from typing import Any
 
 import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve.model import InferenceVerb
 
 from model.schema import FEATURES_BY_NAME, TARGET, TARGET_DESCRIPTION, TARGET_UNIT
 from serving.errors import PredictorUnavailableError
 from serving.metrics import BATCH_ROWS
 from serving.payload import FEATURE_NAMES
-from transformer.metrics import VALIDATION_ERRORS
+from transformer.metrics import IN_FLIGHT, SHED, VALIDATION_ERRORS
 from transformer.payload import PayloadError, rows_from_v1, rows_from_v2
 from transformer.request_logger import RequestLogger
-from transformer.routing import Answer, PredictorArm, PredictorModel, Router
+from transformer.resilience import DEFAULT_MAX_IN_FLIGHT, Admission, Deadline
+from transformer.routing import Answer, PredictorArm, PredictorMetadata, Router
 
 REQUEST_ID_HEADER = "x-request-id"
 
+MAX_BATCH_ROWS = 1000
+"""The largest request accepted, in rows (houses); the detector refuses larger logged events alike."""
+
 
 @dataclass(frozen=True)
-class Batch:
-    """Validated rows, the predictor they are for, and how the client wants its answer."""
+class ValidatedRequest:
+    """One client request, validated: its rows, the predictor they are for, the answer it wants."""
 
     rows: np.ndarray
     request_id: str
     arm: PredictorArm
-    model: PredictorModel
+    model: PredictorMetadata
     reply_v2: bool
+    deadline: Deadline
     binary_outputs: bool = False
 
 
@@ -51,7 +62,7 @@ class Batch:
 class Prediction:
     """The predictor's answer for a batch."""
 
-    batch: Batch
+    batch: ValidatedRequest
     answer: Answer
 
 
@@ -63,6 +74,7 @@ class HousingTransformer(Model):
         router: The predictors and the draw that picks one per request.
         max_batch_rows: The largest batch accepted.
         request_logger: Where to send inference CloudEvents, or ``None``.
+        max_in_flight: Requests admitted at once (in flight or queued); the rest get 503 at once.
     """
 
     def __init__(
@@ -70,19 +82,36 @@ class HousingTransformer(Model):
         name: str,
         router: Router,
         *,
-        max_batch_rows: int = 1000,
+        max_batch_rows: int = MAX_BATCH_ROWS,
         request_logger: RequestLogger | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ):
         # KServe then hands ``response_headers`` to predict and postprocess: the request id goes back in them.
         super().__init__(name, return_response_headers=True)
         self.router = router
         self.max_batch_rows = max_batch_rows
         self.request_logger = request_logger
-        self.ready = True  # ready to validate; predictor faults are answered per request with 503/504
+        self.timeout = router.stable.timeout
+        in_flight = IN_FLIGHT.labels(name)
+        self.admission = Admission(max_in_flight, on_change=in_flight.set, on_refuse=SHED.labels(name).inc)
+        # Ready to validate, whatever the predictors' state: their faults are answered per request with
+        # 503/504, so a predictor that is down never takes the transformer out of its Service.
+        self.ready = True
 
-    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
-        """Choose the predictor, validate the payload and build rows in that predictor's feature order."""
-        arm, model = await self.router.arm_and_model()
+    async def __call__(
+        self,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        verb: InferenceVerb = InferenceVerb.PREDICT,
+    ) -> Any:
+        """KServe's steps (preprocess, predict, postprocess), or 503 at once when too many are in flight."""
+        with self.admission.admit():
+            return await super().__call__(body, headers, verb)
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> ValidatedRequest:
+        """Start the request's deadline, choose the predictor, validate the payload and build its rows."""
+        deadline = Deadline.start(self.timeout, headers)
+        arm, model = await self.router.arm_and_model(deadline)
         try:
             if isinstance(payload, InferRequest):
                 rows = rows_from_v2(payload, model.feature_names, self.max_batch_rows)
@@ -103,8 +132,8 @@ class HousingTransformer(Model):
             or str(uuid.uuid4())
         )
         if isinstance(payload, InferRequest):
-            return Batch(rows, request_id, arm, model, True, payload.use_binary_outputs)
-        return Batch(rows, request_id, arm, model, False)
+            return ValidatedRequest(rows, request_id, arm, model, True, deadline, payload.use_binary_outputs)
+        return ValidatedRequest(rows, request_id, arm, model, False, deadline)
 
     def validate(self, payload: Any) -> Any:
         """Nothing to add: :meth:`preprocess` validated the payload against the schema."""
@@ -112,22 +141,25 @@ class HousingTransformer(Model):
 
     async def predict(
         self,
-        batch: Batch,
+        batch: ValidatedRequest,
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> Prediction:
         """Ask the chosen predictor, merged with other waiting requests for it unless batching is off.
 
-        A canary that cannot be reached hands its request to the stable predictor (:meth:`Router.fallback`).
+        A canary that cannot be reached hands its request to the stable predictor (:meth:`Router.fallback`),
+        within what is left of the same deadline.
         """
         try:
-            answer = await batch.arm.predict(batch.rows, batch.model, batch.request_id, headers)
+            answer = await batch.arm.predict(
+                batch.rows, batch.model, batch.request_id, headers, batch.deadline
+            )
         except PredictorUnavailableError:
             stable = self.router.fallback(batch.arm, batch.model)
             if stable is None:
                 raise
             batch = dataclasses.replace(batch, arm=stable)
-            answer = await stable.predict(batch.rows, batch.model, batch.request_id, headers)
+            answer = await stable.predict(batch.rows, batch.model, batch.request_id, headers, batch.deadline)
         return Prediction(batch, answer)
 
     def postprocess(
@@ -173,7 +205,7 @@ class HousingTransformer(Model):
 
     async def describe(self) -> dict[str, Any]:
         """Units, the stable predictor's feature order and version, limits: added to the V2 model metadata."""
-        model = await self.router.stable.model()
+        model = await self.router.stable.model(Deadline.start(self.timeout, None))
         return {
             "platform": "kserve-transformer",
             "versions": [model.version],

@@ -44,8 +44,9 @@ from kserve.predictor_config import PredictorConfig
 from serving.errors import PredictorTimeoutError, PredictorUnavailableError, UpstreamError
 from serving.events import CANARY_ENDPOINT, DEFAULT_ENDPOINT
 from serving.payload import FEATURE_NAMES
-from transformer.batching import Coalescer
-from transformer.metrics import CANARY_FALLBACKS, PREDICTOR_ERRORS
+from transformer.batching import COALESCE_ROWS, Coalescer
+from transformer.metrics import BREAKER_STATE, CANARY_FALLBACKS, PREDICTOR_ERRORS, SHORT_CIRCUITS
+from transformer.resilience import STATE_VALUES, CircuitBreaker, Deadline
 
 STABLE = "stable"
 """The stable arm's name. Its events are logged with ``ce-endpoint: default``, a canary's with ``canary``."""
@@ -111,7 +112,7 @@ def check_canaries(canaries: Sequence[ArmSpec]) -> None:
 
 
 @dataclass(frozen=True)
-class PredictorModel:
+class PredictorMetadata:
     """What the transformer learns from a predictor's V2 metadata."""
 
     feature_names: tuple[str, ...]
@@ -131,8 +132,16 @@ class Answer:
     model_version: str
 
 
+@dataclass(frozen=True)
+class BreakerSettings:
+    """When a predictor's circuit breaker opens and how long it stays open (see :class:`CircuitBreaker`)."""
+
+    failures: int = 5
+    reset_seconds: float = 1.0
+
+
 class PredictorArm:
-    """One predictor: its KServe client, its cached metadata and its adaptive batching.
+    """One predictor: its KServe client, its cached metadata, its adaptive batching and its circuit breaker.
 
     Args:
         spec: Name, share and hosts.
@@ -140,9 +149,18 @@ class PredictorArm:
             spec's.
         model_name: The model name on the predictor (``housing``).
         coalesce_rows: Merge waiting requests into calls of up to this many rows; 0 sends each on its own.
+        breaker: When its circuit breaker opens, and for how long.
     """
 
-    def __init__(self, spec: ArmSpec, config: PredictorConfig, *, model_name: str, coalesce_rows: int):
+    def __init__(
+        self,
+        spec: ArmSpec,
+        config: PredictorConfig,
+        *,
+        model_name: str,
+        coalesce_rows: int,
+        breaker: BreakerSettings | None = None,
+    ):
         self.spec = spec
         self.config = config
         self.model_name = model_name
@@ -150,39 +168,77 @@ class PredictorArm:
         self.timeout = float(config.predictor_request_timeout_seconds)
         scheme = "https" if config.predictor_use_ssl else "http"
         self.metadata_url = f"{scheme}://{spec.rest_host or spec.host}/v2/models/{model_name}"
-        self.cached_model: PredictorModel | None = None
-        self._metadata_lock = asyncio.Lock()
+        self.cached_model: PredictorMetadata | None = None
+        self._reading: asyncio.Task[PredictorMetadata] | None = None
         self._rest: InferenceRESTClient | None = None
         self._grpc: InferenceGRPCClient | None = None
         self._coalescer = Coalescer(self._call_merged, max_rows=coalesce_rows) if coalesce_rows > 0 else None
+        settings = breaker or BreakerSettings()
+        state = BREAKER_STATE.labels(model_name, spec.name)
+        state.set(0)
+        self.breaker = CircuitBreaker(
+            f"the predictor at {spec.host}",
+            failures=settings.failures,
+            reset_seconds=settings.reset_seconds,
+            on_change=lambda value: state.set(STATE_VALUES[value]),
+            on_refuse=SHORT_CIRCUITS.labels(model_name, spec.name).inc,
+        )
 
-    async def model(self) -> PredictorModel:
-        """The predictor's feature order and version, read from its V2 model metadata once and cached."""
-        if self.cached_model is None:
-            async with self._metadata_lock:  # one read for a burst of first requests
-                if self.cached_model is None:
-                    self.cached_model = await self._read_metadata()
+    async def model(self, deadline: Deadline) -> PredictorMetadata:
+        """The predictor's feature order and version, read from its V2 model metadata once and cached.
+
+        A burst of requests shares one read; each waits for it only until its own deadline.
+
+        Raises:
+            UpstreamError: The read failed or outlived the deadline (the breaker counts it), or the breaker is
+                open (503 at once).
+        """
+        if self.cached_model is not None:
+            return self.cached_model
+        with self.breaker.guard(count_timeouts=not deadline.shortened):
+            if self._reading is None or self._reading.done():
+                self._reading = asyncio.create_task(self._read_metadata())
+                # Retrieved here too, so that a read every waiter gave up on is not reported as unhandled.
+                self._reading.add_done_callback(lambda task: task.cancelled() or task.exception())
+            try:  # shielded: one request reaching its deadline must not cancel the read for the others
+                reading = asyncio.shield(self._reading)
+                self.cached_model = await asyncio.wait_for(reading, deadline.remaining())
+            except TimeoutError as error:  # the read itself is counted when its own timeout ends it
+                context = f"cannot read the predictor's metadata at {self.metadata_url}"
+                raise self.failure(error, context, seconds=deadline.seconds, counted=False) from error
         return self.cached_model
 
     async def predict(
-        self, rows: np.ndarray, model: PredictorModel, request_id: str, headers: dict[str, str] | None
+        self,
+        rows: np.ndarray,
+        model: PredictorMetadata,
+        request_id: str,
+        headers: dict[str, str] | None,
+        deadline: Deadline,
     ) -> Answer:
-        """The predictor's answer for rows built in ``model``'s feature order.
+        """The predictor's answer for rows built in ``model``'s feature order, before ``deadline``.
 
         Raises:
-            UpstreamError: The predictor failed (503 unreachable or not ready, 504 too slow, else 502).
+            UpstreamError: The predictor failed (503 unreachable, not ready or breaker open, 504 not answered
+                before the deadline, else 502).
         """
-        if self._coalescer is None:
-            return await self._call(rows, model, request_id, headers)
-        # Requests merge only with others that carry the same credentials and the same column order. The
-        # timeout covers the wait for a call slot too: a request queued behind a hung call fails in time.
-        key = ((headers or {}).get("authorization"), model.feature_list)
-        waiting = self._coalescer.predict(rows, key=key, context=(request_id, headers, model))
-        try:
-            values, version = await asyncio.wait_for(waiting, self.timeout)
-        except TimeoutError as error:  # the hung call itself is counted when its own timeout ends it
-            raise self.failure(error, counted=False) from error
-        return Answer(values, version)
+        with self.breaker.guard(count_timeouts=not deadline.shortened):
+            if self._coalescer is None:
+                try:
+                    return await asyncio.wait_for(
+                        self._call(rows, model, request_id, headers), deadline.remaining()
+                    )
+                except TimeoutError as error:
+                    raise self.failure(error, seconds=deadline.seconds) from error
+            # Requests merge only with others that carry the same credentials and the same column order. The
+            # deadline covers the wait for a call slot too: a request queued behind a hung call fails in time.
+            key = ((headers or {}).get("authorization"), model.feature_list)
+            waiting = self._coalescer.predict(rows, key=key, context=(request_id, headers, model))
+            try:
+                values, version = await asyncio.wait_for(waiting, deadline.remaining())
+            except TimeoutError as error:  # the hung call itself is counted when its own timeout ends it
+                raise self.failure(error, seconds=deadline.seconds, counted=False) from error
+            return Answer(values, version)
 
     async def _call_merged(self, rows: np.ndarray, contexts: list[Any]) -> tuple[np.ndarray, str]:
         # A lone request keeps its id and headers; a merged call gets its own id and the shared credentials.
@@ -194,7 +250,11 @@ class PredictorArm:
         return answer.values, answer.model_version
 
     async def _call(
-        self, rows: np.ndarray, model: PredictorModel, request_id: str | None, headers: dict[str, str] | None
+        self,
+        rows: np.ndarray,
+        model: PredictorMetadata,
+        request_id: str | None,
+        headers: dict[str, str] | None,
     ) -> Answer:
         """One call to the predictor through KServe's own REST or gRPC client."""
         request = self._request(rows, model, request_id)
@@ -207,7 +267,7 @@ class PredictorArm:
             return Answer(values, response.model_version or model.version)
         return Answer(np.asarray(response["predictions"], dtype=np.float64), model.version)
 
-    def _request(self, rows: np.ndarray, model: PredictorModel, request_id: str | None) -> Any:
+    def _request(self, rows: np.ndarray, model: PredictorMetadata, request_id: str | None) -> Any:
         protocol = self.config.predictor_protocol
         if protocol == "v1":  # V1 has no place for the feature order: the metadata's order is trusted
             return {"instances": rows.tolist()}
@@ -264,7 +324,7 @@ class PredictorArm:
             )
         return self._grpc
 
-    async def _read_metadata(self) -> PredictorModel:
+    async def _read_metadata(self) -> PredictorMetadata:
         try:
             async with httpx.AsyncClient(timeout=self.timeout) as client:
                 response = await client.get(self.metadata_url)
@@ -274,14 +334,20 @@ class PredictorArm:
         except Exception as error:
             context = f"cannot read the predictor's metadata at {self.metadata_url}"
             raise self.failure(error, context) from error
-        return PredictorModel(names, str(metadata.get("versions", ["unknown"])[0]))
+        return PredictorMetadata(names, str(metadata.get("versions", ["unknown"])[0]))
 
     def failure(
-        self, error: BaseException, context: str = "predictor call failed", *, counted: bool = True
+        self,
+        error: BaseException,
+        context: str = "predictor call failed",
+        *,
+        seconds: float | None = None,
+        counted: bool = True,
     ) -> UpstreamError:
         """The error to answer for a failed call, counted in ``housing_predictor_errors_total``.
 
         The cached metadata is dropped: the predictor may have been replaced by one with another model.
+        ``seconds`` is the time allowed, for a timeout's message (default: the predictor timeout).
         """
         self.cached_model = None
         host = self.spec.host
@@ -290,7 +356,7 @@ class PredictorArm:
             isinstance(error, AioRpcError) and error.code() == StatusCode.DEADLINE_EXCEEDED
         ):
             failure = PredictorTimeoutError(
-                f"{context}: the predictor at {host} did not answer within {self.timeout:g} s"
+                f"{context}: the predictor at {host} did not answer within {seconds or self.timeout:g} s"
             )
         elif isinstance(error, httpx.TransportError) or (
             isinstance(error, AioRpcError) and error.code() == StatusCode.UNAVAILABLE
@@ -332,26 +398,27 @@ class Router:
             return self.stable
         return choose_arm(self.arms, self._cum_weights)
 
-    async def arm_and_model(self) -> tuple[PredictorArm, PredictorModel]:
+    async def arm_and_model(self, deadline: Deadline) -> tuple[PredictorArm, PredictorMetadata]:
         """The arm for the next request and its feature order; the stable arm if a canary cannot be reached.
 
         A canary's predictor may go away before the transformer stops routing to it (``helm upgrade``
         deletes the canary InferenceService while transformer pods with the old ``--canary`` still run),
-        or still be loading: its share goes to the stable predictor then, counted, instead of failing.
+        or still be loading, or its breaker be open: its share goes to the stable predictor then, counted,
+        instead of failing.
 
         Raises:
             UpstreamError: The stable predictor's metadata cannot be read.
         """
         arm = self.choose()
         try:
-            return arm, await arm.model()
+            return arm, await arm.model(deadline)
         except PredictorUnavailableError:
             if arm is self.stable:
                 raise
             CANARY_FALLBACKS.labels(arm.model_name, arm.spec.name).inc()
-            return self.stable, await self.stable.model()
+            return self.stable, await self.stable.model(deadline)
 
-    def fallback(self, arm: PredictorArm, model: PredictorModel) -> PredictorArm | None:
+    def fallback(self, arm: PredictorArm, model: PredictorMetadata) -> PredictorArm | None:
         """The arm to retry on when ``arm`` (a canary) turns out unreachable, or ``None`` when there is none.
 
         The rows stay in ``model``'s order: the stable predictor reads them by the names that travel with a
@@ -383,7 +450,8 @@ def build_router(
     use_ssl: bool = False,
     timeout: float = 5.0,
     retries: int = 0,
-    coalesce_rows: int = 256,
+    coalesce_rows: int = COALESCE_ROWS,
+    breaker: BreakerSettings | None = None,
 ) -> Router:
     """The router for a stable predictor and its canaries; the stable arm gets the share they leave.
 
@@ -397,6 +465,7 @@ def build_router(
         timeout: Seconds allowed for each call to a predictor.
         retries: KServe's client retries (connection failures only).
         coalesce_rows: See :class:`PredictorArm`.
+        breaker: Each predictor's circuit breaker settings (default: :class:`BreakerSettings`).
 
     Raises:
         ValueError: The canaries break a rule.
@@ -416,6 +485,7 @@ def build_router(
                 ),
                 model_name=model_name,
                 coalesce_rows=coalesce_rows,
+                breaker=breaker,
             )
             for spec in (stable, *canaries)
         ]

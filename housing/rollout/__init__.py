@@ -73,7 +73,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     canary = actions.add_parser("canary", parents=[cluster, dry], help="start a canary with a new model")
     canary.add_argument("--model-uri", required=True, help="storage URI of the canary's model artifact")
-    canary.add_argument("--sha256", required=True, help="sha256 of its model.joblib (model.json 'sha256')")
+    canary.add_argument(
+        "--sha256",
+        required=True,
+        help="sha256 of the file the predictor serves: model.onnx's (model.json 'onnx_sha256')",
+    )
     canary.add_argument("--model-version", help="version to record (model.json 'version')")
     canary.add_argument("--percent", type=int, required=True, help="share of traffic for the canary, 0-100")
     canary.add_argument(

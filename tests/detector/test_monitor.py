@@ -49,6 +49,24 @@ def test_pending_buffer_is_bounded_and_duplicates_replace(tester: DriftTester, a
         monitor.ingest(response("d", [1.0, 2.0]), now=6)
 
 
+def test_one_endpoints_flood_does_not_evict_anothers_pending(tester: DriftTester, artifact_dir: Path) -> None:
+    row = held_out_rows(artifact_dir)[0]
+    settings = Settings(max_pending=100, max_pending_per_endpoint=3, pending_ttl=60)
+    monitor = Monitor(tester, settings, RetrainTrigger("none", None))
+    monitor.ingest(request("canary-1", row, endpoint="canary"), now=0)
+    for index in range(50):  # a flood on default: it pushes out its own oldest, never canary-1
+        monitor.ingest(request(f"flood-{index}", row), now=1 + index)
+    assert list(monitor.pending) == [
+        ("predictor", "canary-1"),
+        ("predictor", "flood-47"),
+        ("predictor", "flood-48"),
+        ("predictor", "flood-49"),
+    ]
+    restored = Monitor(tester, settings, RetrainTrigger("none", None), monitor.snapshot())
+    restored.ingest(request("flood-50", row), now=60)  # the restored counts still bound the endpoint
+    assert ("predictor", "canary-1") in restored.pending and len(restored.pending) == 4
+
+
 def test_one_firing_per_episode_and_cool_down(tester: DriftTester, artifact_dir: Path) -> None:
     fired: list[dict] = []
     trigger = RetrainTrigger("webhook", fired.append, cooldown=100)

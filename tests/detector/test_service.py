@@ -62,6 +62,8 @@ def test_in_distribution_no_drift_then_shift_drifts_and_triggers_once(
     assert detector.metric("housing_feature_drift_p_value", **key, feature="lstat") < 1e-3
     assert detector.metric("housing_feature_drift_score", **key, feature="rm") == 0
     assert detector.metric("housing_prediction_drift_p_value", **key) < 0.05
+    threshold = detector.metric("housing_reconstruction_error_threshold", **key)
+    assert 0 < threshold and detector.metric("housing_reconstruction_error", **key) > 0
     assert detector.metric("housing_detector_events_total", type="request", outcome="accepted") == 1000
     # Three drifted windows, one episode: exactly one retrain.
     assert detector.metric("housing_retrains_triggered_total", reason="drift", action="command") == 1
@@ -296,3 +298,25 @@ def test_not_ready_while_the_artifact_is_unreachable(start_detector, tmp_path: P
     refused = detector.send("request", "early", {"instances": [[1.0] * 12]})
     assert refused.status_code == 503 and "not ready" in refused.json()["error"]
     assert detector.client.get(detector.url + "/healthz").status_code == 200
+
+
+def test_input_limits_refuse_large_bodies_and_batches_and_count_them(start_detector) -> None:
+    detector: DetectorProcess = start_detector("--max_body_bytes", "20000", "--max_rows", "10")
+    row = dict.fromkeys(detector.features, 1.0)
+    accepted = detector.send("request", "small", {"instances": [row] * 10})
+    assert accepted.status_code == 202, accepted.text
+
+    too_many = detector.send("request", "eleven", {"instances": [row] * 11})
+    assert too_many.status_code == 400
+    assert "11 rows, more than the limit of 10" in too_many.json()["error"]
+
+    huge = detector.send("request", "huge", {"instances": [row] * 200})  # about 40 kB
+    assert huge.status_code == 413 and "limit of 20000 bytes" in huge.json()["error"]
+    chunked = detector.client.post(  # no Content-Length: the limit holds while the body streams in
+        detector.url + "/feedback", content=iter([b'{"labels": [' + b" " * 15000, b" " * 15000 + b"]}"])
+    )
+    assert chunked.status_code == 413
+
+    assert detector.metric("housing_detector_refused_total", reason="too_many_rows") == 1
+    assert detector.metric("housing_detector_refused_total", reason="body_too_large") == 2
+    assert detector.status()["pending"] == 1  # only the accepted request waits for its response

@@ -170,8 +170,20 @@ def test_hung_predictor_gives_504_within_the_timeout(silent_port: int, log_dir: 
         response = predict(transformer, houses[:1])
         assert response.status_code == 504
         assert "did not answer within 1 s" in response.json()["error"]
-        metrics = httpx.get(f"{transformer.url}/metrics").text
-        assert sample(metrics, "housing_predictor_errors_total", model_name=MODEL, reason="timeout") >= 1
+        # The hung read is counted when its own timeout ends it, a moment after the request's deadline.
+        wait_until(
+            lambda: (
+                sample(
+                    httpx.get(f"{transformer.url}/metrics").text,
+                    "housing_predictor_errors_total",
+                    model_name=MODEL,
+                    reason="timeout",
+                )
+                >= 1
+            ),
+            timeout=5,
+            what="timeout counted",
+        )
     finally:
         transformer.service.stop()
 

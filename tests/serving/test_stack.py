@@ -7,6 +7,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -178,3 +180,71 @@ def test_servers_refuse_more_than_one_worker(module: str, required: list[str], c
     with pytest.raises(SystemExit):
         parse_args([*required, "--workers", "2"])
     assert "--workers must be 1: scale with replicas" in capsys.readouterr().err
+
+
+def test_supervisor_restarts_with_back_off_then_gives_up_on_a_crash_loop(tmp_path: Path):
+    from housing.processes import Service, Stack, Supervisor
+
+    stack = Stack(tmp_path)
+    crashing = [sys.executable, "-c", "import sys; print('cannot open the model', flush=True); sys.exit(3)"]
+    stack.start(Service("flaky", crashing, ready_path=None))
+    said: list[str] = []
+    supervisor = Supervisor(stack, first_backoff=0.05, max_backoff=0.15, max_restarts=3, say=said.append)
+    try:
+        reason = None
+        deadline = time.monotonic() + 30
+        while reason is None and time.monotonic() < deadline:
+            reason = supervisor.check()
+            time.sleep(0.02)
+    finally:
+        stack.stop()
+    output = "\n".join(said)
+    assert reason is not None and "flaky is crash-looping: it exited 4 times within 60 s" in reason, output
+    assert "exit code 3" in reason
+    assert output.count("exited: exit code 3; its last log lines:\n  | cannot open the model") == 4
+    # Exponential back-off, capped.
+    assert re.findall(r"restarting flaky in ([\d.]+) s", output) == ["0.05", "0.1", "0.15"]
+    assert output.count("restarted flaky (pid") == 3
+    assert (tmp_path / "flaky.log").read_text().count("--- restarted by housing up at") == 3
+
+
+def test_up_restarts_a_killed_predictor_and_serving_resumes(artifact_dir: Path, tmp_path: Path, houses):
+    command = up_command("--artifact", str(artifact_dir))
+    port = int(command[command.index("--transformer-port") + 1])
+    url = f"http://127.0.0.1:{port}/v1/models/housing:predict"
+    with serving(command, environment(tmp_path)) as output:
+        predictor_pid = int(re.findall(r"started predictor \(pid (\d+)\)", "".join(output))[0])
+        codes: list[tuple[float, int]] = []
+        stop = threading.Event()
+
+        def load() -> None:  # one client, request after request, through the kill and the restart
+            with httpx.Client(timeout=10) as client:
+                while not stop.is_set():
+                    response = client.post(url, json={"instances": houses[:1]})
+                    codes.append((time.monotonic(), response.status_code))
+
+        thread = threading.Thread(target=load)
+        thread.start()
+        try:
+            time.sleep(1)
+            killed = time.monotonic()
+            os.kill(predictor_pid, signal.SIGKILL)
+            deadline = killed + 30
+            while time.monotonic() < deadline and not any(at > killed and code != 200 for at, code in codes):
+                time.sleep(0.05)
+            while time.monotonic() < deadline and codes[-1][1] != 200:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            thread.join()
+        after = [(at - killed, code) for at, code in codes if at > killed]
+        assert {code for _, code in after} <= {200, 503, 504}, after
+        failing = [at for at, code in after if code != 200]
+        assert failing, "the kill was not noticed"
+        assert after[-1][1] == 200
+        resumed = next(at for at, code in after if code == 200 and at > failing[-1])
+        assert resumed < 10, after
+        time.sleep(1.5)  # housing up looks at its services every 0.5 s: let it notice the predictor is ready
+    text = "".join(output)
+    assert f"predictor (pid {predictor_pid}) exited: killed by SIGKILL; its last log lines:" in text, text
+    assert "restarting predictor in 1 s" in text and "predictor ready again" in text, text
