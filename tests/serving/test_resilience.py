@@ -170,15 +170,17 @@ def test_hung_predictor_every_request_answered_within_its_deadline_then_the_brea
     try:
         assert burst_codes(transformer, houses, 1, 1) == [200]  # the feature order is read and cached
         freeze(frozen_predictor)
-        # Before the fix, each of these rounds queued behind the one before: 1 s, 2 s, 3 s...
+        # Before the fix, each of these rounds queued behind the one before: 1 s, 2 s, 3 s... Now each
+        # is answered by its 1 s deadline; the bound leaves room for a loaded CI machine (1.58 s seen)
+        # and still fails the old behaviour, whose third round took 3 s.
         outcomes = asyncio.run(burst(transformer.url, houses, clients=16, rounds=3))
         assert {code for code, *_ in outcomes} <= {503, 504}, outcomes
-        assert max(seconds for _, seconds, *_ in outcomes) < 1.5, sorted(s for _, s, *_ in outcomes)[-5:]
+        assert max(seconds for _, seconds, *_ in outcomes) < 2.5, sorted(s for _, s, *_ in outcomes)[-5:]
         assert any(code == 504 and "within 1 s" in text for code, _, _, text in outcomes)
         shed = [(seconds, headers) for code, seconds, headers, text in outcomes if "circuit breaker" in text]
         assert shed, "the breaker never opened"
         assert all(headers.get("retry-after") == "1" for _, headers in shed)
-        assert sorted(seconds for seconds, _ in shed)[len(shed) // 2] < 0.1  # answered at once, not after 1 s
+        assert sorted(seconds for seconds, _ in shed)[len(shed) // 2] < 0.5  # answered at once, not after 1 s
 
         metrics = httpx.get(f"{transformer.url}/metrics").text
         assert sample(metrics, "housing_predictor_breaker_state", model_name=MODEL, arm="stable") >= 1
@@ -215,16 +217,17 @@ def test_client_deadline_and_in_flight_limit(frozen_predictor: Server, log_dir: 
         assert bad.status_code == 400 and "x-request-timeout" in bad.text
         freeze(frozen_predictor)
 
-        outcomes = asyncio.run(burst(transformer.url, houses, 12, 1, headers={"x-request-timeout": "0.5"}))
+        outcomes = asyncio.run(burst(transformer.url, houses, 12, 1, headers={"x-request-timeout": "1"}))
         codes = sorted(code for code, *_ in outcomes)
         assert codes == [503] * 8 + [504] * 4, (
             codes
         )  # four admitted wait out their deadline, the rest go at once
         for code, seconds, headers, text in outcomes:
             if code == 503:
-                assert seconds < 0.3 and headers["retry-after"] == "1" and "overloaded" in text
+                # At once, not after the deadline (bounds with room for a loaded CI machine).
+                assert seconds < 0.5 and headers["retry-after"] == "1" and "overloaded" in text
             else:
-                assert 0.45 < seconds < 1.0 and "within 0.5 s" in text
+                assert 0.95 < seconds < 2.0 and "within 1 s" in text
         metrics = httpx.get(f"{transformer.url}/metrics").text
         assert sample(metrics, "housing_requests_shed_total", model_name=MODEL) == 8
         assert sample(metrics, "housing_requests_in_flight", model_name=MODEL) == 0
