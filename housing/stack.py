@@ -10,6 +10,8 @@ restarts within a minute), saying so (:class:`~housing.processes.Supervisor`).
 
 Default ports (all on 127.0.0.1): predictor HTTP 8080 / gRPC 8081, transformer HTTP 8090 / gRPC 8091,
 drift detector HTTP 8070 (the transformer logs every inference to it; ``--no-detector`` leaves it out),
+explainer HTTP 8060 (the transformer sends ``:explain`` to it; same artifact, pinned by model.json's
+``sha256`` of model.joblib; ``--no-explainer`` leaves it out),
 MLflow 5000 (with ``--mlflow``: the tracking server and model registry over the local store), Prometheus 9090
 (with ``--monitoring``), Azurite 10000 (with ``--azurite``). Logs go to ``var/stack/<service>.log``.
 
@@ -84,6 +86,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--detector-port", type=int, default=8070, help="detector HTTP port (default: %(default)s)"
     )
     parser.add_argument(
+        "--explainer",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start the explainer (TreeSHAP, :explain through the transformer) (default: on)",
+    )
+    parser.add_argument(
+        "--explainer-port", type=int, default=8060, help="explainer HTTP port (default: %(default)s)"
+    )
+    parser.add_argument(
         "--mlflow", action="store_true", help="also start the MLflow tracking server and registry UI"
     )
     parser.add_argument("--mlflow-port", type=int, default=5000, help="MLflow port (default: %(default)s)")
@@ -99,9 +110,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def services(args: argparse.Namespace, storage_uri: str, env: dict[str, str]) -> list[Service]:
-    """The processes of the stack, with the same entrypoints and flags as their containers."""
+def services(
+    args: argparse.Namespace, storage_uri: str, env: dict[str, str], *, model_sha256: str | None = None
+) -> list[Service]:
+    """The processes of the stack, with the same entrypoints and flags as their containers.
+
+    ``model_sha256`` (model.json's ``sha256``, of model.joblib) pins the explainer's artifact, as the chart
+    pins it; ``None`` leaves the pin to model.json alone.
+    """
     python = sys.executable
+    explainer = getattr(args, "explainer", False)
     return [
         Service(
             "predictor",
@@ -118,9 +136,18 @@ def services(args: argparse.Namespace, storage_uri: str, env: dict[str, str]) ->
              "--predictor_host", f"{HOST}:{args.predictor_grpc_port}",
              "--predictor_rest_host", f"{HOST}:{args.predictor_port}",
              "--http_port", str(args.transformer_port), "--grpc_port", str(args.transformer_grpc_port),
-             *(["--logger_url", f"http://{HOST}:{args.detector_port}/"] if args.detector else [])],
+             *(["--logger_url", f"http://{HOST}:{args.detector_port}/"] if args.detector else []),
+             *(["--explainer_host", f"{HOST}:{args.explainer_port}"] if explainer else [])],
             args.transformer_port,
         ),
+        *([Service(
+            "explainer",
+            [python, "-m", "explainer", "--model_name", "housing", "--storage_uri", storage_uri,
+             *(["--expected_sha256", model_sha256] if model_sha256 else []),
+             "--http_port", str(args.explainer_port), "--enable_grpc", "false"],  # :explain is REST only
+            args.explainer_port,
+            env=env,
+        )] if explainer else []),
         *([Service(
             "detector",
             [python, "-m", "detector", "--storage_uri", storage_uri, "--host", HOST,
@@ -180,14 +207,17 @@ def run(args: argparse.Namespace) -> int:
             storage_uri, env = str(artifact), dict[str, str]()
             if args.azurite:
                 storage_uri, env = _serve_from_azurite(stack, artifact, args.azurite_port)
-            started = [stack.start(service) for service in services(args, storage_uri, env)]
+            sha256 = json.loads((artifact / "model.json").read_text()).get("sha256")
+            started = [
+                stack.start(service) for service in services(args, storage_uri, env, model_sha256=sha256)
+            ]
             for service in started:
                 stack.wait_ready(service, args.ready_timeout)
                 print(f"ready: {service.name} at {service.url}", flush=True)
             if args.monitoring:
                 _start_prometheus(stack, started, args)
             transformer = next(service for service in started if service.name == "transformer")
-            _show_prediction(transformer.url)
+            _show_prediction(transformer.url, explain=args.explainer)
             if args.once:
                 return 0
             print("serving; press Ctrl-C to stop", flush=True)
@@ -248,7 +278,7 @@ def _serve_from_azurite(stack: Stack, artifact: Path, port: int) -> tuple[str, d
     return url, {CONNECTION_STRING_ENV: connection_string}
 
 
-def _show_prediction(transformer_url: str) -> None:
+def _show_prediction(transformer_url: str, *, explain: bool = False) -> None:
     # Imported here, not at the top: pandas and httpx would make `housing --help` slow.
     import httpx
 
@@ -271,6 +301,30 @@ def _show_prediction(transformer_url: str) -> None:
         f"{first[TARGET]:.1f})",
         flush=True,
     )
+    if explain:
+        _show_explanation(transformer_url, body)
+
+
+def _show_explanation(transformer_url: str, body: str) -> None:
+    """Ask the transformer why (``:explain``) and print the largest factors (docs/explainer.md)."""
+    import httpx
+
+    url = f"{transformer_url}/v1/models/housing:explain"
+    print(f"\nwhy (explainer):\n  curl -s -H 'Content-Type: application/json' {url} -d '...same body...'")
+    try:
+        response = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=10.0)
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        raise RuntimeError(f"the example explanation failed: {error}") from error
+    (item,) = response.json()["explanations"]
+    factors = item["contributions"]
+    top = ", ".join(
+        f"{name} x{factors[name]['factor']:.2f}"
+        if "factor" in factors[name]
+        else f"{name} {factors[name]['contribution']:+.2f}"
+        for name in item["ranked"][:3]
+    )
+    print(f"explanation: base value {item['base_value']:.2f}, largest effects {top}", flush=True)
 
 
 @contextmanager

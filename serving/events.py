@@ -8,11 +8,29 @@ a JSON object (:func:`encode_metadata`; KServe's agent maps each key to a list i
 :func:`decode_metadata` reads too).
 
 The sender is ``transformer/request_logger.py``; the reader ``detector/events.py``.
+
+**Batches.** The transformer sends CloudEvents' batched content mode (:data:`BATCH_CONTENT_TYPE`: a JSON array
+of structured-mode events, each with its attributes as keys and the payload under ``data``); the detector also
+reads single binary and structured events, as KServe's agent posts them. A request and its response travel in
+the same batch.
+
+**Sampling.** Under overload the sender drops whole inferences (request and response together) at random and
+stamps every event it does send with the extension attribute :data:`SAMPLE_RATE` (``housingsamplerate``): the
+share of its endpoint's inferences being delivered when it was sent. Each received inference stands for
+``1 / rate`` offered ones, which is how the detector estimates what it did not see; an event without the
+attribute counts as rate 1.
+
+**Replicas.** All events of one inference id, and its feedback, must reach the same detector replica (its
+join buffer and its ``/feedback`` lookup are per replica). :func:`replica_for` is the one hash: the sender uses it
+over several URLs, and a client posting ``/feedback`` straight to replicas uses it too. Behind a hashing proxy
+(Istio's ``consistentHash`` on :data:`ROUTING_HEADER`) the sender posts each inference on its own, with that
+header set to its id, and clients send ``/feedback`` with the same header.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Mapping
 
 SPEC_VERSION = "1.0"
@@ -31,6 +49,12 @@ HEADER_ENDPOINT = "ce-endpoint"
 HEADER_METADATA = "ce-metadata"
 HEADER_RECORDED_TIME = "ce-recordedtime"
 CONTENT_TYPE = "application/json"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+SAMPLE_RATE = "housingsamplerate"
+"""Extension attribute (header ``ce-housingsamplerate``): the sender's delivered share, in (0, 1]."""
+ROUTING_HEADER = "x-request-id"
+"""The header a hashing proxy routes on: the inference id, on one-inference batches and on ``/feedback``."""
 
 METADATA_MODEL_NAME = "model_name"
 METADATA_MODEL_VERSION = "model_version"
@@ -64,3 +88,14 @@ def decode_metadata(header: str | None) -> dict[str, str]:
         for key, value in document.items()
         if value not in (None, [])
     }
+
+
+def replica_for(event_id: str, replicas: int) -> int:
+    """The replica (0 .. ``replicas`` - 1) that receives every event and the feedback of ``event_id``.
+
+    CRC-32 of the UTF-8 id, modulo the count: stable across processes and Python versions (unlike
+    ``hash()``), about 0.1 µs, and uniform enough that replicas get equal shares (checked over 100,000 ids).
+    """
+    if replicas < 1:
+        raise ValueError(f"replicas: must be at least 1, got {replicas}")
+    return zlib.crc32(event_id.encode()) % replicas

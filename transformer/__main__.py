@@ -2,7 +2,8 @@
 
 KServe injects ``--model_name``, ``--predictor_host`` and ``--http_port`` into a custom transformer container;
 ``--protocol`` picks how the predictors are called (``v1``, ``v2`` or ``grpc-v2``); each ``--canary`` adds a
-canary predictor that gets a share of the requests (see :mod:`transformer.routing`).
+canary predictor that gets a share of the requests (see :mod:`transformer.routing`); ``--explainer_host`` is
+where ``:explain`` goes (:mod:`transformer.explain`; KServe does not inject it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from kserve.predictor_config import PredictorConfig
 
 from serving.server import HousingModelServer, configure_server_logging, parse_server_args, server_parser
 from transformer.batching import COALESCE_ROWS
+from transformer.explain import ExplainerClient
 from transformer.model import MAX_BATCH_ROWS, HousingTransformer
 from transformer.request_logger import LOGGER_URL_ENV, RequestLogger
 from transformer.resilience import DEFAULT_MAX_IN_FLIGHT, AdmissionMiddleware
@@ -43,6 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="send PERCENT %% of the requests to the canary predictor at HOST (REST_HOST: its REST server, "
         "like --predictor_rest_host); repeatable, the percentages add up to at most 100 and the stable "
         "predictor gets the rest; e.g. v2=10,housing-kserve-v2-predictor.housing",
+    )
+    parser.add_argument(
+        "--explainer_host",
+        default=None,
+        help="HOST:PORT of the explainer's REST server: V1 :explain is validated and sent there "
+        "(default: none, :explain answers 501)",
     )
     parser.add_argument(
         "--max_batch_rows", type=int, default=MAX_BATCH_ROWS, help="largest batch accepted (rows)"
@@ -133,7 +141,12 @@ def main(argv: list[str] | None = None) -> None:
         max_batch_rows=args.max_batch_rows,
         request_logger=request_logger,
         max_in_flight=args.max_in_flight,
+        explainer=ExplainerClient(args.explainer_host, args.model_name, use_ssl=args.predictor_use_ssl)
+        if args.explainer_host
+        else None,
     )
+    if args.explainer_host:
+        log.info("sending :explain to the explainer at %s", args.explainer_host)
     for arm in router.arms:
         log.info(
             "forwarding %d%% of requests to the %s predictor at %s over %s",

@@ -33,6 +33,7 @@ from model.schema import FEATURES_BY_NAME, TARGET, TARGET_DESCRIPTION, TARGET_UN
 from serving.errors import PredictorUnavailableError
 from serving.metrics import BATCH_ROWS
 from serving.payload import FEATURE_NAMES
+from transformer.explain import ExplainerClient, check_same_model
 from transformer.metrics import IN_FLIGHT, SHED, VALIDATION_ERRORS
 from transformer.payload import PayloadError, rows_from_v1, rows_from_v2
 from transformer.request_logger import RequestLogger
@@ -66,6 +67,14 @@ class Prediction:
     answer: Answer
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """The explainer's answer for a batch."""
+
+    batch: ValidatedRequest
+    answer: dict[str, Any]
+
+
 class HousingTransformer(Model):
     """Validates payloads against the schema and forwards them to the stable predictor or a canary.
 
@@ -75,6 +84,7 @@ class HousingTransformer(Model):
         max_batch_rows: The largest batch accepted.
         request_logger: Where to send inference CloudEvents, or ``None``.
         max_in_flight: Requests admitted at once (in flight or queued); the rest get 503 at once.
+        explainer: Where ``:explain`` goes (:mod:`transformer.explain`), or ``None``: 501.
     """
 
     def __init__(
@@ -85,6 +95,7 @@ class HousingTransformer(Model):
         max_batch_rows: int = MAX_BATCH_ROWS,
         request_logger: RequestLogger | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        explainer: ExplainerClient | None = None,
     ):
         # KServe then hands ``response_headers`` to predict and postprocess: the request id goes back in them.
         super().__init__(name, return_response_headers=True)
@@ -92,6 +103,8 @@ class HousingTransformer(Model):
         self.max_batch_rows = max_batch_rows
         self.request_logger = request_logger
         self.timeout = router.stable.timeout
+        self.explainer = explainer
+        self.explainer_host = explainer.host if explainer else None  # KServe's attribute, for introspection
         in_flight = IN_FLIGHT.labels(name)
         self.admission = Admission(max_in_flight, on_change=in_flight.set, on_refuse=SHED.labels(name).inc)
         # Ready to validate, whatever the predictors' state: their faults are answered per request with
@@ -162,13 +175,35 @@ class HousingTransformer(Model):
             answer = await stable.predict(batch.rows, batch.model, batch.request_id, headers, batch.deadline)
         return Prediction(batch, answer)
 
+    async def explain(self, payload: ValidatedRequest, headers: dict[str, str] | None = None) -> Explanation:
+        """Send the validated houses to the explainer (V1 ``:explain``), within the request's deadline.
+
+        Raises:
+            NotImplementedError: No explainer is configured (KServe answers 501).
+            UpstreamError: The explainer failed, timed out or explains another model (see
+                :mod:`transformer.explain`).
+        """
+        if self.explainer is None:
+            raise NotImplementedError(
+                ":explain: this transformer has no explainer (start it with --explainer_host HOST:PORT)"
+            )
+        batch = payload
+        answer = await self.explainer.explain(batch.model.feature_names, batch.rows, batch.deadline, headers)
+        stable = await self.router.stable.model(batch.deadline)
+        check_same_model(answer, stable.version, self.explainer.host)
+        return Explanation(batch, answer)
+
     def postprocess(
         self,
-        prediction: Prediction,
+        prediction: Prediction | Explanation,
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> Any:
         """Log the request and response, give the id back, and answer in the client's protocol."""
+        if isinstance(prediction, Explanation):  # not logged: the detector watches predictions
+            if response_headers is not None:
+                response_headers[REQUEST_ID_HEADER] = prediction.batch.request_id
+            return prediction.answer
         batch, answer = prediction.batch, prediction.answer
         if self.request_logger is not None:
             self.request_logger.log(

@@ -1,32 +1,54 @@
-"""The transformer's inference log: request and response CloudEvents posted to the detector.
+"""The transformer's inference log: each inference's request and response CloudEvents, batched to the detector.
 
 The transformer is the one logging point, on Kubernetes exactly as in the local stack: given a logger URL
-(``--logger_url`` / ``LOGGER_URL``; off by default) it posts every client request and its response to the
+(``--logger_url`` / ``LOGGER_URL``; off by default) it sends every client request and its response to the
 drift detector. KServe's agent logger is not used: it sits at the predictor, where its ``ce-id`` is an id the
 client never sees (so ``POST /feedback`` could never find the prediction), and it cannot tell a canary
 predictor that the transformer routes to from the stable one. Here ``ce-id`` is the id the client knows
 (its V2 ``id``, else its ``x-request-id``), ``ce-endpoint`` is ``default`` for the stable predictor and
-``canary`` for a canary, and ``ce-metadata`` carries the version of the model that answered (the headers and
-their meaning: :mod:`serving.events`, the contract the detector reads).
-
-The events are HTTP CloudEvents 1.0 in binary mode. The transformer sends:
+``canary`` for a canary, and ``ce-metadata`` carries the version of the model that answered (the attributes
+and their meaning: :mod:`serving.events`, the contract the detector reads). The events' data:
 
 - request: ``{"instances": [{"crim": ..., ..., "lstat": ...}, ...]}`` (V1, one object per house, the model's
   features, whatever protocol the client used);
 - response: ``{"predictions": [...]}`` (median value in USD 1000s).
 
-Sending never slows or fails an inference: events go through a bounded queue to a background thread; when the
-queue is full the event is dropped and counted (``housing_logger_events_total{outcome="dropped"}``).
+**Delivery.** Sending never slows or fails an inference: :meth:`RequestLogger.log` puts the whole inference
+(request and response together) in a bounded buffer and returns; a background thread per detector URL sends
+them in CloudEvents' batched content mode (``application/cloudevents-batch+json``) over one keep-alive
+connection, a batch when ``batch_events`` events are waiting or ``flush_seconds`` after the first of them came
+(100 events or 50 ms by default). One POST per 100 events instead of one per event is what lets one sender keep
+up: the issue-19 soak lost 82 % of its events to a one-event-per-POST sender. The events are built as plain
+structured-mode dicts, not ``cloudevents`` SDK objects: the SDK's per-event object and conversion cost would be
+paid on the transformer's own cores, beside the inferences; the tests check each element with the SDK.
+
+**Sampling under overload.** When the buffer is full, one inference is dropped, chosen uniformly at random
+among those waiting and the new one (random replacement), never by its content and never half of it: every
+inference the detector sees kept its request and response, and what it sees stays a random sample of the
+traffic. Each event carries ``housingsamplerate``, the share of its endpoint's inferences delivered over the
+last ``rate_seconds``, so the detector can count what it did not see. The counters:
+``housing_logger_inferences_total{endpoint, outcome}`` (``offered``, ``delivered``, ``dropped``, ``failed``)
+and the gauge ``housing_logger_sampling_ratio{endpoint}`` (the rate stamped on the events).
+
+**Several detectors.** Given several URLs, every inference goes to ``urls[replica_for(id, len(urls))]``
+(:func:`serving.events.replica_for`): all events of one id, and its feedback, meet on one replica. With
+``batch_events=2`` each inference travels alone, with ``x-request-id: ID``, for a hashing proxy in front of
+the replicas (Istio's ``consistentHash``; docs/kubernetes.md).
+
+A batch is sent once (at most once delivery): a failed POST (detector down, timeout, non-2xx) counts its
+inferences ``failed`` and is not retried, since the detector may have taken part of it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
+import random
 import threading
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,84 +56,194 @@ from typing import Any
 import httpx
 
 from serving.events import (
-    CONTENT_TYPE,
+    BATCH_CONTENT_TYPE,
     DEFAULT_ENDPOINT,
-    HEADER_COMPONENT,
-    HEADER_ENDPOINT,
-    HEADER_ID,
-    HEADER_INFERENCE_SERVICE,
-    HEADER_METADATA,
-    HEADER_NAMESPACE,
-    HEADER_RECORDED_TIME,
-    HEADER_SOURCE,
-    HEADER_SPEC_VERSION,
-    HEADER_TIME,
-    HEADER_TYPE,
     METADATA_MODEL_NAME,
     METADATA_MODEL_VERSION,
     REQUEST_TYPE,
     RESPONSE_TYPE,
+    ROUTING_HEADER,
+    SAMPLE_RATE,
     SPEC_VERSION,
     encode_metadata,
+    replica_for,
 )
-from transformer.metrics import LOGGER_EVENTS
+from transformer.metrics import LOGGER_EVENTS, LOGGER_INFERENCES, LOGGER_SAMPLING
 
 log = logging.getLogger(__name__)
 
 LOGGER_URL_ENV = "LOGGER_URL"
-
-
-class _LazyBody:
-    """A body built in the sender thread, so the inference path does not pay for JSON-friendly copies."""
-
-    def __init__(self, build: Callable[[], Any]):
-        self._build = build
-
-    def value(self) -> Any:
-        return self._build()
+MAX_QUEUE = 10_000
+"""Inferences waiting per detector URL: about 14 s of the 690 requests/s the issue-19 soak served."""
+BATCH_EVENTS = 100
+FLUSH_SECONDS = 0.05
+RATE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
-class Event:
-    """One inference event before it is put on the wire."""
+class Inference:
+    """One inference waiting to be sent: its request and response events are built from it in the sender."""
 
     event_id: str
-    event_type: str
     endpoint: str
     metadata: str
-    body: _LazyBody
+    feature_names: Sequence[str]
+    rows: Any
+    predictions: Any
+    time: str
+
+
+class SamplingRates:
+    """Offered and dropped inferences per endpoint, and the delivered share over the last ``window`` seconds.
+
+    Thread-safe: the inference threads count, the senders read. The share is measured between snapshots at
+    most ``window`` seconds apart, so it follows a change of load within about that time.
+    """
+
+    def __init__(self, window: float = RATE_SECONDS):
+        self.window = window
+        self._lock = threading.Lock()
+        self.offered: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self._marks: dict[str, deque[tuple[float, int, int]]] = {}
+        self._rates: dict[str, float] = {}
+
+    def count(self, endpoint: str, dropped_endpoint: str | None) -> None:
+        """One inference offered on ``endpoint``; one dropped on ``dropped_endpoint`` (or none)."""
+        with self._lock:
+            self.offered[endpoint] += 1
+            if dropped_endpoint is not None:
+                self.dropped[dropped_endpoint] += 1
+
+    def rate(self, endpoint: str, now: float | None = None) -> float:
+        """The delivered share of ``endpoint``'s inferences over the last ``window`` seconds, in (0, 1]."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            offered, dropped = self.offered[endpoint], self.dropped[endpoint]
+            marks = self._marks.setdefault(endpoint, deque())
+            if not marks or now - marks[-1][0] >= self.window / 4:
+                marks.append((now, offered, dropped))
+            while len(marks) > 1 and now - marks[1][0] >= self.window:
+                marks.popleft()
+            _, offered_then, dropped_then = marks[0]
+            if offered > offered_then:
+                share = 1.0 - (dropped - dropped_then) / (offered - offered_then)
+                # At least one in a million: a rate of 0 would make the detector's 1 / rate estimate infinite.
+                self._rates[endpoint] = min(1.0, max(share, 1e-6))
+            return self._rates.get(endpoint, 1.0)
+
+
+class _Lane:
+    """One detector URL: its bounded buffer of inferences and the thread that sends them in batches."""
+
+    def __init__(self, owner: RequestLogger, url: str, max_queue: int):
+        self.owner = owner
+        self.url = url
+        self.max_queue = max_queue
+        self.buffer: list[tuple[float, Inference]] = []
+        self.ready = threading.Condition()
+        self.closing = False
+        self.thread = threading.Thread(target=self.run, name=f"request-logger-{url}", daemon=True)
+        self.thread.start()
+
+    def offer(self, inference: Inference) -> Inference | None:
+        """Queue ``inference``; when full, drop one of the waiting ones or it, at random. Returns the dropped."""
+        item = (time.monotonic(), inference)
+        with self.ready:
+            waiting = len(self.buffer)
+            if waiting < self.max_queue:
+                self.buffer.append(item)
+                if waiting == 0 or waiting + 1 >= self.owner.batch_inferences:
+                    self.ready.notify()
+                return None
+            slot = self.owner.random.randrange(waiting + 1)
+            if slot == waiting:
+                return inference
+            dropped = self.buffer[slot][1]
+            self.buffer[slot] = item  # the newcomer takes the dropped one's place in line
+            return dropped
+
+    def take(self) -> list[Inference] | None:
+        """The next batch: once it is full or ``flush_seconds`` old; ``None`` when closed and empty."""
+        size, flush = self.owner.batch_inferences, self.owner.flush_seconds
+        with self.ready:
+            while not self.buffer and not self.closing:
+                self.ready.wait()
+            if not self.buffer:
+                return None
+            deadline = self.buffer[0][0] + flush
+            while len(self.buffer) < size and not self.closing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.ready.wait(remaining)
+            batch = [inference for _, inference in self.buffer[:size]]
+            del self.buffer[:size]
+            return batch
+
+    def run(self) -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        with httpx.Client(timeout=self.owner.timeout, limits=limits) as client:
+            while (batch := self.take()) is not None:
+                self.owner.send(client, self.url, batch)
+
+    def close(self, timeout: float) -> None:
+        with self.ready:
+            self.closing = True
+            self.ready.notify()
+        self.thread.join(timeout)
 
 
 class RequestLogger:
-    """Posts inference request/response CloudEvents to a URL from a background thread.
+    """Sends each inference's request and response CloudEvents to the detector(s), batched, from the background.
 
     Args:
-        url: Where to post the events (the detector's HTTP endpoint).
+        urls: Where to post the events (the detector's HTTP endpoint); several: one per detector replica,
+            chosen by :func:`serving.events.replica_for` of the inference id.
         component: ``transformer`` or ``predictor`` (``ce-component``).
         inference_service: ``ce-inferenceservicename``.
         namespace: ``ce-namespace`` (``local`` outside Kubernetes).
-        max_queue: Events waiting at most; beyond it, events are dropped and counted.
+        max_queue: Inferences waiting at most, per URL; beyond it, inferences are dropped at random and counted.
+        batch_events: Events per POST at most (2 per inference; 2 sends each inference on its own, with
+            ``x-request-id``, for a hashing proxy).
+        flush_seconds: The longest an inference waits for its batch to fill.
         timeout: Seconds allowed for one POST.
+        rate_seconds: The span over which the delivered share stamped on the events is measured.
+        seed: Seed of the random drops (tests).
     """
 
     def __init__(
         self,
-        url: str,
+        urls: str | Sequence[str],
         *,
         component: str,
         inference_service: str = "housing",
         namespace: str = "local",
-        max_queue: int = 1000,
+        max_queue: int = MAX_QUEUE,
+        batch_events: int = BATCH_EVENTS,
+        flush_seconds: float = FLUSH_SECONDS,
         timeout: float = 2.0,
+        rate_seconds: float = RATE_SECONDS,
+        seed: int | None = None,
     ):
-        self.url = url
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        if not self.urls or max_queue < 1 or batch_events < 2:
+            raise ValueError("RequestLogger needs a URL, max_queue >= 1 and batch_events >= 2")
         self.component = component
         self.inference_service = inference_service
         self.namespace = namespace
         self.timeout = timeout
-        self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=max_queue)
-        self._thread = threading.Thread(target=self._run, name="request-logger", daemon=True)
-        self._thread.start()
+        self.batch_inferences = batch_events // 2
+        self.flush_seconds = flush_seconds
+        self.source = f"http://localhost/{component}/{inference_service}"
+        self.rates = SamplingRates(rate_seconds)
+        self.random = random.Random(seed)
+        self._lanes = [_Lane(self, url, max_queue) for url in self.urls]
+
+    @property
+    def url(self) -> str:
+        """The first (usually the only) detector URL."""
+        return self.urls[0]
 
     def log(
         self,
@@ -123,7 +255,7 @@ class RequestLogger:
         request_id: str | None = None,
         endpoint: str = DEFAULT_ENDPOINT,
     ) -> None:
-        """Queue the request and response events of one inference; never blocks.
+        """Queue the request and response events of one inference, together; never blocks.
 
         Args:
             feature_names: Column names of ``rows`` (the model's features, in order).
@@ -134,62 +266,79 @@ class RequestLogger:
             endpoint: ``default`` (the stable predictor answered) or ``canary`` (``ce-endpoint``).
         """
         event_id = request_id or str(uuid.uuid4())
-        request = _LazyBody(
-            lambda: {"instances": [dict(zip(feature_names, map(float, row), strict=True)) for row in rows]}
-        )
-        response = _LazyBody(lambda: {"predictions": [float(value) for value in predictions]})
         metadata = encode_metadata(
             {METADATA_MODEL_NAME: self.inference_service, METADATA_MODEL_VERSION: model_version}
         )
-        for event in (
-            Event(event_id, REQUEST_TYPE, endpoint, metadata, request),
-            Event(event_id, RESPONSE_TYPE, endpoint, metadata, response),
-        ):
-            try:
-                self._queue.put_nowait(event)
-            except queue.Full:
-                LOGGER_EVENTS.labels(component=self.component, outcome="dropped").inc()
+        inference = Inference(
+            event_id, endpoint, metadata, feature_names, rows, predictions, datetime.now(UTC).isoformat()
+        )
+        lane = self._lanes[replica_for(event_id, len(self._lanes)) if len(self._lanes) > 1 else 0]
+        dropped = lane.offer(inference)
+        self.rates.count(endpoint, dropped.endpoint if dropped is not None else None)
+        LOGGER_INFERENCES.labels(component=self.component, endpoint=endpoint, outcome="offered").inc()
+        if dropped is not None:
+            LOGGER_INFERENCES.labels(
+                component=self.component, endpoint=dropped.endpoint, outcome="dropped"
+            ).inc()
+            LOGGER_EVENTS.labels(component=self.component, outcome="dropped").inc(2)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Send what is queued (within ``timeout``) and stop the thread."""
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            return
-        self._thread.join(timeout)
+        """Send what is queued (within ``timeout``) and stop the threads."""
+        for lane in self._lanes:
+            lane.close(timeout)
 
-    def headers(self, event: Event) -> dict[str, str]:
-        """The CloudEvents binary-mode headers of one event."""
-        now = datetime.now(UTC).isoformat()
-        return {
-            HEADER_SPEC_VERSION: SPEC_VERSION,
-            HEADER_ID: event.event_id,
-            HEADER_TYPE: event.event_type,
-            HEADER_SOURCE: f"http://localhost/{self.component}/{self.inference_service}",
-            HEADER_TIME: now,
-            HEADER_RECORDED_TIME: now,
-            HEADER_INFERENCE_SERVICE: self.inference_service,
-            HEADER_NAMESPACE: self.namespace,
-            HEADER_COMPONENT: self.component,
-            HEADER_ENDPOINT: event.endpoint,
-            HEADER_METADATA: event.metadata,
-            "content-type": CONTENT_TYPE,
+    def events(self, inference: Inference, rate: float) -> list[dict[str, Any]]:
+        """The request and response events of ``inference``, as structured-mode CloudEvents (JSON objects)."""
+        common = {
+            "specversion": SPEC_VERSION,
+            "id": inference.event_id,
+            "source": self.source,
+            "time": inference.time,
+            "datacontenttype": "application/json",
+            "recordedtime": inference.time,
+            "inferenceservicename": self.inference_service,
+            "namespace": self.namespace,
+            "component": self.component,
+            "endpoint": inference.endpoint,
+            "metadata": inference.metadata,
+            SAMPLE_RATE: f"{rate:.6g}",  # a string: CloudEvents' JSON format has no non-integer numbers
         }
+        names = inference.feature_names
+        instances = [dict(zip(names, map(float, row), strict=True)) for row in inference.rows]
+        return [
+            {**common, "type": REQUEST_TYPE, "data": {"instances": instances}},
+            {
+                **common,
+                "type": RESPONSE_TYPE,
+                "data": {"predictions": [float(value) for value in inference.predictions]},
+            },
+        ]
 
-    def _run(self) -> None:
-        with httpx.Client(timeout=self.timeout) as client:
-            while (event := self._queue.get()) is not None:
-                try:
-                    body = json.dumps(event.body.value(), separators=(",", ":"))
-                    response = client.post(self.url, content=body, headers=self.headers(event))
-                    response.raise_for_status()
-                    LOGGER_EVENTS.labels(component=self.component, outcome="sent").inc()
-                except (httpx.HTTPError, ValueError) as error:
-                    LOGGER_EVENTS.labels(component=self.component, outcome="failed").inc()
-                    log.warning(
-                        "request logger: cannot post %s %s to %s: %s",
-                        event.event_type,
-                        event.event_id,
-                        self.url,
-                        error,
-                    )
+    def send(self, client: httpx.Client, url: str, batch: list[Inference]) -> None:
+        """POST one batch (from a sender thread) and count its inferences delivered or failed."""
+        now = time.monotonic()
+        rates = {endpoint: self.rates.rate(endpoint, now) for endpoint in {item.endpoint for item in batch}}
+        for endpoint, rate in rates.items():
+            LOGGER_SAMPLING.labels(component=self.component, endpoint=endpoint).set(rate)
+        headers = {"content-type": BATCH_CONTENT_TYPE}
+        if len(batch) == 1:
+            headers[ROUTING_HEADER] = batch[0].event_id
+        outcome = "delivered"
+        try:
+            body = json.dumps(
+                [event for item in batch for event in self.events(item, rates[item.endpoint])],
+                separators=(",", ":"),
+            )
+            try:
+                response = client.post(url, content=body, headers=headers)
+            except httpx.RemoteProtocolError:  # a keep-alive connection the detector had closed: not sent
+                response = client.post(url, content=body, headers=headers)
+            response.raise_for_status()
+        except (httpx.HTTPError, ValueError) as error:
+            outcome = "failed"
+            log.warning("request logger: cannot post %d inferences to %s: %s", len(batch), url, error)
+        for endpoint, count in Counter(item.endpoint for item in batch).items():
+            LOGGER_INFERENCES.labels(component=self.component, endpoint=endpoint, outcome=outcome).inc(count)
+        LOGGER_EVENTS.labels(component=self.component, outcome="sent" if outcome == "delivered" else outcome).inc(
+            2 * len(batch)
+        )

@@ -25,7 +25,8 @@ def test_prediction_through_the_transformer_reaches_the_detector(
     local_stack.configure(parser)
     flags = ["--predictor-port", "--predictor-grpc-port", "--transformer-port", "--transformer-grpc-port",
              "--detector-port"]  # fmt: skip
-    args = parser.parse_args(["--detector", *[item for flag in flags for item in (flag, str(free_port()))]])
+    ports = [item for flag in flags for item in (flag, str(free_port()))]
+    args = parser.parse_args(["--detector", "--no-explainer", *ports])
     specs = {spec.name: spec for spec in local_stack.services(args, str(artifact_dir), {})}
     assert set(specs) == {"predictor", "transformer", "detector"}
     stack = local_stack.Stack(tmp_path / "logs")

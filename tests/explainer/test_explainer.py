@@ -16,20 +16,15 @@ from explainer.model import HousingExplainer, explanation, tree_model
 from housing.processes import Service, free_port, python_service, wait_until
 from model.artifact import METADATA_FILE
 from model.dataset import load_dataset
-
-MODEL = "housing"
+from tests.explainer.conftest import MODEL, start_explainer, wait_explainer
 
 
 @pytest.fixture(scope="module")
 def explainer(artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """``python -m explainer`` serving the session's artifact, pinned to its sha256."""
-    sha256 = json.loads((artifact_dir / METADATA_FILE).read_text())["sha256"]
-    port = free_port()
-    args = ["-m", "explainer", "--model_name", MODEL, "--storage_uri", str(artifact_dir), "--expected_sha256",
-            sha256, "--http_port", str(port), "--grpc_port", str(free_port())]  # fmt: skip
-    service = python_service("explainer", args, tmp_path_factory.mktemp("explainer-logs"), port=port).start()
+    service = start_explainer(tmp_path_factory.mktemp("explainer-logs"), artifact_dir)
     try:
-        yield service.wait_ready(f"{service.url}/v1/models/{MODEL}", timeout=60)
+        yield wait_explainer(service)
     finally:
         service.stop()
 

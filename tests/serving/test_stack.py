@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 def up_command(*extra: str) -> list[str]:
     ports = ["--predictor-port", "--predictor-grpc-port", "--transformer-port", "--transformer-grpc-port"]
-    command = [sys.executable, "-m", "housing", "up", "--no-detector"]
+    command = [sys.executable, "-m", "housing", "up", "--no-detector", "--no-explainer"]
     for flag in ports:
         command += [flag, str(free_port())]
     return [*command, *extra]
