@@ -3,16 +3,23 @@
 The server starts at once and answers health, with readiness false, while the artifact is fetched in the
 background: storage that cannot be reached is retried with bounded exponential back-off (the log says why
 it waits), and an artifact that fails its checksum is refused: the server never serves an unverified model.
+
+With ``--models_config`` (or ``--model NAME=URI@SHA256``) it serves several pinned models side by side, the
+champion also as ``--model_name`` (``housing``), loaded and unloaded at run time through the V2 repository
+extension (:mod:`predictor.repository`, docs/serving.md "Several models in one predictor").
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import threading
 
 from model.artifact import MODEL_FORMATS, ONNX
 from predictor.model import HousingModel
-from serving.loading import add_artifact_args, serve
+from predictor.repository import ArtifactRepository, ConfigError, ModelPin, ModelsConfig, read_models_config
+from predictor.repository_api import add_repository_routes
+from serving.loading import add_artifact_args, load_with_backoff, serve
 from serving.server import configure_server_logging, parse_server_args, server_parser
 
 
@@ -39,26 +46,118 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="threads of one onnxruntime call (default 1: fastest for small batches on few cores; "
         "env INTRA_OP_THREADS)",
     )
+    add_repository_args(parser)
     args = parse_server_args(parser, argv)
-    if not args.storage_uri:
+    if args.models_config or args.model:
+        if args.expected_sha256 and not args.storage_uri:
+            parser.error("--expected_sha256 pins --storage_uri's model; each other model has its own pin")
+        try:
+            args.models = read_models_config(
+                args.models_config,
+                args.model,
+                args.champion,
+                args.model_name,
+                args.models_root,
+                args.load,
+                champion_by_storage_uri=bool(args.storage_uri),
+            )
+        except ConfigError as error:
+            parser.error(str(error))
+    elif args.champion or args.load:
+        parser.error("--champion and --load name pinned models: give --models_config or --model")
+    elif not args.storage_uri:
         parser.error("--storage_uri (or STORAGE_URI) is required")
     if args.intra_op_threads < 1:
         parser.error(f"--intra_op_threads must be at least 1, got {args.intra_op_threads}")
     return args
 
 
+def add_repository_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of several models in one predictor (each model pinned; the champion served as the alias)."""
+    parser.add_argument(
+        "--models_config",
+        default=os.environ.get("MODELS_CONFIG") or None,
+        help='JSON {"champion": NAME, "load": [NAME], "models": {NAME: {"storage_uri": URI, "sha256": '
+        "HEX}}}: the models this predictor may load (POST /v2/repository/models/NAME/load), each pinned "
+        "(env MODELS_CONFIG)",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=URI@SHA256",
+        help="one more pinned model (repeatable; over --models_config's entry of the same name)",
+    )
+    parser.add_argument(
+        "--champion",
+        default=os.environ.get("CHAMPION") or None,
+        help="the pinned model loaded at start and served as --model_name too (over the config's; env "
+        "CHAMPION); without one, --storage_uri's model is the champion, served as --model_name",
+    )
+    parser.add_argument(
+        "--load",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a pinned model loaded at start beside the champion (repeatable; readiness waits for it)",
+    )
+    parser.add_argument(
+        "--models_root",
+        default=os.environ.get("MODELS_ROOT") or None,
+        help="where a model without storage_uri is, as NAME/ (KServe's model agent: /mnt/models; env "
+        "MODELS_ROOT)",
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Start the predictor server."""
     args = parse_args(argv)
     configure_server_logging(args.log_level, latency_logging=args.enable_latency_logging)
-    model = HousingModel(
-        args.model_name,
-        args.storage_uri,
-        args.expected_sha256,
-        model_format=args.model_format,
-        intra_op_threads=args.intra_op_threads,
+    if args.models_config or args.model:
+        serve_several(args)
+        return
+    serve("predictor", housing_model(args, args.model_name, args.storage_uri, args.expected_sha256), args)
+
+
+def housing_model(args: argparse.Namespace, name: str, storage_uri: str, sha256: str | None) -> HousingModel:
+    """The model of one artifact (not loaded yet), in the form and with the threads the flags say."""
+    return HousingModel(
+        name, storage_uri, sha256, model_format=args.model_format, intra_op_threads=args.intra_op_threads
     )
-    serve("predictor", model, args)
+
+
+def serve_several(args: argparse.Namespace) -> None:
+    """Serve the pinned models; the champion and the ``--load`` ones load at start, the others on request.
+
+    The champion is served as its own name and as the alias (``--model_name``); every model that loads at
+    start does so in the background, and readiness waits for all of them.
+    """
+    from kserve.model_server import app
+
+    config: ModelsConfig = args.models
+
+    def build(pin: ModelPin) -> HousingModel:
+        return housing_model(args, pin.name, pin.storage_uri, pin.sha256)
+
+    repository = ArtifactRepository(config.pins, args.model_name, build, args.models_root)
+    if config.champion:
+        champion = repository.create(config.champion)
+        args.storage_uri = config.pins[config.champion].storage_uri
+    else:  # the single-model flags' model, served as the alias only
+        champion = housing_model(args, args.model_name, args.storage_uri, args.expected_sha256)
+    repository.register_unloaded(champion, champion=True)
+    stop = threading.Event()
+    for name in config.load:
+        model = repository.create(name)
+        repository.register_unloaded(model)
+        threading.Thread(
+            target=load_with_backoff, args=(model, stop, args.retry_max_seconds), daemon=True
+        ).start()
+    add_repository_routes(app, repository)
+    try:
+        serve("predictor", champion, args, registered_models=repository)
+    finally:
+        stop.set()
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ model's order, as the metadata says.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
+import shutil
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +41,9 @@ from serving.payload import FEATURE_NAMES, check_unsigned_shape, select_columns
 NUMERIC_DATATYPES = ("FP32", "FP64")
 
 log = logging.getLogger("predictor")
+
+_INFO_HOLDERS: collections.Counter[tuple[str, str, str]] = collections.Counter()
+"""Loaded models per ``housing_model_info`` series: a reloaded model's series outlives the one it replaces."""
 
 
 class HousingModel(Model):
@@ -70,6 +75,7 @@ class HousingModel(Model):
         self._download_dir: str | None = None
         self._feature_list = ""
         self._predict: Callable[[np.ndarray], np.ndarray] = self._unloaded
+        self._info: tuple[str, str, str] | None = None  # its housing_model_info labels, while it holds them
 
     def load(self) -> bool:
         """Download, verify (before loading anything) and load the artifact in the form to serve.
@@ -102,9 +108,23 @@ class HousingModel(Model):
         # Labelled once here, not per request: a labels() lookup costs about as much as the trees.
         self._batch_rows = BATCH_ROWS.labels(component="predictor", model_name=self.name)
         self._predicted_value = PREDICTED_VALUE.labels(self.name, artifact.version)
-        MODEL_INFO.labels(self.name, self.artifact.version, self.artifact.sha256).set(1)
+        if self._info is None:
+            self._info = (self.name, artifact.version, artifact.sha256)
+            _INFO_HOLDERS[self._info] += 1
+        MODEL_INFO.labels(*self._info).set(1)
         self.ready = True
         return self.ready
+
+    def stop(self) -> None:
+        """No longer served (unloaded, or the server stops): not ready, out of ``housing_model_info``."""
+        self.ready = False
+        if self._info is not None:
+            _INFO_HOLDERS[self._info] -= 1
+            if not _INFO_HOLDERS[self._info]:  # unless a reload of the same model holds it too
+                MODEL_INFO.remove(*self._info)
+            self._info = None
+        if self._download_dir:  # a Blob download: the files are no longer needed
+            shutil.rmtree(self._download_dir, ignore_errors=True)
 
     def describe_loaded(self) -> str:
         """The model served, for the log line that says the predictor is ready."""
