@@ -8,13 +8,22 @@ same machine, which shows what the transformer hop costs. It prints req/s and p5
 original system's published figures, and each service's resident memory at the start and end of the soak,
 and saves everything to ``benchmarks/results/soak.json``.
 
-It fails (exit 1) on any error response or when a service's resident memory grows by 10% or more.
+The inference log is measured beside it: the same soak is first run through a second transformer with its
+request logger off (same predictor), so the logger's cost shows as the throughput ratio on / off; after the
+soak with the logger on, the logger's counters (inferences offered, delivered, dropped, failed) and the
+detector's (inferences joined, requests or responses unmatched, the unseen estimate) are read and printed
+next to the requests served.
+
+It fails (exit 1) on any error response, when a service's resident memory grows by 10% or more, when an
+inference was dropped, failed or left unmatched, or when throughput with the logger on is below 95% of
+throughput with it off.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -38,6 +47,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "soak.json"
 ORIGINAL = {"requests_per_second": 1200.0, "p50_ms": 25.0, "p95_ms": 45.0, "p99_ms": 78.0}
 """The original system's API benchmark table (FastAPI service, machine not stated)."""
 MAX_MEMORY_GROWTH = 0.10
+MIN_LOGGER_THROUGHPUT_RATIO = 0.95
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,17 @@ def resident_bytes(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds of each process and its descendants (the detector's test worker)."""
+    import psutil
+
+    found = {}
+    for name, pid in pids.items():
+        processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        found[name] = sum(sum(process.cpu_times()[:2]) for process in processes)
+    return found
+
+
 def machine() -> dict[str, Any]:
     """The machine the figures were measured on."""
     cpu = next(
@@ -181,17 +202,68 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def start_stack(stack: Stack, artifact: Path, workdir: Path) -> dict[str, Service]:
-    """The ``housing up`` stack (the transformer logging every inference to the detector), on free ports."""
+    """The ``housing up`` stack (the transformer logging every inference to the detector), on free ports.
+
+    Plus ``transformer-nolog``: a second transformer in front of the same predictor, its logger off.
+    """
     parser = argparse.ArgumentParser()
     configure(parser)
     flags = ("--predictor-port", "--predictor-grpc-port", "--transformer-port", "--transformer-grpc-port",
              "--detector-port")  # fmt: skip
-    args = parser.parse_args([item for flag in flags for item in (flag, str(free_port()))])
+    ports = [item for flag in flags for item in (flag, str(free_port()))]
+    args = parser.parse_args([*ports, "--no-explainer"])
     os.environ[VAR_DIR_ENV] = str(workdir)  # the detector keeps its state under the stack's var dir
-    started = {service.name: stack.start(service) for service in services(args, str(artifact), {})}
+    wanted = services(args, str(artifact), {})
+    quiet = parser.parse_args([*ports, "--no-explainer", "--no-detector", "--transformer-port",
+                               str(free_port()), "--transformer-grpc-port", str(free_port())])  # fmt: skip
+    nolog = next(service for service in services(quiet, str(artifact), {}) if service.name == "transformer")
+    wanted.append(dataclasses.replace(nolog, name="transformer-nolog"))
+    started = {service.name: stack.start(service) for service in wanted}
     for service in started.values():
         stack.wait_ready(service, timeout=120)
     return started
+
+
+def metric_sums(url: str, name: str, label: str, **matchers: str) -> dict[str, float]:
+    """Samples of ``name`` on ``url``/metrics matching ``matchers``, summed by the value of ``label``."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in matchers.items()):
+                key = sample.labels.get(label, "")
+                found[key] = found.get(key, 0.0) + sample.value
+    return found
+
+
+def inference_log(transformer: str, detector: str) -> dict[str, float]:
+    """The logger's inference counters and the detector's, once every offered inference is accounted for."""
+    from housing.processes import wait_until
+
+    def logger() -> dict[str, float]:
+        return metric_sums(transformer, "housing_logger_inferences_total", "outcome")
+
+    def settled() -> bool:
+        counts = logger()
+        done = sum(counts.get(key, 0.0) for key in ("delivered", "dropped", "failed"))
+        return done >= counts.get("offered", 0.0)
+
+    wait_until(settled, timeout=60, what="every offered inference delivered, dropped or failed")
+    counts = logger()
+    unmatched = metric_sums(detector, "housing_detector_events_total", "type", outcome="unmatched")
+    return {
+        "offered": counts.get("offered", 0.0),
+        "delivered": counts.get("delivered", 0.0),
+        "dropped": counts.get("dropped", 0.0),
+        "failed": counts.get("failed", 0.0),
+        "joined_at_detector": sum(
+            metric_sums(detector, "housing_detector_inferences_total", "endpoint").values()
+        ),
+        "unmatched_events": unmatched.get("request", 0.0) + unmatched.get("response", 0.0),
+        "unseen_estimate": sum(metric_sums(detector, "housing_events_unseen_total", "endpoint").values()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,37 +294,83 @@ def main(argv: list[str] | None = None) -> int:
                 "predictor alone (V1 tensor, baseline)", predictor_url,
                 lambda: {"instances": [random.choice(tensor_rows)]}, args.concurrency, args.baseline,
             ))  # fmt: skip
+            nolog_url = f"{specs['transformer-nolog'].url}{PREDICT_PATH}"
+            asyncio.run(load("warm-up", nolog_url, lambda: v1_body([random.choice(rows)]),
+                             args.concurrency, args.warmup))  # fmt: skip
+            cpu_before = cpu_seconds(pids)
+            quiet = asyncio.run(load(
+                "end to end, request logger off", nolog_url,
+                lambda: v1_body([random.choice(rows)]), args.concurrency, args.duration,
+            ))  # fmt: skip
+            cpu_quiet = {name: value - cpu_before[name] for name, value in cpu_seconds(pids).items()}
             asyncio.run(load("warm-up", transformer_url, lambda: v1_body([random.choice(rows)]),
                              args.concurrency, args.warmup))  # fmt: skip
+            log_before = inference_log(specs["transformer"].url, specs["detector"].url)
             before = {name: resident_bytes(pid) for name, pid in pids.items()}
+            cpu_before = cpu_seconds(pids)
             soak = asyncio.run(load(
                 "end to end: transformer -> predictor, + detector", transformer_url,
                 lambda: v1_body([random.choice(rows)]), args.concurrency, args.duration,
             ))  # fmt: skip
             after = {name: resident_bytes(pid) for name, pid in pids.items()}
+            log_after = inference_log(specs["transformer"].url, specs["detector"].url)
+            cpu_soak = {name: value - cpu_before[name] for name, value in cpu_seconds(pids).items()}
         finally:
             stack.stop()
+    delivery = {key: log_after[key] - log_before[key] for key in log_after}
+    delivery["requests_served"] = soak.requests - soak.errors
+    # CPU per request does not depend on how busy the shared machine is, unlike req/s: the logger's own cost
+    # is the transformer's difference; the detector's is what it would take from the serving nodes' cores.
+    delivery["transformer_cpu_us_per_request_logger_off"] = round(
+        cpu_quiet["transformer-nolog"] / max(quiet.requests, 1) * 1e6, 1
+    )
+    delivery["transformer_cpu_us_per_request_logger_on"] = round(
+        cpu_soak["transformer"] / max(soak.requests, 1) * 1e6, 1
+    )
+    delivery["detector_cpu_us_per_inference"] = round(cpu_soak["detector"] / max(soak.requests, 1) * 1e6, 1)
+    delivery["throughput_ratio_logger_on_off"] = round(
+        soak.requests_per_second / quiet.requests_per_second, 3
+    ) if quiet.requests_per_second else 0.0  # fmt: skip
     memory = {
         name: {"start_mib": round(before[name] / 2**20, 1), "end_mib": round(after[name] / 2**20, 1),
                "growth": round(after[name] / before[name] - 1, 4)}
         for name in before
     }  # fmt: skip
     info = machine()
-    report = {"machine": info, "original_system": ORIGINAL, "results": [asdict(baseline), asdict(soak)],
-              "memory": memory, "max_memory_growth": MAX_MEMORY_GROWTH}  # fmt: skip
+    report = {"machine": info, "original_system": ORIGINAL,
+              "results": [asdict(baseline), asdict(quiet), asdict(soak)], "memory": memory,
+              "max_memory_growth": MAX_MEMORY_GROWTH, "inference_log": delivery}  # fmt: skip
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, "
           f"load average at start {info['load_average_at_start']}")  # fmt: skip
-    print(table([baseline, soak]))
+    print(table([baseline, quiet, soak]))
     for name, figures in memory.items():
         start, end, growth = figures["start_mib"], figures["end_mib"], figures["growth"]
-        print(f"{name:<12} resident memory {start:>7.1f} MiB -> {end:>7.1f} MiB ({growth:+.1%})")
+        print(f"{name:<18} resident memory {start:>7.1f} MiB -> {end:>7.1f} MiB ({growth:+.1%})")
+    d = delivery
+    print(
+        f"inference log: {d['requests_served']:.0f} requests served; inferences offered {d['offered']:.0f}, "
+        f"delivered {d['delivered']:.0f}, dropped {d['dropped']:.0f}, failed {d['failed']:.0f}; "
+        f"joined at the detector {d['joined_at_detector']:.0f}, unmatched {d['unmatched_events']:.0f}, "
+        f"unseen estimate {d['unseen_estimate']:.0f}"
+    )
+    print(
+        f"throughput, logger on / off: {d['throughput_ratio_logger_on_off']:.1%}; transformer CPU / request "
+        f"{d['transformer_cpu_us_per_request_logger_on']:.0f} µs with the logger, "
+        f"{d['transformer_cpu_us_per_request_logger_off']:.0f} µs without; detector CPU per inference "
+        f"{d['detector_cpu_us_per_inference']:.0f} µs (same cores here: on AKS it runs on its own)"
+    )
     print(f"saved {args.output}")
     grew = [name for name, figures in memory.items() if figures["growth"] >= MAX_MEMORY_GROWTH]
-    if soak.errors or grew:
+    lost = delivery["dropped"] + delivery["failed"] + delivery["unmatched_events"]
+    slow = delivery["throughput_ratio_logger_on_off"] < MIN_LOGGER_THROUGHPUT_RATIO
+    if soak.errors or grew or lost or slow:
         print(
-            f"FAILED: {soak.errors} errors {soak.first_errors}; memory grew >= 10% in {grew}", file=sys.stderr
+            f"FAILED: {soak.errors} errors {soak.first_errors}; memory grew >= 10% in {grew}; "
+            f"{lost:.0f} inferences dropped, failed or unmatched; logger on / off throughput "
+            f"{delivery['throughput_ratio_logger_on_off']:.1%} (at least {MIN_LOGGER_THROUGHPUT_RATIO:.0%})",
+            file=sys.stderr,
         )
         return 1
     return 0

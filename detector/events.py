@@ -9,6 +9,11 @@ body is whatever the logged component received or returned:
   feature) or one ``[N, n_features]`` tensor;
 - responses: V1 ``{"predictions": [..]}``, V2 ``{"outputs": [{"data": [..], ..}], "model_version": ..}``.
 
+A batch (CloudEvents' batched content mode, ``application/cloudevents-batch+json``: a JSON array of
+structured-mode events, as the transformer sends them) is read by :func:`parse_batch`, element by element:
+a bad element is reported by its index and does not spoil the others. The extension attribute
+``housingsamplerate`` (the sender's delivered share) becomes :attr:`InferenceEvent.sample_rate`.
+
 Features are found by name as the transformer and the predictor find them (:mod:`serving.payload`); the
 headers are the contract of :mod:`serving.events`. Anything else raises :class:`InvalidEventError` with a
 message naming the field and the rule broken.
@@ -16,6 +21,7 @@ message naming the field and the rule broken.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -27,10 +33,13 @@ from cloudevents.exceptions import GenericException
 from cloudevents.http import from_http
 
 from serving.events import (
+    BATCH_CONTENT_TYPE,
     DEFAULT_ENDPOINT,
     METADATA_MODEL_VERSION,
     REQUEST_TYPE,
     RESPONSE_TYPE,
+    SAMPLE_RATE,
+    SPEC_VERSION,
     decode_metadata,
 )
 from serving.payload import instance_rows, stack_columns
@@ -62,6 +71,7 @@ class InferenceEvent:
         model_version: From ``ce-metadata`` or the V2 response, when known.
         rows: Request inputs, shape [N, n_features] in model order (requests only).
         predictions: Response values, shape [N] (responses only).
+        sample_rate: The sender's delivered share when it sent the event (``housingsamplerate``; 1 if absent).
     """
 
     kind: str
@@ -71,6 +81,62 @@ class InferenceEvent:
     model_version: str | None
     rows: np.ndarray | None = None
     predictions: np.ndarray | None = None
+    sample_rate: float = 1.0
+
+
+def is_batch(headers: Mapping[str, str]) -> bool:
+    """Whether the HTTP request is in CloudEvents' batched content mode (by its ``Content-Type``)."""
+    return headers.get("content-type", "").split(";")[0].strip().lower() == BATCH_CONTENT_TYPE
+
+
+def parse_batch(body: bytes, features: Sequence[str]) -> list[InferenceEvent | InvalidEventError]:
+    """Read a batch of structured-mode CloudEvents (a JSON array), element by element.
+
+    Returns:
+        One entry per element, in order: the decoded event, or the error naming its index and problem.
+
+    Raises:
+        InvalidEventError: The body is not a JSON array (nothing in it can be read).
+    """
+    try:
+        elements = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidEventError("body: must be a JSON array of CloudEvents (batched content mode)") from None
+    if not isinstance(elements, list):
+        raise InvalidEventError(
+            f"body: must be a JSON array of CloudEvents (batched content mode), got {type(elements).__name__}"
+        )
+    decoded: list[InferenceEvent | InvalidEventError] = []
+    for index, element in enumerate(elements):
+        try:
+            decoded.append(_structured(element, features))
+        except InvalidEventError as error:
+            decoded.append(InvalidEventError(f"[{index}].{error}", error.kind))
+    return decoded
+
+
+def _structured(element: Any, features: Sequence[str]) -> InferenceEvent:
+    """One element of a batch: a structured-mode CloudEvent as a JSON object.
+
+    Checked here, not by the SDK: its per-event conversion would cost more than the rest of the ingest.
+    """
+    if not isinstance(element, dict):
+        raise InvalidEventError("event: must be a JSON object (a structured-mode CloudEvent)")
+    for name in ("id", "source", "type"):
+        if not isinstance(element.get(name), str) or not element[name]:
+            raise InvalidEventError(f"{name}: required, a non-empty string")
+    if element.get("specversion") != SPEC_VERSION:
+        raise InvalidEventError(f"specversion: must be {SPEC_VERSION!r}, got {element.get('specversion')!r}")
+    if element.get("data") is not None:
+        data = element["data"]
+    elif element.get("data_base64") is not None:
+        try:
+            data = base64.b64decode(element["data_base64"], validate=True)
+        except (ValueError, TypeError):
+            raise InvalidEventError("data_base64: must be base64") from None
+    else:
+        data = None
+    return _decode(element, data, features)
 
 
 def parse_event(headers: Mapping[str, str], body: bytes, features: Sequence[str]) -> InferenceEvent:
@@ -91,11 +157,19 @@ def parse_event(headers: Mapping[str, str], body: bytes, features: Sequence[str]
         event = from_http(headers, body)  # a Mapping: the SDK reads it with .items(), no copy needed
     except (GenericException, ValueError, TypeError) as error:
         raise InvalidEventError(f"not a CloudEvent 1.0: {error}") from None
+    return _decode(event, event.get_data(), features, prefix="ce-")
+
+
+def _decode(event: Any, data: Any, features: Sequence[str], prefix: str = "") -> InferenceEvent:
+    """An inference event from its attributes (``event[name]``, ``event.get(name)``) and data."""
     kind = KINDS.get(event["type"])
     if kind is None:
-        raise InvalidEventError(f"ce-type: must be {REQUEST_TYPE} or {RESPONSE_TYPE}, got {event['type']!r}")
-    payload = _json_payload(event.get_data(), kind)
+        raise InvalidEventError(
+            f"{prefix}type: must be {REQUEST_TYPE} or {RESPONSE_TYPE}, got {event['type']!r}"
+        )
+    payload = _json_payload(event.get("data") if data is None else data, kind)
     metadata = decode_metadata(event.get("metadata"))
+    rate = _sample_rate(event.get(SAMPLE_RATE), prefix, kind)
     try:
         rows, predictions, version = None, None, None
         if kind == "request":
@@ -112,7 +186,20 @@ def parse_event(headers: Mapping[str, str], body: bytes, features: Sequence[str]
         model_version=metadata.get(METADATA_MODEL_VERSION) or version,
         rows=rows,
         predictions=predictions,
+        sample_rate=rate,
     )
+
+
+def _sample_rate(value: Any, prefix: str, kind: str) -> float:
+    if value is None:
+        return 1.0
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = math.nan
+    if not 0.0 < rate <= 1.0:
+        raise InvalidEventError(f"{prefix}{SAMPLE_RATE}: must be a number in (0, 1], got {value!r}", kind)
+    return rate
 
 
 def decode_request(payload: Any, features: Sequence[str]) -> np.ndarray:

@@ -360,6 +360,12 @@ def api_performance() -> list[AnyPanel]:
     ]
 
 
+def rate_by_endpoint(metric: str, matcher: str = "") -> str:
+    """``sum by (endpoint) (rate(METRIC{...}))``: summed over every pod (transformer or detector replica)."""
+    selector = f"{SERVING}, {matcher}" if matcher else SERVING
+    return f"sum by (endpoint) (rate({metric}{{{selector}}}[$__rate_interval]))"
+
+
 def model_monitoring() -> list[AnyPanel]:
     """What the model predicts, whether its inputs drift, how accurate it is against ground truth."""
     per_version = "{{endpoint}} v{{model_version}}"
@@ -481,6 +487,27 @@ def model_monitoring() -> list[AnyPanel]:
                 "{{component}} {{outcome}}",
             ),
             unit="reqps",
+        ),
+        graph(
+            "Inference-log delivery",
+            "Share of each endpoint's inferences delivered to the drift detector: as the request loggers "
+            "count it (delivered / offered, all transformer pods) and as the detectors estimate it from the "
+            "events' sampling rate (seen / (seen + unseen), all replicas). Alert below 99%: "
+            "HousingInferenceLogDeliveryLow.",
+            query(
+                rate_by_endpoint("housing_logger_inferences_total", 'outcome="delivered"')
+                + " / "
+                + rate_by_endpoint("housing_logger_inferences_total", 'outcome="offered"'),
+                "logger {{endpoint}}",
+            ),
+            query(
+                f"{rate_by_endpoint('housing_detector_inferences_total')} / "
+                f"({rate_by_endpoint('housing_detector_inferences_total')} + "
+                f"{rate_by_endpoint('housing_events_unseen_total')})",
+                "detector estimate {{endpoint}}",
+            ),
+            unit="percentunit",
+            thresholds=((0, "red"), (0.99, "green")),
         ),
         panel(
             stat.Panel(),

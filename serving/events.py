@@ -16,19 +16,20 @@ the same batch.
 
 **Sampling.** Under overload the sender drops whole inferences (request and response together) at random and
 stamps every event it does send with the extension attribute :data:`SAMPLE_RATE` (``housingsamplerate``): the
-share of its endpoint's inferences being delivered when it was sent. Each received inference stands for
+share of its endpoint's inferences taken over the last second. Each received inference stands for
 ``1 / rate`` offered ones, which is how the detector estimates what it did not see; an event without the
 attribute counts as rate 1.
 
-**Replicas.** All events of one inference id, and its feedback, must reach the same detector replica (its
-join buffer and its ``/feedback`` lookup are per replica). :func:`replica_for` is the one hash: the sender uses it
-over several URLs, and a client posting ``/feedback`` straight to replicas uses it too. Behind a hashing proxy
-(Istio's ``consistentHash`` on :data:`ROUTING_HEADER`) the sender posts each inference on its own, with that
-header set to its id, and clients send ``/feedback`` with the same header.
+**Replicas.** All events of one inference id, and its feedback, must reach the same detector replica
+(its join buffer and its ``/feedback`` lookup are per replica). :func:`replica_for` is the one hash: the
+sender uses it over several URLs, and a client posting ``/feedback`` straight to replicas uses it too.
+Behind a hashing proxy (Istio's ``consistentHash`` on :data:`ROUTING_HEADER`) the sender posts each
+inference on its own, with that header set to its id, and clients send ``/feedback`` with the same header.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
 from collections.abc import Mapping
@@ -53,7 +54,7 @@ STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 SAMPLE_RATE = "housingsamplerate"
 """Extension attribute (header ``ce-housingsamplerate``): the sender's delivered share, in (0, 1]."""
-ROUTING_HEADER = "x-request-id"
+ROUTING_HEADER = "x-inference-id"
 """The header a hashing proxy routes on: the inference id, on one-inference batches and on ``/feedback``."""
 
 METADATA_MODEL_NAME = "model_name"
@@ -62,6 +63,8 @@ DEFAULT_ENDPOINT = "default"
 CANARY_ENDPOINT = "canary"
 ENDPOINTS = (DEFAULT_ENDPOINT, CANARY_ENDPOINT)
 """The values of ``ce-endpoint``, and of the ``endpoint`` label of every metric and scrape target."""
+SHADOW_ENDPOINT = "shadow"
+"""``ce-endpoint`` of a shadow's predictions: logged with the client's request id, answered to no client."""
 
 
 def encode_metadata(values: Mapping[str, str]) -> str:
@@ -75,19 +78,23 @@ def decode_metadata(header: str | None) -> dict[str, str]:
     Returns:
         Key -> value; empty when the header is absent or not a JSON object.
     """
-    if not header:
-        return {}
+    return dict(_metadata_items(header)) if header else {}
+
+
+@functools.lru_cache(maxsize=256)
+def _metadata_items(header: str) -> tuple[tuple[str, str], ...]:
+    """Parsed once per distinct header: a sender repeats the same few (one per model version)."""
     try:
         document = json.loads(header)
     except json.JSONDecodeError:
-        return {}
+        return ()
     if not isinstance(document, dict):
-        return {}
-    return {
-        str(key): str(value[0] if isinstance(value, list) and value else value)
+        return ()
+    return tuple(
+        (str(key), str(value[0] if isinstance(value, list) and value else value))
         for key, value in document.items()
         if value not in (None, [])
-    }
+    )
 
 
 def replica_for(event_id: str, replicas: int) -> int:

@@ -1,4 +1,4 @@
-"""The transformer's inference log: each inference's request and response CloudEvents, batched to the detector.
+"""The transformer's inference log: each inference's request and response CloudEvents, batched.
 
 The transformer is the one logging point, on Kubernetes exactly as in the local stack: given a logger URL
 (``--logger_url`` / ``LOGGER_URL``; off by default) it sends every client request and its response to the
@@ -16,23 +16,27 @@ and their meaning: :mod:`serving.events`, the contract the detector reads). The 
 **Delivery.** Sending never slows or fails an inference: :meth:`RequestLogger.log` puts the whole inference
 (request and response together) in a bounded buffer and returns; a background thread per detector URL sends
 them in CloudEvents' batched content mode (``application/cloudevents-batch+json``) over one keep-alive
-connection, a batch when ``batch_events`` events are waiting or ``flush_seconds`` after the first of them came
-(100 events or 50 ms by default). One POST per 100 events instead of one per event is what lets one sender keep
-up: the issue-19 soak lost 82 % of its events to a one-event-per-POST sender. The events are built as plain
-structured-mode dicts, not ``cloudevents`` SDK objects: the SDK's per-event object and conversion cost would be
-paid on the transformer's own cores, beside the inferences; the tests check each element with the SDK.
+connection, a batch when ``batch_events`` events are waiting or ``flush_seconds`` after the first of them
+came (100 events or 50 ms by default). One POST per 100 events instead of one per event is what lets one
+sender keep up: the issue-19 soak lost 82 % of its events to a one-event-per-POST sender. The events are built
+as plain structured-mode dicts, not ``cloudevents`` SDK objects: the SDK's per-event object and conversion
+cost would be paid on the transformer's own cores, beside the inferences; the tests check each element with
+the SDK.
 
-**Sampling under overload.** When the buffer is full, one inference is dropped, chosen uniformly at random
-among those waiting and the new one (random replacement), never by its content and never half of it: every
-inference the detector sees kept its request and response, and what it sees stays a random sample of the
-traffic. Each event carries ``housingsamplerate``, the share of its endpoint's inferences delivered over the
-last ``rate_seconds``, so the detector can count what it did not see. The counters:
+**Sampling under overload.** Above a watermark (half the buffer) a new inference is taken with a
+probability that falls linearly from 1 to 0 as the buffer fills (random early drop), else dropped whole,
+request and response together. The draw never looks at what the inference carries, so what the detector
+sees stays a uniform random sample of the traffic. Every event carries ``housingsamplerate``, its
+endpoint's delivered share (taken / offered) over the last ``rate_seconds``, and the detector counts each
+inference as 1 / rate offered ones: that is how it knows what it did not see. (Stamping each event's own
+admission probability instead would be exactly unbiased, but events taken at small probabilities make that
+estimate swing by several points over thousands of events; the share is steady.) The counters:
 ``housing_logger_inferences_total{endpoint, outcome}`` (``offered``, ``delivered``, ``dropped``, ``failed``)
-and the gauge ``housing_logger_sampling_ratio{endpoint}`` (the rate stamped on the events).
+and the gauge ``housing_logger_sampling_ratio{endpoint}`` (the share last stamped).
 
 **Several detectors.** Given several URLs, every inference goes to ``urls[replica_for(id, len(urls))]``
 (:func:`serving.events.replica_for`): all events of one id, and its feedback, meet on one replica. With
-``batch_events=2`` each inference travels alone, with ``x-request-id: ID``, for a hashing proxy in front of
+``batch_events=2`` each inference travels alone, with ``x-inference-id: ID``, for a hashing proxy in front of
 the replicas (Istio's ``consistentHash``; docs/kubernetes.md).
 
 A batch is sent once (at most once delivery): a failed POST (detector down, timeout, non-2xx) counts its
@@ -41,6 +45,7 @@ inferences ``failed`` and is not retried, since the detector may have taken part
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -54,6 +59,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import numpy as np
 
 from serving.events import (
     BATCH_CONTENT_TYPE,
@@ -77,7 +83,7 @@ MAX_QUEUE = 10_000
 """Inferences waiting per detector URL: about 14 s of the 690 requests/s the issue-19 soak served."""
 BATCH_EVENTS = 100
 FLUSH_SECONDS = 0.05
-RATE_SECONDS = 2.0
+RATE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -96,8 +102,8 @@ class Inference:
 class SamplingRates:
     """Offered and dropped inferences per endpoint, and the delivered share over the last ``window`` seconds.
 
-    Thread-safe: the inference threads count, the senders read. The share is measured between snapshots at
-    most ``window`` seconds apart, so it follows a change of load within about that time.
+    Thread-safe: the inference threads count, the senders read. The share is measured between snapshots
+    taken every quarter ``window``, so it follows a change of load within about ``window``.
     """
 
     def __init__(self, window: float = RATE_SECONDS):
@@ -108,12 +114,13 @@ class SamplingRates:
         self._marks: dict[str, deque[tuple[float, int, int]]] = {}
         self._rates: dict[str, float] = {}
 
-    def count(self, endpoint: str, dropped_endpoint: str | None) -> None:
-        """One inference offered on ``endpoint``; one dropped on ``dropped_endpoint`` (or none)."""
+    def count(self, endpoint: str, dropped: bool) -> None:
+        """One inference offered on ``endpoint``, and whether it was dropped."""
         with self._lock:
+            if endpoint not in self._marks:  # the first one: measure from here
+                self._marks[endpoint] = deque([(time.monotonic(), 0, 0)])
             self.offered[endpoint] += 1
-            if dropped_endpoint is not None:
-                self.dropped[dropped_endpoint] += 1
+            self.dropped[endpoint] += dropped
 
     def rate(self, endpoint: str, now: float | None = None) -> float:
         """The delivered share of ``endpoint``'s inferences over the last ``window`` seconds, in (0, 1]."""
@@ -128,7 +135,7 @@ class SamplingRates:
             _, offered_then, dropped_then = marks[0]
             if offered > offered_then:
                 share = 1.0 - (dropped - dropped_then) / (offered - offered_then)
-                # At least one in a million: a rate of 0 would make the detector's 1 / rate estimate infinite.
+                # At least one in a million: a rate of 0 would make the detector's 1 / rate infinite.
                 self._rates[endpoint] = min(1.0, max(share, 1e-6))
             return self._rates.get(endpoint, 1.0)
 
@@ -146,22 +153,29 @@ class _Lane:
         self.thread = threading.Thread(target=self.run, name=f"request-logger-{url}", daemon=True)
         self.thread.start()
 
-    def offer(self, inference: Inference) -> Inference | None:
-        """Queue ``inference``; when full, drop one of the waiting ones or it, at random. Returns the dropped."""
-        item = (time.monotonic(), inference)
+    def admission(self, waiting: int) -> float:
+        """The probability of taking a new inference with ``waiting`` in the buffer (random early drop).
+
+        1 up to the watermark (half the buffer), then falling linearly to 0 when it is full: under a steady
+        overload the buffer settles where admitted = sent, and every inference is taken with the same
+        probability, whatever it carries.
+        """
+        watermark = self.max_queue // 2
+        if waiting < watermark or self.max_queue == watermark:
+            return 1.0
+        return max(0.0, (self.max_queue - waiting) / (self.max_queue - watermark))
+
+    def offer(self, inference: Inference) -> float:
+        """Queue ``inference`` with the admission probability; returns it (0: dropped, both its events)."""
         with self.ready:
             waiting = len(self.buffer)
-            if waiting < self.max_queue:
-                self.buffer.append(item)
-                if waiting == 0 or waiting + 1 >= self.owner.batch_inferences:
-                    self.ready.notify()
-                return None
-            slot = self.owner.random.randrange(waiting + 1)
-            if slot == waiting:
-                return inference
-            dropped = self.buffer[slot][1]
-            self.buffer[slot] = item  # the newcomer takes the dropped one's place in line
-            return dropped
+            rate = self.admission(waiting)
+            if rate < 1.0 and not self.owner.random.random() < rate:
+                return 0.0
+            self.buffer.append((time.monotonic(), inference))
+            if waiting == 0 or waiting + 1 >= self.owner.batch_inferences:
+                self.ready.notify()
+            return rate
 
     def take(self) -> list[Inference] | None:
         """The next batch: once it is full or ``flush_seconds`` old; ``None`` when closed and empty."""
@@ -195,7 +209,7 @@ class _Lane:
 
 
 class RequestLogger:
-    """Sends each inference's request and response CloudEvents to the detector(s), batched, from the background.
+    """Sends each inference's request and response CloudEvents to the detector(s), batched, in the background.
 
     Args:
         urls: Where to post the events (the detector's HTTP endpoint); several: one per detector replica,
@@ -203,9 +217,9 @@ class RequestLogger:
         component: ``transformer`` or ``predictor`` (``ce-component``).
         inference_service: ``ce-inferenceservicename``.
         namespace: ``ce-namespace`` (``local`` outside Kubernetes).
-        max_queue: Inferences waiting at most, per URL; beyond it, inferences are dropped at random and counted.
+        max_queue: Inferences waiting at most, per URL; beyond it, inferences are dropped at random (counted).
         batch_events: Events per POST at most (2 per inference; 2 sends each inference on its own, with
-            ``x-request-id``, for a hashing proxy).
+            ``x-inference-id``, for a hashing proxy).
         flush_seconds: The longest an inference waits for its batch to fill.
         timeout: Seconds allowed for one POST.
         rate_seconds: The span over which the delivered share stamped on the events is measured.
@@ -236,8 +250,8 @@ class RequestLogger:
         self.batch_inferences = batch_events // 2
         self.flush_seconds = flush_seconds
         self.source = f"http://localhost/{component}/{inference_service}"
-        self.rates = SamplingRates(rate_seconds)
         self.random = random.Random(seed)
+        self.rates = SamplingRates(rate_seconds)
         self._lanes = [_Lane(self, url, max_queue) for url in self.urls]
 
     @property
@@ -266,21 +280,34 @@ class RequestLogger:
             endpoint: ``default`` (the stable predictor answered) or ``canary`` (``ce-endpoint``).
         """
         event_id = request_id or str(uuid.uuid4())
-        metadata = encode_metadata(
-            {METADATA_MODEL_NAME: self.inference_service, METADATA_MODEL_VERSION: model_version}
-        )
         inference = Inference(
-            event_id, endpoint, metadata, feature_names, rows, predictions, datetime.now(UTC).isoformat()
+            event_id,
+            endpoint,
+            self._metadata(model_version),
+            feature_names,
+            rows,
+            predictions,
+            datetime.now(UTC).isoformat(),
         )
         lane = self._lanes[replica_for(event_id, len(self._lanes)) if len(self._lanes) > 1 else 0]
-        dropped = lane.offer(inference)
-        self.rates.count(endpoint, dropped.endpoint if dropped is not None else None)
-        LOGGER_INFERENCES.labels(component=self.component, endpoint=endpoint, outcome="offered").inc()
-        if dropped is not None:
-            LOGGER_INFERENCES.labels(
-                component=self.component, endpoint=dropped.endpoint, outcome="dropped"
-            ).inc()
+        taken = lane.offer(inference) > 0
+        self.rates.count(endpoint, dropped=not taken)
+        self._counter(endpoint, "offered").inc()
+        if not taken:
+            self._counter(endpoint, "dropped").inc()
             LOGGER_EVENTS.labels(component=self.component, outcome="dropped").inc(2)
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 (one logger per process, kept for its life)
+    def _metadata(self, model_version: str) -> str:
+        """``ce-metadata`` of ``model_version``, encoded once (this runs on every inference)."""
+        return encode_metadata(
+            {METADATA_MODEL_NAME: self.inference_service, METADATA_MODEL_VERSION: model_version}
+        )
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 (as above)
+    def _counter(self, endpoint: str, outcome: str) -> Any:
+        """The ``housing_logger_inferences_total`` child, looked up once (``labels()`` costs a few µs)."""
+        return LOGGER_INFERENCES.labels(component=self.component, endpoint=endpoint, outcome=outcome)
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is queued (within ``timeout``) and stop the threads."""
@@ -304,14 +331,12 @@ class RequestLogger:
             SAMPLE_RATE: f"{rate:.6g}",  # a string: CloudEvents' JSON format has no non-integer numbers
         }
         names = inference.feature_names
-        instances = [dict(zip(names, map(float, row), strict=True)) for row in inference.rows]
+        rows = np.asarray(inference.rows, dtype=float).tolist()  # Python floats at once, not one by one
+        instances = [dict(zip(names, row, strict=True)) for row in rows]
+        predictions = np.asarray(inference.predictions, dtype=float).reshape(-1).tolist()
         return [
             {**common, "type": REQUEST_TYPE, "data": {"instances": instances}},
-            {
-                **common,
-                "type": RESPONSE_TYPE,
-                "data": {"predictions": [float(value) for value in inference.predictions]},
-            },
+            {**common, "type": RESPONSE_TYPE, "data": {"predictions": predictions}},
         ]
 
     def send(self, client: httpx.Client, url: str, batch: list[Inference]) -> None:
@@ -338,7 +363,6 @@ class RequestLogger:
             outcome = "failed"
             log.warning("request logger: cannot post %d inferences to %s: %s", len(batch), url, error)
         for endpoint, count in Counter(item.endpoint for item in batch).items():
-            LOGGER_INFERENCES.labels(component=self.component, endpoint=endpoint, outcome=outcome).inc(count)
-        LOGGER_EVENTS.labels(component=self.component, outcome="sent" if outcome == "delivered" else outcome).inc(
-            2 * len(batch)
-        )
+            self._counter(endpoint, outcome).inc(count)
+        sent = "sent" if outcome == "delivered" else outcome
+        LOGGER_EVENTS.labels(component=self.component, outcome=sent).inc(2 * len(batch))

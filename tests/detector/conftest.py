@@ -16,7 +16,7 @@ from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
 from housing.processes import Service, free_port, python_service, wait_until
-from serving.events import REQUEST_TYPE, RESPONSE_TYPE, encode_metadata
+from serving.events import BATCH_CONTENT_TYPE, REQUEST_TYPE, RESPONSE_TYPE, SAMPLE_RATE, encode_metadata
 
 
 def cloud_event(
@@ -45,6 +45,25 @@ def cloud_event(
     return to_structured(event) if structured else to_binary(event)
 
 
+def batch_element(
+    kind: str, event_id: str, data: Any, *, endpoint: str = "default", rate: float | None = None
+) -> dict[str, Any]:
+    """One structured-mode event of a batch, as the transformer's request logger builds it."""
+    element = {
+        "specversion": "1.0",
+        "id": event_id,
+        "type": REQUEST_TYPE if kind == "request" else RESPONSE_TYPE,
+        "source": "http://localhost/transformer/housing",
+        "datacontenttype": "application/json",
+        "component": "transformer",
+        "endpoint": endpoint,
+        "data": data,
+    }
+    if rate is not None:
+        element[SAMPLE_RATE] = str(rate)
+    return element
+
+
 def held_out_rows(artifact_dir: Path) -> np.ndarray:
     """Data set rows (model feature order) that are not in the artifact's reference sample."""
     from model.artifact import read_metadata
@@ -69,6 +88,11 @@ class DetectorProcess:
     def send(self, kind: str, event_id: str, body: Any, **options: Any) -> httpx.Response:
         headers, data = cloud_event(kind, event_id, body, **options)
         return self.client.post(self.url + "/", headers=headers, content=data)
+
+    def send_batch(self, elements: list[Any]) -> httpx.Response:
+        """POST ``elements`` in CloudEvents' batched content mode."""
+        headers = {"content-type": BATCH_CONTENT_TYPE}
+        return self.client.post(self.url + "/", headers=headers, content=json.dumps(elements))
 
     def send_rows(
         self, rows: np.ndarray, predictions: Sequence[float], *, prefix: str = "", **options: Any

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import threading
 import uuid
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,24 +15,21 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from cloudevents.http import from_http
+from cloudevents.http import from_dict
 from kserve import InferenceGRPCClient, InferInput, InferRequest
 from prometheus_client import REGISTRY
 
 from housing.processes import free_port, wait_until
 from model.dataset import load_dataset
 from serving.events import (
-    HEADER_COMPONENT,
-    HEADER_ENDPOINT,
-    HEADER_ID,
-    HEADER_INFERENCE_SERVICE,
-    HEADER_METADATA,
-    HEADER_TYPE,
+    BATCH_CONTENT_TYPE,
     METADATA_MODEL_VERSION,
     REQUEST_TYPE,
     RESPONSE_TYPE,
+    SAMPLE_RATE,
     decode_metadata,
     encode_metadata,
+    replica_for,
 )
 from tests.serving.conftest import MODEL, Server, start_transformer
 from tests.serving.test_batching import predictor_calls
@@ -47,7 +46,8 @@ def receiver() -> Iterator[tuple[str, Received]]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
-            received.append(({key.lower(): value for key, value in self.headers.items()}, body))
+            headers = {key.lower(): value for key, value in self.headers.items()}
+            received.append(({**headers, ":path": self.path}, body))
             self.send_response(202)
             self.end_headers()
 
@@ -80,27 +80,31 @@ def test_transformer_emits_request_and_response_events(
             headers={"x-request-id": "req-42"},
         )
         assert response.status_code == 200
-        wait_until(lambda: len(received) >= 2, timeout=20, what="two events received")
+        wait_until(lambda: len(received) >= 1, timeout=20, what="one batch received")
     finally:
         transformer.service.stop()
 
-    events = {headers[HEADER_TYPE]: (headers, body) for headers, body in received}
-    assert set(events) == {REQUEST_TYPE, RESPONSE_TYPE}
-    for headers, body in events.values():
-        event = from_http(headers, body)  # a valid CloudEvent in binary mode
+    (headers, body), *more = received
+    assert not more, "the request and its response travel in one batch"
+    assert headers["content-type"] == BATCH_CONTENT_TYPE
+    elements = json.loads(body)
+    events = {element["type"]: from_dict(element) for element in elements}  # each a valid CloudEvent 1.0
+    assert [element["type"] for element in elements] == [REQUEST_TYPE, RESPONSE_TYPE]
+    for event in events.values():
         assert event["specversion"] == "1.0"
-        assert headers[HEADER_ID] == "req-42"
-        assert headers[HEADER_COMPONENT] == "transformer"
-        assert headers[HEADER_ENDPOINT] == "default"  # the stable predictor answered
-        assert headers[HEADER_INFERENCE_SERVICE] == MODEL
-        assert headers["content-type"] == "application/json"
-        assert decode_metadata(headers[HEADER_METADATA])[METADATA_MODEL_VERSION] == artifact.version
-    logged = json.loads(events[REQUEST_TYPE][1])["instances"]
+        assert event["id"] == "req-42"
+        assert event["component"] == "transformer"
+        assert event["endpoint"] == "default"  # the stable predictor answered
+        assert event["inferenceservicename"] == MODEL
+        assert event["datacontenttype"] == "application/json"
+        assert event[SAMPLE_RATE] == "1"  # not sampled: the queue was nearly empty
+        assert decode_metadata(event["metadata"])[METADATA_MODEL_VERSION] == artifact.version
+    logged = events[REQUEST_TYPE].get_data()["instances"]
     assert [list(instance) for instance in logged] == [
         artifact.feature_names
     ] * 3  # model features, b dropped
     np.testing.assert_allclose(rows_of(logged), rows_of(houses[:3]))
-    predictions = json.loads(events[RESPONSE_TYPE][1])["predictions"]
+    predictions = events[RESPONSE_TYPE].get_data()["predictions"]
     np.testing.assert_allclose(predictions, response.json()["predictions"])
 
 
@@ -216,6 +220,11 @@ def test_unreachable_logger_counts_failures():
     assert counted("test-failed", "failed") == before + 2
 
 
+def inferences(component: str, outcome: str, endpoint: str = "default") -> float:
+    labels = {"component": component, "endpoint": endpoint, "outcome": outcome}
+    return REGISTRY.get_sample_value("housing_logger_inferences_total", labels) or 0.0
+
+
 def test_full_queue_drops_and_counts_without_blocking():
     listener_port = free_port()
     import socket
@@ -240,3 +249,73 @@ def test_metadata_round_trip_and_kserve_form():
     assert decode_metadata('{"model_version": ["7"], "other": []}') == {"model_version": "7"}
     assert decode_metadata("not json") == {}
     assert decode_metadata(None) == {}
+
+
+def test_admission_falls_from_one_at_the_watermark_to_zero_when_full(receiver):
+    url, _ = receiver
+    logger = RequestLogger(url, component="test-admission", max_queue=100)
+    try:
+        lane = logger._lanes[0]
+        assert [lane.admission(waiting) for waiting in (0, 49, 50, 75, 99, 100, 120)] == [
+            1.0, 1.0, 1.0, 0.5, 0.02, 0.0, 0.0
+        ]  # fmt: skip
+    finally:
+        logger.close()
+
+
+def test_overload_drops_whole_inferences_and_stamps_their_probability(receiver):
+    """A buffer of 20 that waits 5 s to fill a batch (close sends it), offered 400 inferences at once.
+
+    Most are dropped, whole; each delivered one carries the share of inferences taken.
+    """
+    url, received = receiver
+    component = "test-sampled"
+    logger = RequestLogger(
+        url, component=component, max_queue=20, batch_events=200, flush_seconds=5.0, seed=7
+    )
+    offered = inferences(component, "offered")
+    for index in range(400):
+        logger.log(
+            ["crim"], np.array([[float(index)]]), np.array([20.0]), model_version="v1", request_id=f"s{index}"
+        )
+    logger.close()
+    elements = [element for _, body in received for element in json.loads(body)]
+    by_id: dict[str, list[str]] = {}
+    for element in elements:
+        by_id.setdefault(element["id"], []).append(element["type"])
+    assert all(types == [REQUEST_TYPE, RESPONSE_TYPE] for types in by_id.values()), "never half an inference"
+    delivered, dropped = inferences(component, "delivered"), inferences(component, "dropped")
+    assert inferences(component, "offered") - offered == 400
+    assert delivered == len(by_id) and delivered + dropped == 400
+    assert 11 <= delivered <= 20  # the first 11 at probability 1 (to 10 waiting), then ever less likely
+    # Each event says which share of the offered inferences was taken (here all in the same second).
+    rates = [float(element[SAMPLE_RATE]) for element in elements]
+    assert rates == pytest.approx([delivered / 400] * len(elements), abs=1e-5)
+    gauge = {"component": component, "endpoint": "default"}
+    assert REGISTRY.get_sample_value("housing_logger_sampling_ratio", gauge) == pytest.approx(delivered / 400)
+
+
+def test_each_id_maps_to_one_replica_and_replicas_share_evenly(receiver):
+    """100,000 ids over 3 replicas: the logger sends each id's request and response to the replica that
+    ``replica_for`` names (where its feedback goes too), and each replica gets about a third."""
+    ids = [str(uuid.UUID(int=random.Random(index).getrandbits(128))) for index in range(100_000)]
+    replicas = [replica_for(event_id, 3) for event_id in ids]
+    assert replicas == [replica_for(event_id, 3) for event_id in ids]  # a pure function of the id
+    shares = np.bincount(replicas, minlength=3) / len(ids)
+    assert np.all(np.abs(shares - 1 / 3) < 0.01), shares
+    # Pinned: clients computing the replica of their /feedback depend on these exact values.
+    assert [replica_for(name, 3) for name in ("req-42", "v2-rest", "a")] == [
+        zlib.crc32(name.encode()) % 3 for name in ("req-42", "v2-rest", "a")
+    ]
+    with pytest.raises(ValueError, match="replicas: must be at least 1"):
+        replica_for("x", 0)
+    url, received = receiver
+    urls = [f"{url}?replica={index}" for index in range(3)]
+    logger = RequestLogger(urls, component="test-replicas", batch_events=1000, flush_seconds=0.05)
+    for event_id in ids[:300]:
+        logger.log(["crim"], np.array([[0.1]]), np.array([20.0]), model_version="v1", request_id=event_id)
+    logger.close()
+    assert sum(len(json.loads(body)) for _, body in received) == 600
+    for headers, body in received:
+        replica = int(headers[":path"].split("replica=")[1])
+        assert {replica_for(element["id"], 3) for element in json.loads(body)} == {replica}
