@@ -5,6 +5,9 @@
 - **predictor**: ``python -m predictor``, serving the compiled form (``model.onnx``);
 - **end to end**: ``python -m transformer`` -> predictor over gRPC, as ``housing up`` runs them, with the
   request logger on (posting to a sink that answers 200 and drops the events), V1 named-feature JSON in;
+- **e2e, edge on**: the same with the local edge on (``--auth`` with an API key sent as a bearer token, and a
+  rate limit high enough never to refuse, so that every request pays the bucket's bookkeeping): the cost of
+  ``serving/auth.py`` and ``serving/ratelimit.py``, side by side with the row above;
 - **naive kserve.Model**: the smallest ``kserve.Model`` that serves ``model.joblib``
   (``pipeline.predict(get_predict_input(payload))``), on KServe's defaults;
 - **MLServer sklearn**: MLServer 1.7.1's scikit-learn runtime with ``parallel_workers: 0`` (its best on one
@@ -56,6 +59,7 @@ MLSERVER_VENV = ROOT / ".tools" / "mlserver"
 MLSERVER_REQUIREMENTS = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22")
 """MLServer's pins (uvloop 0.22 crashes its worker); scikit-learn is pinned to ours at install."""
 CONCURRENCY = 32
+BENCH_KEY = "bench-key-not-a-secret"  # pragma: allowlist secret (a throw-away key for one run)
 BATCH_ROWS, BATCH_CONCURRENCY = 1000, 4
 TARGETS = {
     "predictor_vs_naive": 2.0,
@@ -63,6 +67,7 @@ TARGETS = {
     "predictor_vs_fastapi": 1.3,
     "predictor_vs_noop_floor": 0.85,
     "e2e_vs_naive": 1.5,
+    "e2e_edge_on_vs_off": 0.9,
     "e2e_p99_ms": 50.0,
     "e2e_1000_row_rows_per_second": 200_000.0,
     "compiled_predict_p50_us": 50.0,
@@ -76,6 +81,8 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = file:read("*a")
 file:close()
+local authorization = os.getenv("BENCH_AUTHORIZATION")
+if authorization ~= nil and authorization ~= "" then wrk.headers["Authorization"] = authorization end
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format('{"requests": %d, "errors": %d, "seconds": %f, "p50_us": %d, "p99_us": %d}\\n',
@@ -110,6 +117,7 @@ class Target:
     path: str
     body: bytes
     ready_path: str = "/v2/health/ready"
+    authorization: str = ""
 
     @property
     def url(self) -> str:
@@ -134,9 +142,8 @@ def wrk(target: Target, concurrency: int, seconds: float, rows: int, scratch: Pa
     body.write_bytes(target.body)
     command = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s",
                "--timeout", "10s", "-s", str(script), target.url]  # fmt: skip
-    completed = subprocess.run(
-        command, capture_output=True, text=True, check=True, env={**os.environ, "BENCH_BODY": str(body)}
-    )
+    env = {**os.environ, "BENCH_BODY": str(body), "BENCH_AUTHORIZATION": target.authorization}
+    completed = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     per_second = (result["requests"] - result["errors"]) / result["seconds"]
     return Measured(
@@ -210,7 +217,7 @@ def mlserver_service(artifact_dir: Path, log_dir: Path) -> Service:
 
 def servers(artifact_dir: Path, log_dir: Path, names: list[str], rows: np.ndarray) -> dict[str, Target]:
     """Every target of the one-row cell (and the logger's sink), not yet started."""
-    http, grpc, front, sink = free_port(), free_port(), free_port(), free_port()
+    http, grpc, front, edge_front, sink = free_port(), free_port(), free_port(), free_port(), free_port()
     ports = {name: free_port() for name in ("naive", "fastapi", "noop")}
     predictor = [sys.executable, "-m", "predictor", "--storage_uri", str(artifact_dir)]
     predictor += ["--http_port", str(http), "--grpc_port", str(grpc)]
@@ -218,6 +225,20 @@ def servers(artifact_dir: Path, log_dir: Path, names: list[str], rows: np.ndarra
     transformer += ["--predictor_host", f"127.0.0.1:{grpc}", "--predictor_rest_host", f"127.0.0.1:{http}"]
     transformer += ["--http_port", str(front), "--grpc_port", str(free_port())]
     transformer += ["--logger_url", f"http://127.0.0.1:{sink}/"]
+    keys = log_dir / "api-keys"
+    keys.write_text(f"{BENCH_KEY}=predict\n")
+    edge = [
+        *transformer,
+        "--auth",
+        "--api_keys_file",
+        str(keys),
+        "--rate_limit",
+        "1e9",
+        "--rate_burst",
+        "1e9",
+    ]
+    edge[edge.index("--http_port") + 1] = str(edge_front)
+    edge[edge.index("--grpc_port") + 1] = str(free_port())
     bench = [sys.executable, "-m", "benchmarks.serving"]
     naive = [*bench, "naive-server", str(artifact_dir), str(ports["naive"]), str(free_port())]
     fastapi = [*bench, "fastapi-server", str(artifact_dir), str(ports["fastapi"])]
@@ -226,6 +247,13 @@ def servers(artifact_dir: Path, log_dir: Path, names: list[str], rows: np.ndarra
     targets = [
         Target("predictor", pinned("predictor", predictor, http, log_dir), V2_PATH, v2),
         Target("end to end", pinned("transformer", transformer, front, log_dir), V1_PATH, v1),
+        Target(
+            "e2e, edge on",
+            pinned("transformer-edge", edge, edge_front, log_dir),
+            V1_PATH,
+            v1,
+            authorization=f"Bearer {BENCH_KEY}",
+        ),
         Target("naive kserve.Model", pinned("naive", naive, ports["naive"], log_dir), V2_PATH, v2),
         Target("MLServer sklearn", mlserver_service(artifact_dir, log_dir), V2_PATH, v2),
         Target(
@@ -393,6 +421,7 @@ def check_targets(figures: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "predictor_vs_fastapi": ratio("predictor", "FastAPI original"),
         "predictor_vs_noop_floor": ratio("predictor", "no-op kserve.Model"),
         "e2e_vs_naive": ratio("end to end", "naive kserve.Model"),
+        "e2e_edge_on_vs_off": ratio("e2e, edge on", "end to end"),
         "e2e_p99_ms": by_name["end to end"]["p99_ms"],
         "e2e_1000_row_rows_per_second": figures["batches"]["rows_per_second"],
         "compiled_predict_p50_us": figures["compiled_predict_p50_us"],

@@ -132,6 +132,12 @@ TARGET_UNIT = "USD 1000s"
 TARGET_CENSORED_AT = 50.0
 """The data set records every value of 50 or more as 50.0."""
 
+TARGET_DOMAIN = Feature(
+    TARGET, TARGET_DESCRIPTION, TARGET_UNIT, upper=TARGET_CENSORED_AT, lower_inclusive=False
+)
+"""The target's valid values, (0, 50] as the data set records them: ground truth outside is refused
+(the detector's ``/feedback``), as a price of 0 or less is impossible and 50 is the censoring value."""
+
 
 def select(names: Iterable[str]) -> tuple[Feature, ...]:
     """The features named, in the order given.
