@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,39 +27,9 @@ from kserve.errors import InvalidInput, ModelNotReady
 
 from model import storage
 from model.artifact import ModelArtifact, load_artifact
+from model.importance import TreeModel, tree_model
 from model.schema import TARGET_UNIT
 from serving.payload import instance_rows
-
-
-@dataclass(frozen=True)
-class TreeModel:
-    """The trees inside a fitted pipeline, and how their output becomes a price.
-
-    Attributes:
-        trees: The fitted tree ensemble ``shap.TreeExplainer`` reads.
-        log_target: The trees predict log(medv) (the price is ``exp`` of their output).
-    """
-
-    trees: Any
-    log_target: bool
-
-
-def tree_model(pipeline: Any) -> TreeModel:
-    """Find the tree ensemble in a fitted candidate pipeline (model/pipeline.py's shapes).
-
-    Raises:
-        ValueError: The pipeline has steps before the trees, or no trees: TreeSHAP would not explain its
-            inputs.
-    """
-    steps = getattr(pipeline, "steps", [("regressor", pipeline)])
-    if len(steps) != 1:
-        raise ValueError(f"cannot explain a pipeline with preprocessing steps: {[name for name, _ in steps]}")
-    final = steps[0][1]
-    inner = getattr(final, "regressor_", None)
-    trees = inner if inner is not None else final
-    if not hasattr(trees, "estimators_"):
-        raise ValueError(f"{type(trees).__name__} is not a tree ensemble TreeSHAP explains")
-    return TreeModel(trees, log_target=inner is not None)
 
 
 class HousingExplainer(Model):

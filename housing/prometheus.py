@@ -22,7 +22,7 @@ from typing import Any
 from housing.processes import HOST, ROOT, Service, wait_until
 
 RULES_FILE = ROOT / "helm" / "housing-kserve" / "files" / "prometheus-rules.yaml"
-COMPONENTS = ("predictor", "transformer", "detector")
+COMPONENTS = ("predictor", "transformer", "explainer", "detector")
 LOCAL_NAMESPACE = "local"
 """The ``namespace`` label of every local target: the dashboards' namespace variable works off Kubernetes."""
 

@@ -132,10 +132,12 @@ def log_failed(result: TrainingResult, failures: list[str]) -> str:
 def _log_figures(result: TrainingResult) -> None:
     import mlflow
 
+    from model.importance import save_importance_plot, tree_model
     from model.plots import save_plots
 
     mlflow.log_params({**result.params, "features": ",".join(result.features)})
     mlflow.log_metrics(result.metrics)
+    mlflow.log_metrics({f"global_importance_{k}": v for k, v in result.global_importance.items()})
     commit = git_commit()
     if commit:
         mlflow.set_tag("git_commit", commit)
@@ -147,6 +149,10 @@ def _log_figures(result: TrainingResult) -> None:
             return
         for path in save_plots(scratch, result.y, predicted, result.importances):
             mlflow.log_artifact(str(path), "plots")
+        if result.global_importance:  # mean |TreeSHAP contribution| (model/importance.py)
+            log_target = tree_model(result.pipeline).log_target
+            plot = save_importance_plot(scratch, result.global_importance, log_target=log_target)
+            mlflow.log_artifact(str(plot), "plots")
 
 
 def _log_model(result: TrainingResult) -> Any:

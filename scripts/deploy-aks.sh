@@ -11,6 +11,7 @@
 #   --tag TAG               image tag (default: the current git commit, short)
 #   --model-uri URI         model artifact location (https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH)
 #   --model-sha256 HEX      the sha256 of the file it serves: model.onnx's (model.json onnx_sha256); required with --model-uri
+#   --explainer-sha256 HEX  the explainer's pin: model.joblib's (model.json sha256); recommended with --model-uri
 #   --client-id GUID        Azure Workload Identity client ID (turns Workload Identity on)
 #   --values FILE           extra values file (repeatable)
 #   --skip-build            do not build images (CI builds them in an earlier job)
@@ -26,7 +27,7 @@ usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "deploy-aks: $*" >&2; echo "Try: scripts/deploy-aks.sh --help" >&2; exit 2; }
 
 acr="" resource_group="" cluster="" namespace="housing" release="housing-kserve" tag="" model_uri="" model_sha256=""
-client_id="" skip_build=false dry_run=false
+explainer_sha256="" client_id="" skip_build=false dry_run=false
 values=()
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -38,6 +39,7 @@ while [[ $# -gt 0 ]]; do
     --tag) tag=${2:?}; shift 2 ;;
     --model-uri) model_uri=${2:?}; shift 2 ;;
     --model-sha256) model_sha256=${2:?}; shift 2 ;;
+    --explainer-sha256) explainer_sha256=${2:?}; shift 2 ;;
     --client-id) client_id=${2:?}; shift 2 ;;
     --values) values+=(-f "${2:?}"); shift 2 ;;
     --skip-build) skip_build=true; shift ;;
@@ -53,6 +55,9 @@ done
 [[ $acr =~ ^[a-zA-Z0-9]{5,50}$ ]] || die "--acr must be the registry name (5-50 letters or digits), not its URL"
 if [[ -n $model_uri && ! $model_sha256 =~ ^[0-9a-f]{64}$ ]]; then
   die "--model-uri needs --model-sha256 (64 lower-case hex characters, the 'sha256' of its model.json)"
+fi
+if [[ -n $explainer_sha256 && ! $explainer_sha256 =~ ^[0-9a-f]{64}$ ]]; then
+  die "--explainer-sha256 must be 64 lower-case hex characters (the 'sha256' of model.json: model.joblib's)"
 fi
 [[ -n $tag ]] || tag=$(git rev-parse --short=12 HEAD)
 
@@ -71,6 +76,7 @@ run az aks get-credentials --resource-group "$resource_group" --name "$cluster" 
 
 settings=(--set "image.registry=$acr.azurecr.io" --set "image.tag=$tag")
 [[ -z $model_uri ]] || settings+=(--set "model.storageUri=$model_uri" --set "model.sha256=$model_sha256")
+[[ -z $explainer_sha256 ]] || settings+=(--set "explainer.sha256=$explainer_sha256")
 [[ -z $client_id ]] || settings+=(--set azure.workloadIdentity.enabled=true --set "azure.workloadIdentity.clientId=$client_id")
 
 # --reset-then-reuse-values keeps what earlier upgrades set (the model pins, a running canary) and takes the new

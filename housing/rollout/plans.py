@@ -24,6 +24,7 @@ from housing.rollout.objects import (
     DNS_LABEL,
     KNATIVE,
     MODE_ANNOTATION,
+    SHA256_ARG,
     SHA256_HEX,
     STABLE_MODEL_ANNOTATION,
     STANDARD,
@@ -285,12 +286,30 @@ def _transformer_promote(seen: Observed, name: str | None) -> list[Step]:
             )
         wanted = with_routes(isvc, [other for other in routes(isvc) if other.name != route.name])
         wanted["spec"]["predictor"] = with_model(predictor_spec(isvc), model, "default")
+        if wanted["spec"].get("explainer"):
+            wanted["spec"]["explainer"] = _explainer_with_model(wanted["spec"]["explainer"], model)
         return wanted
 
     return [
         Change(name_of(stable), promoted, f"the stable predictor serves canary {route.name}'s model"),
         Delete(name_of(canary)),
     ]
+
+
+def _explainer_with_model(explainer: dict[str, Any], model: ModelRef) -> dict[str, Any]:
+    """The chart's explainer (spec.explainer) loading the promoted model, as the chart renders it.
+
+    Its pin names model.joblib (the chart's explainer.sha256), which the canary's pin (model.onnx) cannot
+    replace: it is dropped until the next ``helm upgrade`` sets explainer.sha256; meanwhile the transformer
+    still refuses an explanation of another version than the predictor's (docs/explainer.md).
+    """
+    result = with_model(explainer, ModelRef(model.storage_uri, None, model.version))
+    for container in result.get("containers") or []:
+        args = list(container.get("args") or [])
+        if SHA256_ARG in args[:-1]:
+            index = args.index(SHA256_ARG)
+            container["args"] = args[:index] + args[index + 2 :]
+    return result
 
 
 def _transformer_rollback(seen: Observed, name: str | None) -> list[Step]:

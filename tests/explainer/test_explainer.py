@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from explainer.__main__ import parse_args
-from explainer.model import HousingExplainer, explanation, tree_model
+from explainer.model import HousingExplainer, explanation
 from housing.processes import Service, free_port, python_service, wait_until
 from model.artifact import METADATA_FILE
 from model.dataset import load_dataset
+from model.importance import tree_model
 from tests.explainer.conftest import MODEL, start_explainer, wait_explainer
 
 

@@ -36,6 +36,9 @@ def test_train_registers_challenger_and_promote_moves_champion(isolated, capsys)
     assert {"b_cost_rmse", "fit_seconds", "predict_latency_p50_us", "importance_lstat"} <= set(
         run.data.metrics
     )
+    # mean |TreeSHAP contribution| (model/importance.py), the same figures as model.json's
+    shap_lstat = metadata["global_importance"]["lstat"]
+    assert run.data.metrics["global_importance_lstat"] == pytest.approx(shap_lstat)
     assert run.data.tags["quality_gate"] == "passed"
     logged = {
         item.path
@@ -43,6 +46,7 @@ def test_train_registers_challenger_and_promote_moves_champion(isolated, capsys)
         for item in client.list_artifacts(run.info.run_id, folder)
     }
     assert {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/feature_importance.png"} <= logged
+    assert "plots/global_importance.png" in logged
     assert {"artifact/model.joblib", "artifact/model.onnx", "artifact/model.json"} <= logged
     assert {"compiled_parity_max_abs_diff", "compiled_predict_latency_p50_us"} <= set(run.data.metrics)
     compiled = mlflow.pyfunc.load_model(f"runs:/{version.run_id}/onnx")  # the onnx flavour, as logged
