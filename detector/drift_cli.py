@@ -1,21 +1,22 @@
 """``housing drift``: compare two CSV files offline with the detector's own statistics.
 
 Prints a per-feature table (test p-value, PSI, JS distance, drifted?) and the verdict; exits 0 for no drift,
-1 for drift and 2 for unusable input. ``--report out.png`` draws the distributions; ``--report out.html`` adds
-the table. The columns compared are the schema's features present in both files (``b`` included only when both
-have it); a ``prediction`` column in both files is compared too (prediction drift).
+1 for drift and 2 for unusable input. ``--report out.html`` writes the drift report (:mod:`detector.report`,
+the page the detector serves at ``/report``): the verdict, the table, each feature's histograms, the drift
+score of the current file's consecutive windows (``--window-size``, in file order) and, when the current file
+has both ``prediction`` and ``medv`` columns, their MAE; ``--report out.png`` draws only the histograms. The
+columns compared are the schema's features present in both files (``b`` included only when both have it); a
+``prediction`` column in both files is compared too (prediction drift).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import html
-import io
 import sys
 from pathlib import Path
 from typing import Any
 
+from detector.report import HistoryPoint, Section, distributions_png, render
 from detector.stats import (
     CORRECTIONS,
     DEFAULT_BINS,
@@ -58,7 +59,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_BINS,
         help="reference-quantile bins for PSI and JS distance (default: %(default)s)",
     )
-    parser.add_argument("--report", type=Path, help="write the distributions to a .png or .html file")
+    parser.add_argument(
+        "--report", type=Path, help="write the drift report to a .html file (or the histograms to a .png)"
+    )
+    parser.add_argument(
+        "--window-size",
+        type=int,
+        help="rows per window of the report's history: the current file tested in consecutive windows, in "
+        "file order (default: one window, the whole file)",
+    )
+    parser.add_argument(
+        "--model-version",
+        help="the model version named in the report (default: the current file's model_version column if it "
+        "holds one value, else unknown)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.report and args.report.suffix.lower() not in (".png", ".html"):
         print(f"error: --report must end in .png or .html, got {args.report}", file=sys.stderr)
+        return 2
+    if args.window_size is not None and args.window_size < 2:
+        print(f"error: --window-size must be at least 2, got {args.window_size}", file=sys.stderr)
         return 2
     try:
         reference_frame, current_frame, features = read_inputs(args.reference_data, args.current_data)
@@ -97,7 +114,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"reference {args.reference_data} ({len(reference.rows)} rows), current {args.current_data}")
     print(summarize(result))
     if args.report:
-        write_report(args.report, reference.rows, current, features, result)
+        size = args.window_size or len(current)
+        history = window_history(tester, current_frame, features, size)
+        section = Section(
+            name=f"{args.current_data.name} against {args.reference_data.name}",
+            model_version=args.model_version or model_version(current_frame),
+            window_size=len(current),
+            features=features,
+            reference=reference.rows,
+            current=current,
+            result=result,
+            history=history,
+            **realised_accuracy(current_frame),
+            note=f"History: the current file tested in consecutive windows of {size} rows, in file order.",
+        )
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        if args.report.suffix.lower() == ".png":
+            args.report.write_bytes(distributions_png(section))
+        else:
+            made = f"Made by housing drift from {args.current_data} and {args.reference_data}."
+            args.report.write_text(render([section], generated=made))
         print(f"report written to {args.report}")
     return 1 if result.drifted else 0
 
@@ -145,51 +181,48 @@ def read_inputs(reference_path: Path, current_path: Path) -> tuple[Any, Any, lis
     return reference_frame, current_frame, features
 
 
-def write_report(path: Path, reference: Any, current: Any, features: list[str], result: Any) -> None:
-    """Draw reference and current histograms per feature to a PNG, or to an HTML page with the table."""
-    import matplotlib
+def realised_accuracy(frame: Any) -> dict[str, Any]:
+    """MAE and label count of the whole frame, when it has both ``prediction`` and the target column."""
+    from model.schema import TARGET
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    if PREDICTION not in frame or TARGET not in frame:
+        return {}
+    import pandas as pd
 
-    columns = 4
-    lines = -(-len(features) // columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(4 * columns, 2.8 * lines), squeeze=False)
-    for index, axis in enumerate(axes.flat):
-        if index >= len(features):
-            axis.axis("off")
-            continue
-        item = result.features[index]
-        edges = np.histogram_bin_edges(np.concatenate([reference[:, index], current[:, index]]), bins=20)
-        axis.hist(reference[:, index], bins=edges, density=True, alpha=0.5, label="reference")
-        axis.hist(current[:, index], bins=edges, density=True, alpha=0.5, label="current")
-        axis.set_title(
-            f"{item.name}: p={item.p_value:.1e} JS={item.js_distance:.2f}",
-            color="red" if item.drifted else "black",
+    errors = (frame[PREDICTION] - pd.to_numeric(frame[TARGET], errors="coerce")).abs().dropna()
+    return {"realised_mae": float(errors.mean()), "labels": len(errors)} if len(errors) else {}
+
+
+def window_history(tester: Any, frame: Any, features: list[str], size: int) -> list[HistoryPoint]:
+    """The current rows tested in consecutive windows of ``size`` (a shorter last window is left out).
+
+    Each window's MAE is the realised accuracy when the frame has both ``prediction`` and the target column.
+    """
+    import pandas as pd
+
+    from model.schema import TARGET
+
+    labelled = PREDICTION in frame and TARGET in frame
+    errors = (frame[PREDICTION] - pd.to_numeric(frame[TARGET], errors="coerce")).abs() if labelled else None
+    history = []
+    for start in range(0, len(frame) - size + 1, size):
+        window = frame.iloc[start : start + size]
+        predictions = window[PREDICTION].to_numpy(dtype=float) if PREDICTION in window else None
+        result = tester.test(window[features].to_numpy(dtype=float), predictions)
+        mae = errors.iloc[start : start + size].dropna() if errors is not None else None
+        history.append(
+            HistoryPoint(
+                score=result.score,
+                threshold=result.threshold,
+                drifted=result.drifted,
+                realised_mae=float(mae.mean()) if mae is not None and len(mae) else None,
+                labels=len(mae) if mae is not None else 0,
+            )
         )
-    axes.flat[0].legend()
-    verdict = "DRIFT" if result.drifted else "no drift"
-    figure.suptitle(f"drift score {result.score:.3f} (threshold {result.threshold:g}): {verdict}")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".png":
-        figure.savefig(path, dpi=80)
-        plt.close(figure)
-        return
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
-    rows = "".join(
-        f"<tr><td>{html.escape(item.name)}</td><td>{item.test}</td><td>{item.p_value:.2e}</td><td>{item.psi:.3f}</td>"
-        f"<td>{item.js_distance:.3f}</td><td>{'yes' if item.drifted else 'no'}</td></tr>"
-        for item in [*result.features, *([result.prediction] if result.prediction else [])]
-    )
-    image = base64.b64encode(buffer.getvalue()).decode()
-    path.write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>Drift report</title></head><body>"
-        f"<h1>Drift report: {verdict}</h1><p>Drift score {result.score:.3f}, threshold {result.threshold:g}, "
-        f"{result.rows} current rows.</p><table border='1'><tr><th>feature</th><th>test</th><th>p-value</th>"
-        f"<th>PSI</th><th>JS distance</th><th>drifted</th></tr>{rows}</table>"
-        f"<img alt='distributions' src='data:image/png;base64,{image}'></body></html>\n"
-    )
+    return history
+
+
+def model_version(frame: Any) -> str:
+    """The one value of the frame's ``model_version`` column (the inference archive has one), else unknown."""
+    values = frame["model_version"].dropna().unique() if "model_version" in frame else []
+    return str(values[0]) if len(values) == 1 else "unknown"

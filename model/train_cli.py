@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         version = version or unregistered_version(created_at)
         directory = args.output or default_artifact_dir(version)
         metadata = artifact_metadata(result, version, created_at)
-        save_artifact(directory, result.pipeline, metadata, result.compiled)
+        save_artifact(directory, result.pipeline, metadata, result.compiled, result.dle, result.outliers)
         if args.output is None:
             point_latest_at(directory)
         return Path(directory)

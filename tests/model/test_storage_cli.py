@@ -10,9 +10,11 @@ from model.storage import download, publish
 def test_publish_download_round_trip_is_idempotent(azurite, artifact_dir, tmp_path):
     url = azurite.url("models", "housing/round-trip")
     first = publish(artifact_dir, url, progress=False)
-    assert first.uploaded == ["model.joblib", "model.onnx", "model.json"] and first.skipped == []
+    files = ["model.joblib", "model.onnx", "dle.json", "outliers.json", "model.json"]
+    assert first.uploaded == files and first.skipped == []
     second = publish(artifact_dir, url, progress=False)
-    assert second.uploaded == [] and second.skipped == ["model.joblib", "model.onnx", "model.json"]
+    assert second.uploaded == []
+    assert second.skipped == files
     fetched = load_artifact(
         download(url, tmp_path / "fetched"), expected_sha256=read_metadata(artifact_dir)["sha256"]
     )
@@ -25,12 +27,13 @@ def test_publish_command_reports_uploaded_and_skipped(azurite, artifact_dir, cap
     url = azurite.url("models", "housing/cli")
     assert main(["publish", str(artifact_dir), "--to", url, "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "uploaded: model.joblib, model.onnx, model.json" in out
+    assert "uploaded: model.joblib, model.onnx, dle.json, outliers.json, model.json" in out
     onnx_sha256 = read_metadata(artifact_dir)["onnx_sha256"]
     assert f"onnx_sha256: {onnx_sha256} (pin it to serve the compiled form)" in out
     assert main(["publish", str(artifact_dir), "--to", url, "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "uploaded: nothing" in out and "skipped (unchanged): model.joblib, model.onnx, model.json" in out
+    assert "uploaded: nothing" in out
+    assert "skipped (unchanged): model.joblib, model.onnx, dle.json, outliers.json, model.json" in out
 
 
 def test_publish_refuses_a_tampered_artifact(azurite, artifact_dir, tmp_path, capsys):
@@ -69,5 +72,6 @@ def test_train_can_publish_what_it_trained(azurite, tmp_path, capsys):
     assert (
         main(["train", "--fast", "--no-mlflow", "--no-progress", "--output", output, "--publish", url]) == 0
     )
-    assert "uploaded: model.joblib, model.onnx, model.json" in capsys.readouterr().out
+    uploaded = "uploaded: model.joblib, model.onnx, dle.json, outliers.json, model.json"
+    assert uploaded in capsys.readouterr().out
     assert load_artifact(download(url, tmp_path / "b")).version.startswith("dev-")
