@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "publish": "model.publish",
     "promote": "model.promote_cli",
     "rollout": "housing.rollout",
+    "experiment": "housing.experiment",
     "up": "housing.stack",
     "drift": "detector.drift_cli",
 }

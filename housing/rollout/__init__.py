@@ -37,6 +37,7 @@ from housing.rollout.analysis import (
     SLO_HELP,
     VERDICTS,
     Slo,
+    accuracy_check,
     analyze,
     print_checks,
     verdict,
@@ -120,6 +121,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
             default=None,
             help=f"{SLO_HELP[field_name]} (default: {value})",
         )
+    analyze_parser.add_argument(
+        "--detector",
+        help="the detector's URL: also judge live MAE on its labelled outcomes (a sequential test)",
+    )
     analyze_parser.add_argument("--auto", action="store_true", help="promote or roll back as recommended")
     analyze_parser.add_argument("--canary-name", help="which canary --auto acts on (default: the only one)")
 
@@ -173,6 +178,8 @@ def _analyze(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in asdict(slo) if getattr(args, name) is not None}
     slo = Slo(**(asdict(slo) | overrides))
     checks = analyze(PrometheusClient(args.prometheus), slo, args.window, args.selector)
+    if args.detector:
+        checks.append(accuracy_check(args.detector))
     print_checks(checks)
     outcome = verdict(checks)
     if args.auto and outcome != INCONCLUSIVE:

@@ -1,4 +1,8 @@
-"""``housing rollout analyze``: canary against stable in Prometheus (errors, p95 latency, predictions)."""
+"""``housing rollout analyze``: canary against stable in Prometheus (errors, p95 latency, predictions).
+
+With ``--detector``, also on ground truth: the live MAE of both, by the same always-valid test as
+``housing experiment analyze`` (:mod:`housing.sequential`).
+"""
 
 from __future__ import annotations
 
@@ -204,6 +208,27 @@ def analyze(
               f"<= {slo.max_ks_statistic:g} or p > {slo.max_ks_pvalue:g}", ks_verdict),
         Check("prediction KS p", None, ks[1] if ks else None, "(with the row above)", ks_verdict),
     ]  # fmt: skip
+
+
+def accuracy_check(detector: str, alpha: float = 0.05) -> Check:
+    """Live MAE of the canary against the stable predictor, by the test of ``housing experiment``.
+
+    The labelled predictions come from the detector (``GET /outcomes``); a winner settles it (the canary
+    winning, or no difference, promotes; the stable winning rolls back), too few labels are "no data".
+    """
+    from housing.outcomes import OutcomesError, arm_errors, fetch_outcomes
+    from housing.sequential import CHAMPION, KEEP_GOING, decide
+
+    try:
+        outcomes = fetch_outcomes(detector)
+        stable, _ = arm_errors(outcomes, "default")
+        canary, _ = arm_errors(outcomes, "canary")
+    except OutcomesError as error:
+        log.warning("live accuracy: %s", error)
+        return Check("live MAE", None, None, "not worse (sequential)", INCONCLUSIVE)
+    decision = decide(stable, canary, paired=False, alpha=alpha)
+    result = {KEEP_GOING: INCONCLUSIVE, CHAMPION: ROLLBACK}.get(decision.verdict, PROMOTE)
+    return Check("live MAE", decision.mae_champion, decision.mae_challenger, "not worse (sequential)", result)
 
 
 def verdict(checks: list[Check]) -> int:

@@ -18,9 +18,14 @@ from tests.conftest import ROOT, require_tool
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_the_three_notebooks_exist():
+def test_the_four_notebooks_exist():
     names = [path.name for path in NOTEBOOKS]
-    assert names == ["01-explore-and-train.ipynb", "02-drift.ipynb", "03-canary.ipynb"]
+    assert names == [
+        "01-explore-and-train.ipynb",
+        "02-drift.ipynb",
+        "03-canary.ipynb",
+        "04-experiment.ipynb",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)

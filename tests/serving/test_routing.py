@@ -17,7 +17,7 @@ from housing.processes import wait_until
 from tests.conftest import ROOT
 from tests.serving.conftest import MODEL, Server, canary_flag, start_predictor, start_transformer
 from transformer.__main__ import parse_args
-from transformer.routing import STABLE, ArmSpec, build_router, parse_canary
+from transformer.routing import STABLE, ArmSettings, ArmSpec, build_router, choose_arm, parse_canary
 
 # --- --canary on the command line ---------------------------------------------------------------------------
 
@@ -74,15 +74,32 @@ def test_a_bad_canary_stops_the_real_command():
 
 
 def test_arms_get_the_share_the_flags_give():
-    router = build_router("p:80", None, [ArmSpec("c", 100, "c:80")], model_name=MODEL, protocol="v2")
+    router = build_router("p:80", None, [ArmSpec("c", 100, "c:80")], ArmSettings(MODEL, "v2"))
     assert [(arm.spec.name, arm.spec.percent, arm.endpoint) for arm in router.arms] == [
         (STABLE, 0, "default"),
         ("c", 100, "canary"),
     ]
     assert {router.choose().spec.name for _ in range(200)} == {"c"}  # a 0% arm is never drawn
-    alone = build_router("p:80", "p:8080", [], model_name=MODEL, protocol="v2")
+    alone = build_router("p:80", "p:8080", [], ArmSettings(MODEL, "v2"))
     assert alone.choose() is alone.stable
     assert alone.stable.metadata_url == f"http://p:8080/v2/models/{MODEL}"
+
+
+def test_sticky_assignment_keeps_each_user_on_one_arm_at_the_weights():
+    # 10,000 requests from 1,000 users, 30% to the canary: each user meets one arm, the split stays.
+    arms, weights = ["stable", "canary"], [70, 100]
+    seen: dict[str, set[str]] = {}
+    for index in range(10_000):
+        user = f"user-{index % 1000}"
+        seen.setdefault(user, set()).add(choose_arm(arms, weights, user))
+    assert all(len(chosen) == 1 for chosen in seen.values())
+    canary_share = sum(chosen == {"canary"} for chosen in seen.values()) / len(seen)
+    assert abs(canary_share - 0.30) <= 0.03, canary_share
+    # Growing the canary to 50% moves users only from stable to canary, never back.
+    grown = {user: choose_arm(arms, [50, 100], user) for user in seen}
+    assert all(grown[user] == "canary" for user, chosen in seen.items() if chosen == {"canary"})
+    # Without a key, the draw is random: both arms appear for the same (absent) user.
+    assert {choose_arm(arms, weights) for _ in range(200)} == {"stable", "canary"}
 
 
 # --- the split through real processes -----------------------------------------------------------------------
@@ -194,3 +211,39 @@ def test_a_canary_that_goes_away_hands_its_share_to_the_stable_predictor(
         assert value == pytest.approx(artifact.pipeline.predict(row)[0], rel=1e-9)
     fallbacks = metric_value(metrics, "housing_canary_fallbacks_total", canary="c")
     assert 10 <= fallbacks <= 60, fallbacks  # about half of the 60 requests drew the canary
+
+
+@pytest.mark.slow
+def test_a_sticky_ab_split_answers_each_user_from_one_arm_and_says_which(
+    predictor: Server, reversed_artifact_dir: Path, log_dir: Path, artifact, reversed_artifact, houses
+):
+    canary = start_predictor(log_dir, str(reversed_artifact_dir), name="predictor-sticky")
+    transformer = None
+    try:
+        canary.service.wait_ready(f"{canary.url}/v2/health/ready")
+        transformer = start_transformer(
+            log_dir, predictor, *canary_flag("b", 50, canary, "v2"), "--sticky_header", "X-User-Id",
+            name="transformer-sticky",
+        )  # fmt: skip
+        url = f"{transformer.url}/v1/models/{MODEL}:predict"
+        arms: dict[str, set[tuple[str, str]]] = {}
+        with httpx.Client(timeout=30) as client:
+            for index in range(120):
+                user = f"user-{index % 30}"
+                response = client.post(
+                    url, json={"instances": houses[index % 5 : index % 5 + 1]}, headers={"x-user-id": user}
+                )
+                assert response.status_code == 200, response.text
+                seen = (response.headers["x-housing-arm"], response.headers["x-model-version"])
+                arms.setdefault(user, set()).add(seen)
+            anonymous = client.post(url, json={"instances": houses[:1]})
+    finally:
+        if transformer:
+            transformer.service.stop()
+        canary.service.stop()
+    assert all(len(seen) == 1 for seen in arms.values()), arms  # one arm, one model per user
+    assert {next(iter(seen)) for seen in arms.values()} == {
+        ("stable", artifact.version),
+        ("b", reversed_artifact.version),
+    }
+    assert anonymous.status_code == 200 and anonymous.headers["x-housing-arm"] in ("stable", "b")

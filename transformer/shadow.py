@@ -1,0 +1,112 @@
+"""Shadow deployments: a copy of each request (or a share) to a challenger, after the client has its answer.
+
+``--shadow NAME=PERCENT,HOST[,REST_HOST]`` mirrors PERCENT % of the requests to the predictor at HOST. The
+client only ever sees the champion's answer: the copy is sent after the champion has answered, from a
+background task, with the shadow's own timeout and a bound on copies in flight (``--shadow_max_in_flight``);
+a copy that finds the bound reached is dropped. The shadow's errors, slowness or absence never reach clients,
+and are counted (``housing_shadow_requests_total`` by outcome).
+
+The copy is validated for the shadow's own model (its V2 metadata's feature order), so a challenger may use
+features the champion does not. Its predictions are logged to the detector under the endpoint ``shadow`` with
+the client's request id: a label posted for that id scores both models on the same house, and
+``housing experiment analyze --paired`` compares them pair by pair. Istio can mirror traffic too, but then the
+transformer of the mirrored copy would log it under a new id, and no label would ever reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+from kserve import InferRequest
+
+from serving.errors import PredictorTimeoutError, PredictorUnavailableError, UpstreamError
+from serving.events import SHADOW_ENDPOINT
+from transformer.metrics import SHADOW_REQUESTS
+from transformer.payload import PayloadError, rows_from_v1, rows_from_v2
+from transformer.request_logger import RequestLogger
+from transformer.resilience import Deadline
+from transformer.routing import PredictorArm
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_IN_FLIGHT = 32
+
+
+class Shadow:
+    """A challenger that gets copies of the requests and answers no client.
+
+    Args:
+        arm: The shadow predictor (its endpoint is ``shadow``).
+        percent: Share of the requests mirrored, 0 to 100.
+        max_rows: The largest copy validated (as for client requests).
+        request_logger: Where the shadow's predictions are logged, or ``None``.
+        max_in_flight: Copies in flight at most; more are dropped (counted), never queued.
+    """
+
+    def __init__(
+        self,
+        arm: PredictorArm,
+        percent: int,
+        *,
+        max_rows: int,
+        request_logger: RequestLogger | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ):
+        self.arm = arm
+        self.percent = percent
+        self.max_rows = max_rows
+        self.request_logger = request_logger
+        self.max_in_flight = max_in_flight
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._outcomes = {
+            outcome: SHADOW_REQUESTS.labels(arm.model_name, arm.spec.name, outcome)
+            for outcome in ("answered", "dropped", "refused", "timeout", "unavailable", "error")
+        }
+
+    def mirror(self, payload: Any, request_id: str, headers: dict[str, str] | None) -> None:
+        """Send a copy of this request to the shadow, in the background, if it is drawn and there is room."""
+        if self.percent < 100 and random.uniform(0, 100) >= self.percent:
+            return
+        if len(self._tasks) >= self.max_in_flight:
+            self._outcomes["dropped"].inc()
+            return
+        task = asyncio.create_task(self._copy(payload, request_id, dict(headers or {})))
+        self._tasks.add(task)  # a reference until it ends: the event loop keeps only weak ones
+        task.add_done_callback(self._tasks.discard)
+
+    async def _copy(self, payload: Any, request_id: str, headers: dict[str, str]) -> None:
+        outcome = "error"
+        try:
+            deadline = Deadline.start(self.arm.timeout, None)
+            model = await self.arm.model(deadline)
+            if isinstance(payload, InferRequest):
+                rows = rows_from_v2(payload, model.feature_names, self.max_rows)
+            else:
+                rows = rows_from_v1(payload, model.feature_names, self.max_rows)
+            answer = await self.arm.predict(rows, model, request_id, headers, deadline)
+        except PayloadError as error:  # valid for the champion, not for the shadow's model
+            outcome = "refused"
+            log.debug("shadow %s refused request %s: %s", self.arm.spec.name, request_id, error)
+        except PredictorTimeoutError:
+            outcome = "timeout"
+        except PredictorUnavailableError:  # down, not ready, or its circuit breaker open: nothing was sent
+            outcome = "unavailable"
+        except UpstreamError as error:
+            log.debug("shadow %s failed request %s: %s", self.arm.spec.name, request_id, error)
+        except Exception:  # never let a shadow's fault escape into the server's logs as unhandled
+            log.exception("shadow %s: unexpected failure on request %s", self.arm.spec.name, request_id)
+        else:
+            outcome = "answered"
+            if self.request_logger is not None:
+                self.request_logger.log(
+                    model.feature_names,
+                    rows,
+                    answer.values,
+                    model_version=answer.model_version,
+                    request_id=request_id,
+                    endpoint=SHADOW_ENDPOINT,
+                )
+        self._outcomes[outcome].inc()
