@@ -17,6 +17,10 @@ from typing import Any
 from detector.retrain import ACTIONS, DEFAULT_COMMAND
 from detector.settings import Config, Settings
 from detector.stats import CORRECTIONS
+from serving.edge import add_edge_arguments, edge_settings, install_edge
+
+PROTECTED = {r"^/feedback$": "feedback"}
+"""Ground truth needs the ``feedback`` role with ``--auth``; the transformer's event ingest stays open."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="labels in the rolling MAE/RMSE/R² window",
     )
     labels.add_argument(
+        "--max_outcomes",
+        type=int,
+        default=Settings.max_outcomes,
+        help="labelled predictions kept per endpoint and model version for experiments (GET /outcomes)",
+    )
+    labels.add_argument(
         "--min_labels",
         type=int,
         default=Settings.min_labels,
@@ -89,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=Settings.r2_threshold,
         help="retrain when live R² falls below this",
+    )
+    labels.add_argument(
+        "--estimated_mae_threshold",
+        type=float,
+        default=Settings.estimated_mae_threshold,
+        help="retrain when a window's MAE estimated without labels (USD 1000s) exceeds this while fewer than "
+        "--min_labels labels are in; 0 = off (3.0 is the training quality gate's MAE)",
     )
     retrain = parser.add_argument_group("retraining")
     retrain.add_argument(
@@ -123,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="most rows (or predictions) in one event, the transformer's --max_batch_rows; more get 400",
     )
     parser.add_argument("--log_level", default="INFO", help="logging level")
+    add_edge_arguments(parser)
     return parser
 
 
@@ -150,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from detector.app import Detector, create_app
     from serving.logs import configure_logging
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    edge = edge_settings(args, parser)
     if not args.storage_uri:
         raise SystemExit("--storage_uri (or STORAGE_URI) is required: the artifact holding the reference")
     configure_logging(args.log_level)
@@ -160,8 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_pending=args.max_pending,
         max_pending_per_endpoint=args.max_pending_per_endpoint,
         label_window=args.label_window,
+        max_outcomes=args.max_outcomes,
         min_labels=args.min_labels,
         r2_threshold=args.r2_threshold,
+        estimated_mae_threshold=args.estimated_mae_threshold,
     )
     config = Config(
         storage_uri=args.storage_uri,
@@ -177,8 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_rows=args.max_rows,
     )
     detector = Detector(config, args.retrain_action, retrain_action(args))
+    app = create_app(detector)
+    install_edge(app, edge, PROTECTED, "detector")
     uvicorn.run(
-        create_app(detector),
+        app,
         host=args.host,
         port=args.http_port,
         log_level="warning",

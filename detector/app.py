@@ -2,12 +2,17 @@
 
 Routes:
 
-- ``POST /`` (and ``/events``): KServe inference-logger CloudEvents, binary or structured mode; 202 when
-  accepted, 400 naming the problem when not (also for more than ``max_rows`` rows), 413 for a body over
-  ``max_body_bytes``, 503 until the reference is loaded.
+- ``POST /`` (and ``/events``): KServe inference-logger CloudEvents, binary or structured mode, or a batch
+  (``application/cloudevents-batch+json``, as the transformer sends them); 202 when accepted, 400 naming the
+  problem when not (also for more than ``max_rows`` rows), 413 for a body over ``max_body_bytes``, 503 until
+  the reference is loaded. In a batch every valid event is taken; bad ones make the answer a 400 naming
+  each by index (``[3].instances: ...``), with ``accepted``: the count taken (do not resend the batch).
 - ``POST /feedback``: ground truth, ``{"id": ID, "value": V}`` or ``{"labels": [{"id": ID, "value": V}, ..]}``
-  (``V`` one number per predicted row: a number, or a list for a multi-row request).
+  (``V`` one number per predicted row: a number, or a list for a multi-row request); 400 naming the label
+  for a value outside the target's domain (``model.schema.TARGET_DOMAIN``); with ``--auth``, the
+  ``feedback`` role (:mod:`serving.edge`).
 - ``GET /status``: windows, last results, live metrics, retrain episodes (JSON).
+- ``GET /report``: the drift report, a self-contained HTML page (:mod:`detector.report`).
 - ``GET /metrics``: Prometheus; ``GET /healthz`` and ``/v2/health/live``: alive; ``GET /readyz`` and
   ``/v2/health/ready``: 200 once the reference is loaded, else 503 with the reason.
 
@@ -24,6 +29,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import multiprocessing
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -33,16 +39,17 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from detector import metrics, worker
-from detector.events import InvalidEventError, parse_event
+from detector import metrics, report, worker
+from detector.events import InferenceEvent, InvalidEventError, is_batch, parse_batch, parse_event
 from detector.monitor import Due, Monitor
 from detector.retrain import RetrainTrigger
 from detector.settings import Config
 from detector.state import STATE_FILE, read_state, write_state
 from detector.stats import DriftResult
+from model.schema import TARGET, TARGET_CENSORED_AT, TARGET_DOMAIN, TARGET_UNIT
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +78,23 @@ class Detector:
     def load(self) -> None:
         """Fetch the artifact's metadata, build the tests, resume the saved state (blocking; retries)."""
         from detector.stats import DriftTester, Reference
-        from model.artifact import read_metadata
+        from model.artifact import read_dle, read_metadata, read_outliers
+        from model.dle import LossEstimator
+        from model.outliers import OutlierDetector
         from model.storage import download
 
         while self.monitor is None:
             try:
                 directory = download(self.config.storage_uri, self.config.state_dir / "artifact")
-                reference = Reference.from_metadata(read_metadata(directory))
+                metadata = read_metadata(directory)
+                reference = Reference.from_metadata(metadata)
+                # Verified against model.json's sha256 before it is parsed; JSON arrays, no pickle.
+                dle = read_dle(directory, metadata)
+                estimator = LossEstimator.from_bytes(dle) if dle is not None else None
+                density = read_outliers(directory, metadata)  # verified the same way
+                outliers = OutlierDetector.from_bytes(density) if density is not None else None
+                if outliers is not None and outliers.features != list(reference.features):
+                    raise ValueError(f"outliers.json scores {outliers.features}, not the model's inputs")
                 options = self.config.drift_options()
                 self.executor = ProcessPoolExecutor(
                     max_workers=1,
@@ -92,7 +109,7 @@ class Detector:
                 trigger = RetrainTrigger(
                     self.action_name, self.action, self.config.cooldown, state.get("retrain")
                 )
-                self.monitor = Monitor(tester, self.config.settings, trigger, state)
+                self.monitor = Monitor(tester, self.config.settings, trigger, state, estimator, outliers)
                 self.error = None
                 log.info(
                     "reference loaded: model version %s, %d rows, features %s",
@@ -162,16 +179,11 @@ def create_app(detector: Detector) -> Starlette:
         body = await read_body(request, limit)
         if body is None:
             return too_large(limit)
+        if is_batch(request.headers):
+            return ingest_batch(monitor, body)
         try:
             event = parse_event(request.headers, body, monitor.tester.reference.features)
-            values = event.rows if event.rows is not None else event.predictions
-            if values is not None and len(values) > detector.config.max_rows:
-                metrics.REFUSED.labels(reason="too_many_rows").inc()
-                return JSONResponse(
-                    {"error": f"body: {len(values)} rows, more than the limit of {detector.config.max_rows}"},
-                    status_code=400,
-                )
-            monitor.ingest(event)
+            ingest(monitor, event, "body")
         except InvalidEventError as error:
             metrics.EVENTS.labels(type=error.kind or "unknown", outcome="invalid").inc()
             return JSONResponse({"error": str(error)}, status_code=400)
@@ -179,6 +191,44 @@ def create_app(detector: Detector) -> Starlette:
             detector.dispatch()
         detector.dirty = True
         return ACCEPTED
+
+    def ingest(monitor: Monitor, event: InferenceEvent, field: str) -> None:
+        values = event.rows if event.rows is not None else event.predictions
+        if values is not None and len(values) > detector.config.max_rows:
+            metrics.REFUSED.labels(reason="too_many_rows").inc()
+            message = f"{field}: {len(values)} rows, more than the limit of {detector.config.max_rows}"
+            raise InvalidEventError(message, event.kind)
+        monitor.ingest(event)
+
+    def ingest_batch(monitor: Monitor, body: bytes) -> Response:
+        """Take every valid event of a batch, even beside bad ones (bad input loses nothing).
+
+        Any bad one makes the answer a 400 listing each by index, with the count taken: do not resend.
+        """
+        try:
+            decoded = parse_batch(body, monitor.tester.reference.features)
+        except InvalidEventError as error:
+            metrics.EVENTS.labels(type="unknown", outcome="invalid").inc()
+            return JSONResponse({"error": str(error)}, status_code=400)
+        invalid = []
+        for index, event in enumerate(decoded):
+            try:
+                if isinstance(event, InvalidEventError):
+                    raise event
+                ingest(monitor, event, f"[{index}].data")
+            except InvalidEventError as error:
+                metrics.EVENTS.labels(type=error.kind or "unknown", outcome="invalid").inc()
+                message = str(error) if str(error).startswith("[") else f"[{index}].{error}"
+                invalid.append({"index": index, "error": message})
+        if monitor.queued:
+            detector.dispatch()
+        detector.dirty = True
+        accepted = len(decoded) - len(invalid)
+        if invalid:
+            return JSONResponse(
+                {"error": invalid[0]["error"], "accepted": accepted, "invalid": invalid}, status_code=400
+            )
+        return JSONResponse({"accepted": accepted}, status_code=202)
 
     async def feedback(request: Request) -> Response:
         monitor = detector.monitor
@@ -192,6 +242,10 @@ def create_app(detector: Detector) -> Starlette:
             items = document["labels"] if isinstance(document, dict) and "labels" in document else [document]
             if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
                 raise ValueError("labels: must be a list of {'id': ..., 'value': ...} objects")
+            refused = _implausible_label(items, batch="labels" in document)
+            if refused is not None:  # nothing is recorded: one poisoned label may not slip in with good ones
+                metrics.FEEDBACK_REJECTED.labels(reason="out_of_range").inc()
+                return _invalid_feedback(refused)
             unmatched = [
                 str(item["id"]) for item in items if not monitor.feedback(str(item["id"]), item["value"])
             ]
@@ -212,6 +266,19 @@ def create_app(detector: Detector) -> Starlette:
         if detector.monitor is None:
             return JSONResponse({"ready": False, "error": detector.error}, status_code=503)
         return JSONResponse({"ready": True, **detector.monitor.status()})
+
+    async def drift_report(request: Request) -> Response:
+        if detector.monitor is None:
+            return JSONResponse({"ready": False, "error": detector.error}, status_code=503)
+        # Gathered on the loop (the monitor is not thread-safe), drawn in a thread: ingest does not wait.
+        sections = report.sections(detector.monitor)
+        page = await asyncio.to_thread(report.render, sections, title="Drift report")
+        return HTMLResponse(page)
+
+    async def outcomes(request: Request) -> Response:
+        if detector.monitor is None:
+            return JSONResponse({"ready": False, "error": detector.error}, status_code=503)
+        return JSONResponse({"keys": detector.monitor.outcomes()})
 
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -241,6 +308,8 @@ def create_app(detector: Detector) -> Starlette:
             Route("/events", events, methods=["POST"]),
             Route("/feedback", feedback, methods=["POST"]),
             Route("/status", status),
+            Route("/outcomes", outcomes),
+            Route("/report", drift_report),
             Route("/metrics", prometheus),
             Route("/healthz", live),
             Route("/v2/health/live", live),
@@ -269,6 +338,28 @@ def too_large(limit: int) -> Response:
     """The 413 for a body over ``limit`` bytes, counted."""
     metrics.REFUSED.labels(reason="body_too_large").inc()
     return JSONResponse({"error": f"body: larger than the limit of {limit} bytes"}, status_code=413)
+
+
+def _implausible_label(items: list[dict[str, Any]], *, batch: bool) -> str | None:
+    """The first label outside the target's domain (``model.schema.TARGET_DOMAIN``), named, or ``None``.
+
+    Labels drive the live R² and may trigger retraining: a price outside what the data set can record is a
+    mistake or an attack, refused rather than averaged in. Values that are not finite numbers are left to
+    :meth:`Monitor.feedback`'s own message.
+    """
+    for index, item in enumerate(items):
+        values = item["value"] if isinstance(item["value"], list) else [item["value"]]
+        for value in values:
+            if type(value) not in (int, float) or not math.isfinite(value):
+                continue
+            rule = TARGET_DOMAIN.violation(value)
+            if rule is not None:
+                where = f"labels[{index}].value" if batch else "value"
+                return (
+                    f"{where}: {rule} ({TARGET}, {TARGET_UNIT}; the data set records 50 or more as "
+                    f"{TARGET_CENSORED_AT:g})"
+                )
+    return None
 
 
 def _invalid_feedback(message: str) -> Response:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Gauge
 
 KEY = ["endpoint", "model_version"]
@@ -42,6 +45,26 @@ LIVE_MAE = Gauge(
 )
 LIVE_RMSE = Gauge("housing_live_rmse", "Root mean squared error over the last labelled predictions.", KEY)
 LIVE_R2 = Gauge("housing_live_r2", "R squared over the last labelled predictions.", KEY)
+ESTIMATED_MAE = Gauge(
+    "housing_estimated_mae",
+    "MAE of the last tested window estimated without labels (Direct Loss Estimation, USD 1000s).",
+    KEY,
+)
+ESTIMATED_RMSE = Gauge(
+    "housing_estimated_rmse",
+    "RMSE of the last tested window estimated without labels (Direct Loss Estimation, USD 1000s).",
+    KEY,
+)
+OUTLIER_RATE = Gauge(
+    "housing_outlier_rate",
+    "Share of the last tested window's houses unlike any seen in training (model/outliers.py).",
+    KEY,
+)
+OUTLIERS = Counter(
+    "housing_outliers",
+    "Houses flagged unlike any seen in training, counted as their window is tested.",
+    KEY,
+)
 LIVE_LABELS = Gauge("housing_live_labels", "Labelled predictions in the rolling window.", KEY)
 WINDOW_ROWS = Gauge("housing_window_rows", "Rows collected in the current, not yet tested, window.", KEY)
 WINDOWS_TESTED = Counter("housing_windows_tested", "Windows compared with the reference.", KEY)
@@ -52,7 +75,7 @@ EVENTS = Counter(
 )
 RETRAINS = Counter(
     "housing_retrains_triggered",
-    "Retraining actions fired, by reason (drift, r2) and action.",
+    "Retraining actions fired, by reason (drift, r2, estimated_mae) and action.",
     ["reason", "action"],
 )
 REFUSED = Counter(
@@ -60,3 +83,41 @@ REFUSED = Counter(
     "Event and feedback bodies refused by the input limits: body_too_large (413), too_many_rows (400).",
     ["reason"],
 )
+INFERENCES = Counter(
+    "housing_detector_inferences",
+    "Inferences joined (a request with its response) and added to a window, by endpoint.",
+    ["endpoint"],
+)
+UNSEEN = Counter(
+    "housing_events_unseen",
+    "Inferences the sender dropped under overload, estimated from the events' housingsamplerate: each "
+    "joined inference sent at rate r stands for 1/r offered ones, so it adds 1/r - 1 here.",
+    ["endpoint"],
+)
+FEEDBACK_REJECTED = Counter(
+    "housing_feedback_rejected_total",
+    "Ground-truth bodies refused with 400 because a label is outside the target's domain (out_of_range).",
+    ["reason"],
+)
+
+
+@functools.lru_cache(maxsize=64)
+def events(kind: str, outcome: str) -> Any:
+    """``EVENTS.labels(type=kind, outcome=outcome)``, looked up once.
+
+    The ingest path counts every event, and ``labels()`` costs a few µs a call, as much as the rest of the
+    counting: with this and ``ce-metadata`` parsed once per distinct value, a batched event's in-process
+    ingest went from 35 to 15 µs.
+    """
+    return EVENTS.labels(type=kind, outcome=outcome)
+
+
+@functools.lru_cache(maxsize=64)
+def inferences(endpoint: str) -> Any:
+    """``INFERENCES.labels(endpoint=endpoint)``, looked up once (as :func:`events`).
+
+    The endpoint's ``housing_events_unseen_total`` is made at 0 at the same time: the delivery share
+    (seen / (seen + unseen)) needs both series, also while nothing has been dropped.
+    """
+    UNSEEN.labels(endpoint=endpoint)
+    return INFERENCES.labels(endpoint=endpoint)

@@ -12,12 +12,22 @@ Nothing here does I/O: the HTTP app (:mod:`detector.app`) feeds decoded events a
   rows) is queued for its test (:meth:`Monitor.take_due`; the service runs it in a worker process,
   :meth:`Monitor.test_due` runs it here) and :meth:`Monitor.record` publishes the result; a window still
   queued is saved with the state.
+- Each joined inference is counted (``housing_detector_inferences_total``), and so is the estimate of what
+  the sender dropped under overload: an inference sent at ``housingsamplerate`` r stands for 1/r offered
+  ones (``housing_events_unseen_total`` adds 1/r - 1). The sender drops whole inferences at random, so the
+  windows stay an unbiased sample of the traffic; only their pace slows.
 - Labels posted to ``/feedback`` are matched to the prediction of the same request id; MAE, RMSE and R² are
-  computed over the last ``label_window`` labels of each key.
+  computed over the last ``label_window`` labels of each key. Up to ``max_outcomes`` labelled predictions per
+  key are kept (and saved) for experiments (:meth:`Monitor.outcomes`, ``housing experiment analyze``).
+- Before labels arrive, each tested window's MAE and RMSE are estimated from its inputs and predictions by
+  the artifact's loss estimator (:mod:`model.dle`, Direct Loss Estimation), when it has one.
+- Each tested window's rows are scored by the artifact's outlier density (:mod:`model.outliers`), when it has
+  one: the share of houses unlike any seen in training is the window's outlier rate.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -34,8 +44,13 @@ from detector.retrain import RetrainTrigger
 from detector.settings import Settings
 from detector.state import STATE_FORMAT
 from detector.stats import DriftResult, DriftTester
+from model.dle import LossEstimator
+from model.outliers import OutlierDetector
 
 log = logging.getLogger(__name__)
+
+# Tested windows kept per key for the drift report's score and accuracy history (GET /report), and saved.
+HISTORY = 50
 
 
 @dataclass
@@ -75,6 +90,8 @@ class Monitor:
         settings: Window, join and label settings.
         trigger: The retraining policy.
         state: A :meth:`snapshot` to resume from.
+        estimator: The artifact's loss estimator (``dle.json``), or ``None`` for an artifact without one.
+        outliers: The artifact's outlier density (``outliers.json``), or ``None`` for an artifact without one.
     """
 
     def __init__(
@@ -83,21 +100,35 @@ class Monitor:
         settings: Settings,
         trigger: RetrainTrigger,
         state: dict[str, Any] | None = None,
+        estimator: LossEstimator | None = None,
+        outliers: OutlierDetector | None = None,
     ):
         self.tester = tester
+        self.estimator = estimator
+        self.estimates: dict[WindowKey, dict[str, float]] = {}
+        self.outliers = outliers
+        self.outlier_rates: dict[WindowKey, dict[str, float]] = {}
         self.settings = settings
         self.trigger = trigger
         self.pending: OrderedDict[tuple[str, str], Pending] = OrderedDict()
         self._pending_by_endpoint: Counter[str] = Counter()
         self.windows: dict[WindowKey, Window] = {}
         self.results: dict[WindowKey, DriftResult] = {}
-        self.labels: dict[WindowKey, deque[tuple[float, float]]] = {}
-        self.recent: OrderedDict[str, tuple[WindowKey, np.ndarray]] = OrderedDict()
+        self.labels: dict[WindowKey, deque[tuple[float, float, str]]] = {}  # truth, prediction, request id
+        # Request id -> the predictions made for it, per key: a shadow's are logged under the same id.
+        self.recent: OrderedDict[str, dict[WindowKey, np.ndarray]] = OrderedDict()
         self.queued: dict[int, Due] = {}
         self._handed_out: set[int] = set()
         self._sequence = 0
+        # The report's data (detector/report.py): recent window results, and the last tested window's rows.
+        self.history: dict[WindowKey, deque[dict[str, Any]]] = {}
+        self.tested_rows: dict[WindowKey, np.ndarray] = {}
         if state:
             self._restore(state)
+
+    @property
+    def _kept_labels(self) -> int:
+        return max(self.settings.label_window, self.settings.max_outcomes)
 
     @property
     def width(self) -> int:
@@ -124,7 +155,7 @@ class Monitor:
             partner = None
         if partner is None:
             self._hold(key, Pending(event.kind, now, event.endpoint, event.model_version, values))
-            metrics.EVENTS.labels(type=event.kind, outcome="accepted").inc()
+            metrics.events(event.kind, "accepted").inc()
             return
         this = Pending(event.kind, now, event.endpoint, event.model_version, values)
         request, response = (this, partner) if event.kind == "request" else (partner, this)
@@ -135,7 +166,11 @@ class Monitor:
                 f"for {len(request.values)} request rows",
                 event.kind,
             )
-        metrics.EVENTS.labels(type=event.kind, outcome="accepted").inc()
+        metrics.events(event.kind, "accepted").inc()
+        # Counted per inference: a sampled sender drops requests and responses together (serving/events.py).
+        metrics.inferences(request.endpoint).inc()
+        if event.sample_rate < 1.0:
+            metrics.UNSEEN.labels(endpoint=request.endpoint).inc(1.0 / event.sample_rate - 1.0)
         version = response.model_version or request.model_version or self.tester.reference.version
         self._add(WindowKey(request.endpoint, version), event.id, request.values, response.values)
 
@@ -180,26 +215,32 @@ class Monitor:
             ValueError: The number of values does not match the number of predictions, or one is not finite.
         """
         found = self.recent.get(request_id)
-        if found is None:
+        if not found:
             metrics.EVENTS.labels(type="feedback", outcome="unmatched").inc()
             return False
-        key, predictions = found
         try:
             truth = np.asarray(values, dtype=float).reshape(-1)
         except (TypeError, ValueError):
             truth = np.array([np.nan])
-        if len(truth) != len(predictions) or not np.isfinite(truth).all():
-            raise ValueError(f"value: must be {len(predictions)} finite number(s), one per predicted row")
-        labels = self.labels.setdefault(key, deque(maxlen=self.settings.label_window))
-        labels.extend(zip(truth.tolist(), predictions.tolist(), strict=True))
+        rows = len(next(iter(found.values())))
+        if len(truth) != rows or not np.isfinite(truth).all():
+            raise ValueError(f"value: must be {rows} finite number(s), one per predicted row")
+        # Every model that priced this request is scored on the label: the answering one and any shadow.
+        for key, predictions in found.items():
+            labels = self.labels.setdefault(key, deque(maxlen=self._kept_labels))
+            scored = zip(truth.tolist(), predictions.tolist(), strict=True)
+            labels.extend((value, prediction, request_id) for value, prediction in scored)
+            self._publish_live(key)
+            self._check(key)
         metrics.EVENTS.labels(type="feedback", outcome="accepted").inc()
-        self._publish_live(key)
-        self._check(key)
         return True
 
     def live(self, key: WindowKey) -> dict[str, float | int | None]:
         """MAE, RMSE and R² of the labelled predictions of ``key`` (R² needs two labels that differ)."""
-        pairs = np.asarray(self.labels.get(key, ()), dtype=float).reshape(-1, 2)
+        kept = self.labels.get(key, deque())
+        latest = itertools.islice(kept, max(len(kept) - self.settings.label_window, 0), None)
+        pairs = np.asarray([(truth, prediction) for truth, prediction, _ in latest], dtype=float)
+        pairs = pairs.reshape(-1, 2)
         if len(pairs) == 0:
             return {"labels": 0, "mae": None, "rmse": None, "r2": None}
         errors = pairs[:, 0] - pairs[:, 1]
@@ -209,6 +250,17 @@ class Monitor:
             "mae": float(np.mean(np.abs(errors))),
             "rmse": float(math.sqrt(np.mean(errors**2))),
             "r2": 1.0 - float(np.sum(errors**2)) / spread if spread > 0 else None,
+        }
+
+    def outcomes(self) -> dict[str, dict[str, list[Any]]]:
+        """The labelled predictions per ``endpoint/model_version``, oldest first: what experiments judge."""
+        return {
+            str(key): {
+                "true_values": [truth for truth, _, _ in labels],
+                "predictions": [prediction for _, prediction, _ in labels],
+                "request_ids": [request_id for _, _, request_id in labels],
+            }
+            for key, labels in sorted(self.labels.items(), key=lambda item: str(item[0]))
         }
 
     def status(self) -> dict[str, Any]:
@@ -225,6 +277,8 @@ class Monitor:
                     "window_rows": self.windows[key].count if key in self.windows else 0,
                     "last_result": self.results[key].to_dict() if key in self.results else None,
                     "live": self.live(key),
+                    "estimate": self.estimates.get(key),
+                    "outliers": self.outlier_rates.get(key),
                 }
                 for key in keys
             },
@@ -264,16 +318,19 @@ class Monitor:
             "labels": [
                 {
                     **key.labels(),
-                    "true_values": [truth for truth, _ in labels],
-                    "predictions": [prediction for _, prediction in labels],
+                    "true_values": [truth for truth, _, _ in labels],
+                    "predictions": [prediction for _, prediction, _ in labels],
+                    "request_ids": [request_id for _, _, request_id in labels],
                 }
                 for key, labels in self.labels.items()
             ],
             "recent": [
                 {"request_id": request_id, **key.labels(), "predictions": values.tolist()}
-                for request_id, (key, values) in self.recent.items()
+                for request_id, by_key in self.recent.items()
+                for key, values in by_key.items()
             ],
             "retrain": self.trigger.snapshot(),
+            "history": [{**key.labels(), "entries": list(entries)} for key, entries in self.history.items()],
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -308,14 +365,15 @@ class Monitor:
             self._publish_result(key, self.results[key])
         for saved in state.get("labels", []):
             key = WindowKey.of(saved)
-            pairs = zip(saved["true_values"], saved["predictions"], strict=True)
-            self.labels[key] = deque(pairs, maxlen=self.settings.label_window)
+            ids = saved.get("request_ids") or [""] * len(saved["true_values"])  # saved before ids were kept
+            kept = zip(saved["true_values"], saved["predictions"], ids, strict=True)
+            self.labels[key] = deque(kept, maxlen=self._kept_labels)
             self._publish_live(key)
+        for saved in state.get("history", []):
+            self.history[WindowKey.of(saved)] = deque(saved["entries"], maxlen=HISTORY)
         for saved in state.get("recent", []):
-            self.recent[saved["request_id"]] = (
-                WindowKey.of(saved),
-                np.asarray(saved["predictions"], dtype=float),
-            )
+            by_key = self.recent.setdefault(saved["request_id"], {})
+            by_key[WindowKey.of(saved)] = np.asarray(saved["predictions"], dtype=float)
         log.info(
             "resumed state: %d pending, %d windows, %d results, %d label sets",
             len(self.pending),
@@ -325,7 +383,7 @@ class Monitor:
         )
 
     def _add(self, key: WindowKey, request_id: str, rows: np.ndarray, predictions: np.ndarray) -> None:
-        self.recent[request_id] = (key, predictions)
+        self.recent.setdefault(request_id, {})[key] = predictions
         self.recent.move_to_end(request_id)
         while len(self.recent) > self.settings.max_recent:
             self.recent.popitem(last=False)
@@ -364,6 +422,12 @@ class Monitor:
         self.results[key] = result
         metrics.WINDOWS_TESTED.labels(**key.labels()).inc()
         self._publish_result(key, result)
+        if self.estimator is not None:  # about 1 ms for 200 rows (python -m benchmarks label_free)
+            self.estimates[key] = estimate = self.estimator.estimate(item.rows, item.predictions)
+            metrics.ESTIMATED_MAE.labels(**key.labels()).set(estimate["mae"])
+            metrics.ESTIMATED_RMSE.labels(**key.labels()).set(estimate["rmse"])
+        if self.outliers is not None:  # about 0.2 ms for 200 rows (python -m benchmarks outliers)
+            self._score_outliers(key, item.rows)
         drifted = [feature.name for feature in result.features if feature.drifted]
         log.info(
             "window tested: key=%s score=%.3f drifted=%s features=%s",
@@ -373,6 +437,21 @@ class Monitor:
             drifted,
         )
         self._check(key)
+        self.tested_rows[key] = item.rows
+        # What /status shows for the key now (live accuracy, an estimate when there is one), minus the result.
+        entry = dict(self.status()["keys"][str(key)], time=time.time(), drifted_features=drifted)
+        entry.update(score=result.score, threshold=result.threshold, drifted=result.drifted)
+        entry.pop("last_result")
+        self.history.setdefault(key, deque(maxlen=HISTORY)).append(entry)
+
+    def _score_outliers(self, key: WindowKey, rows: np.ndarray) -> None:
+        """Flag the window's houses unlike any seen in training; publish their share and count."""
+        assert self.outliers is not None
+        flagged = int(self.outliers.flags(rows).sum())
+        rate = flagged / len(rows) if len(rows) else 0.0
+        self.outlier_rates[key] = {"rate": rate, "outliers": flagged, "rows": len(rows)}
+        metrics.OUTLIER_RATE.labels(**key.labels()).set(rate)
+        metrics.OUTLIERS.labels(**key.labels()).inc(flagged)
 
     def _check(self, key: WindowKey) -> None:
         result = self.results.get(key)
@@ -387,12 +466,23 @@ class Monitor:
             and r2 < self.settings.r2_threshold
         ):
             reason = "r2"
+        elif self._estimate_too_high(key, int(live["labels"] or 0)):
+            reason = "estimated_mae"
         details = {
             **key.labels(),
             "drift_score": result.score if result else None,
             "r2": r2,
+            **({"estimated_mae": self.estimates[key]["mae"]} if key in self.estimates else {}),
         }
         self.trigger.update(key, reason, details)
+
+    def _estimate_too_high(self, key: WindowKey, labels: int) -> bool:
+        """Whether the estimated MAE is over ``estimated_mae_threshold`` while labels are too few to judge."""
+        threshold = self.settings.estimated_mae_threshold
+        estimate = self.estimates.get(key)
+        return bool(
+            threshold > 0 and estimate and labels < self.settings.min_labels and estimate["mae"] > threshold
+        )
 
     def _publish_result(self, key: WindowKey, result: DriftResult) -> None:
         labels = key.labels()

@@ -136,7 +136,8 @@ class RetrainTrigger:
 
         Args:
             key: The endpoint and model version judged.
-            reason: ``drift`` or ``r2`` when the key is unhealthy, ``None`` when it is healthy again.
+            reason: ``drift``, ``r2`` or ``estimated_mae`` when the key is unhealthy, ``None`` when it is
+                healthy again.
             details: What to pass to the action (scores, endpoint, version).
             now: Time (epoch seconds); defaults to now.
 

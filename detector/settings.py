@@ -23,8 +23,12 @@ class Settings:
     max_pending: int = 10_000
     max_pending_per_endpoint: int = 5_000
     label_window: int = 100
+    max_outcomes: int = 20_000
     min_labels: int = 30
     r2_threshold: float = 0.8
+    estimated_mae_threshold: float = 0.0
+    """Retrain when a window's estimated MAE (USD 1000s) exceeds this while fewer than ``min_labels`` labels
+    are in; 0 (the default) turns it off. 3.0 is the quality gate's MAE (docs/detector.md)."""
     max_recent: int = 10_000
 
 

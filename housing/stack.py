@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -41,6 +42,8 @@ from housing import prometheus
 from housing.processes import HOST, Service, Stack, Supervisor
 from model.paths import latest_artifact, var_dir
 
+API_KEYS_ENV = "HOUSING_API_KEYS"  # pragma: allowlist secret (a variable name)
+"""``serving.auth.API_KEYS_ENV``, repeated: ``housing --help`` need not import Starlette (a test checks)."""
 HELP = "Start predictor, transformer and detector on loopback, show a real prediction; Ctrl-C stops them."
 AZURITE_ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key, published by Microsoft for the emulator: not a secret.
@@ -108,6 +111,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prometheus-port", type=int, default=9090, help="Prometheus web/API port (default: %(default)s)"
     )
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="require API keys: role 'predict' on the transformer's predict and explain routes, 'feedback' "
+        f"on the detector's /feedback; keys from {API_KEYS_ENV}, else generated once into var/api-keys "
+        "and printed (default: off, the stack listens on loopback only)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        help="requests a second each client may send to those routes; more get 429 (default: no limit)",
+    )
 
 
 def services(
@@ -120,6 +135,7 @@ def services(
     """
     python = sys.executable
     explainer = getattr(args, "explainer", False)
+    edge = edge_flags(args)
     return [
         Service(
             "predictor",
@@ -137,7 +153,7 @@ def services(
              "--predictor_rest_host", f"{HOST}:{args.predictor_port}",
              "--http_port", str(args.transformer_port), "--grpc_port", str(args.transformer_grpc_port),
              *(["--logger_url", f"http://{HOST}:{args.detector_port}/"] if args.detector else []),
-             *(["--explainer_host", f"{HOST}:{args.explainer_port}"] if explainer else [])],
+             *(["--explainer_host", f"{HOST}:{args.explainer_port}"] if explainer else []), *edge],
             args.transformer_port,
         ),
         *([Service(
@@ -151,12 +167,49 @@ def services(
         *([Service(
             "detector",
             [python, "-m", "detector", "--storage_uri", storage_uri, "--host", HOST,
-             "--http_port", str(args.detector_port), "--state_dir", str(var_dir() / "detector")],
+             "--http_port", str(args.detector_port), "--state_dir", str(var_dir() / "detector"), *edge],
             args.detector_port,
             env=env,
         )] if args.detector else []),
         *([mlflow_service(args.mlflow_port)] if args.mlflow else []),
     ]  # fmt: skip
+
+
+def edge_flags(args: argparse.Namespace) -> list[str]:
+    """The transformer's and the detector's edge flags for ``--auth`` and ``--rate-limit`` (serving/edge.py).
+
+    The keys reach the servers in ``HOUSING_API_KEYS`` (inherited) or the file :func:`api_keys` writes.
+    """
+    flags = []
+    if getattr(args, "auth", False):
+        flags += (
+            ["--auth"]
+            if os.environ.get(API_KEYS_ENV)
+            else ["--auth", "--api_keys_file", str(api_keys_file())]
+        )
+    if getattr(args, "rate_limit", None) is not None:
+        flags += ["--rate_limit", f"{args.rate_limit:g}"]
+    return flags
+
+
+def api_keys_file() -> Path:
+    """Where ``housing up --auth`` keeps the keys it generates (var/api-keys, readable by the owner only)."""
+    return var_dir() / "api-keys"
+
+
+def api_keys() -> dict[str, frozenset[str]]:
+    """The stack's API keys: ``HOUSING_API_KEYS``, else var/api-keys, written with a new key per role once."""
+    from serving.auth import parse_api_keys
+
+    if os.environ.get(API_KEYS_ENV):
+        return parse_api_keys(os.environ[API_KEYS_ENV], API_KEYS_ENV)
+    path = api_keys_file()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"{secrets.token_urlsafe(24)}={role}" for role in ("predict", "feedback")]
+        path.touch(mode=0o600)
+        path.write_text("# housing up --auth: KEY=ROLE[,ROLE] (serving/auth.py)\n" + "\n".join(lines) + "\n")
+    return parse_api_keys(path.read_text(), str(path))
 
 
 def mlflow_service(port: int) -> Service:
@@ -208,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
             if args.azurite:
                 storage_uri, env = _serve_from_azurite(stack, artifact, args.azurite_port)
             sha256 = json.loads((artifact / "model.json").read_text()).get("sha256")
+            headers = _auth_headers() if args.auth else {}
             started = [
                 stack.start(service) for service in services(args, storage_uri, env, model_sha256=sha256)
             ]
@@ -217,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
             if args.monitoring:
                 _start_prometheus(stack, started, args)
             transformer = next(service for service in started if service.name == "transformer")
-            _show_prediction(transformer.url, explain=args.explainer)
+            _show_prediction(transformer.url, explain=args.explainer, headers=headers)
             if args.once:
                 return 0
             print("serving; press Ctrl-C to stop", flush=True)
@@ -278,7 +332,20 @@ def _serve_from_azurite(stack: Stack, artifact: Path, port: int) -> tuple[str, d
     return url, {CONNECTION_STRING_ENV: connection_string}
 
 
-def _show_prediction(transformer_url: str, *, explain: bool = False) -> None:
+def _auth_headers() -> dict[str, str]:
+    """Print the keys of ``--auth``; the header that the example prediction sends (with a predict key)."""
+    keys = api_keys()
+    for key, roles in keys.items():
+        print(f"auth: API key with roles {', '.join(sorted(roles))}: {key}", flush=True)
+    predict = next((key for key, roles in keys.items() if "predict" in roles), None)
+    if predict is None:
+        raise RuntimeError(f"--auth: no API key has the role 'predict' ({API_KEYS_ENV} or {api_keys_file()})")
+    return {"authorization": f"Bearer {predict}"}
+
+
+def _show_prediction(
+    transformer_url: str, *, explain: bool = False, headers: dict[str, str] | None = None
+) -> None:
     # Imported here, not at the top: pandas and httpx would make `housing --help` slow.
     import httpx
 
@@ -289,9 +356,11 @@ def _show_prediction(transformer_url: str, *, explain: bool = False) -> None:
     house: dict[str, Any] = {name: float(first[name]) for name in ALL_FEATURES if name != "b"}
     body = json.dumps({"instances": [house]})
     url = f"{transformer_url}/v1/models/housing:predict"
-    print(f"\ntry it:\n  curl -s -H 'Content-Type: application/json' {url} \\\n    -d '{body}'\n")
+    auth = "".join(f" -H '{name.title()}: {value}'" for name, value in (headers or {}).items())
+    print(f"\ntry it:\n  curl -s -H 'Content-Type: application/json'{auth} {url} \\\n    -d '{body}'\n")
+    headers = {"content-type": "application/json", **(headers or {})}
     try:
-        response = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=10.0)
+        response = httpx.post(url, content=body, headers=headers, timeout=10.0)
         response.raise_for_status()
     except httpx.HTTPError as error:
         raise RuntimeError(f"the example prediction failed: {error}") from error
@@ -302,17 +371,21 @@ def _show_prediction(transformer_url: str, *, explain: bool = False) -> None:
         flush=True,
     )
     if explain:
-        _show_explanation(transformer_url, body)
+        _show_explanation(transformer_url, body, headers)
 
 
-def _show_explanation(transformer_url: str, body: str) -> None:
+def _show_explanation(transformer_url: str, body: str, headers: dict[str, str]) -> None:
     """Ask the transformer why (``:explain``) and print the largest factors (docs/explainer.md)."""
     import httpx
 
     url = f"{transformer_url}/v1/models/housing:explain"
-    print(f"\nwhy (explainer):\n  curl -s -H 'Content-Type: application/json' {url} -d '...same body...'")
+    auth = "".join(
+        f" -H '{name.title()}: {value}'" for name, value in headers.items() if name != "content-type"
+    )
+    curl = f"curl -s -H 'Content-Type: application/json'{auth} {url}"
+    print(f"\nwhy (explainer):\n  {curl} \\\n    -d '{body}'")
     try:
-        response = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=10.0)
+        response = httpx.post(url, content=body, headers=headers, timeout=10.0)
         response.raise_for_status()
     except httpx.HTTPError as error:
         raise RuntimeError(f"the example explanation failed: {error}") from error

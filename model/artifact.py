@@ -25,10 +25,16 @@ pinned to ``model.joblib`` serves ``model.joblib``, and says how to serve the co
 - ``metrics``: evaluation figures (cross-validated RMSE, MAE, R², ...; the compiled form's parity with
   scikit-learn, ``compiled_parity_max_abs_diff``, and both forms' one-row predict times,
   ``predict_latency_p50_us`` and ``compiled_predict_latency_p50_us``)
+- ``global_importance``: feature -> mean |TreeSHAP contribution| on the training rows, in the trees'
+  output space (:mod:`model.importance`; empty for a model that is not a tree ensemble)
 - ``reference``: training data for drift detection: ``features`` (rows of a training sample, feature order),
   ``predictions`` (the model's predictions for those rows), ``quantiles`` (per feature), ``n_rows``
 - ``sha256``: of ``model.joblib``
 - ``onnx_sha256``: of ``model.onnx`` (absent in artifacts without a compiled form)
+- ``dle_sha256``: of ``dle.json``, the loss estimator the detector uses before labels arrive
+  (:mod:`model.dle`; JSON arrays, no pickle; absent in older artifacts)
+- ``outliers_sha256``: of ``outliers.json``, the density the detector flags houses unlike any seen in training
+  with (:mod:`model.outliers`; JSON arrays, no pickle; absent in older artifacts, which get no outlier scores)
 """
 
 from __future__ import annotations
@@ -46,6 +52,12 @@ MODEL_FILE = "model.joblib"
 ONNX_FILE = "model.onnx"
 ONNX_SHA256 = "onnx_sha256"
 """The ``model.json`` key of ``model.onnx``'s sha256."""
+DLE_FILE = "dle.json"
+DLE_SHA256 = "dle_sha256"
+"""The ``model.json`` key of ``dle.json``'s sha256 (:mod:`model.dle`)."""
+OUTLIERS_FILE = "outliers.json"
+OUTLIERS_SHA256 = "outliers_sha256"
+"""The ``model.json`` key of ``outliers.json``'s sha256 (:mod:`model.outliers`)."""
 SKLEARN, ONNX = "sklearn", "onnx"
 MODEL_FORMATS = (ONNX, SKLEARN)
 """The forms a model can be loaded in: the compiled one (the predictor's default) and scikit-learn's."""
@@ -108,7 +120,12 @@ def sha256_file(path: str | Path) -> str:
 
 
 def save_artifact(
-    directory: str | Path, pipeline: Any, metadata: dict[str, Any], compiled: bytes | None = None
+    directory: str | Path,
+    pipeline: Any,
+    metadata: dict[str, Any],
+    compiled: bytes | None = None,
+    dle: bytes | None = None,
+    outliers: bytes | None = None,
 ) -> Path:
     """Write ``model.joblib``, ``model.onnx`` (given the compiled form) and ``model.json`` into ``directory``.
 
@@ -120,6 +137,8 @@ def save_artifact(
         pipeline: The fitted estimator.
         metadata: The ``model.json`` content without sha256s (see the module docstring for the keys).
         compiled: The serialised ONNX model (:func:`model.compiled.compile_pipeline`), if any.
+        dle: The loss estimator's ``dle.json`` (:func:`model.dle.to_bytes`), if any.
+        outliers: The outlier density's ``outliers.json`` (:func:`model.outliers.to_bytes`), if any.
 
     Returns:
         The artifact directory.
@@ -136,6 +155,12 @@ def save_artifact(
         onnx_tmp.write_bytes(compiled)
         os.replace(onnx_tmp, directory / ONNX_FILE)
         document[ONNX_SHA256] = hashlib.sha256(compiled).hexdigest()
+    if dle is not None:
+        write_atomic(directory / DLE_FILE, dle.decode())
+        document[DLE_SHA256] = hashlib.sha256(dle).hexdigest()
+    if outliers is not None:
+        write_atomic(directory / OUTLIERS_FILE, outliers.decode())
+        document[OUTLIERS_SHA256] = hashlib.sha256(outliers).hexdigest()
     write_atomic(directory / METADATA_FILE, json.dumps(document, indent=2, sort_keys=True) + "\n")
     os.replace(model_tmp, directory / MODEL_FILE)
     return directory
@@ -262,6 +287,8 @@ def load_artifact(
     metadata = verify_artifact(directory, expected_sha256)
     if ONNX_SHA256 in metadata:  # hashed, not loaded: an artifact with any file modified is refused whole
         verify_artifact(directory, model_format=ONNX)
+    read_dle(directory, metadata)
+    read_outliers(directory, metadata)
     try:
         import joblib
 
@@ -283,6 +310,8 @@ def _load_compiled(directory: Path, expected_sha256: str | None, intra_op_thread
 
     # model.joblib is hashed too, never loaded: an artifact with any file modified is refused as a whole.
     metadata = verify_artifact(directory)
+    read_dle(directory, metadata)
+    read_outliers(directory, metadata)
     path = directory / ONNX_FILE
     try:
         data = path.read_bytes()  # read once: the bytes checked are the bytes loaded
@@ -296,3 +325,40 @@ def _load_compiled(directory: Path, expected_sha256: str | None, intra_op_thread
             f"cannot load {ONNX_FILE} (libraries {metadata.get('libraries')}): {error}"
         ) from error
     return ModelArtifact(pipeline=compiled, metadata=metadata, path=directory, format=ONNX)
+
+
+def read_dle(directory: str | Path, metadata: dict[str, Any]) -> bytes | None:
+    """The verified bytes of ``dle.json`` (:mod:`model.dle`), or ``None`` for an artifact without one.
+
+    Read once, so the bytes checked are the bytes parsed.
+
+    Raises:
+        ArtifactError: ``model.json`` records a ``dle.json`` that is missing or whose sha256 differs.
+    """
+    return _read_recorded(Path(directory) / DLE_FILE, metadata.get(DLE_SHA256))
+
+
+def read_outliers(directory: str | Path, metadata: dict[str, Any]) -> bytes | None:
+    """The verified bytes of ``outliers.json`` (:mod:`model.outliers`), or ``None`` for an artifact without.
+
+    Raises:
+        ArtifactError: ``model.json`` records an ``outliers.json`` that is missing or whose sha256 differs.
+    """
+    return _read_recorded(Path(directory) / OUTLIERS_FILE, metadata.get(OUTLIERS_SHA256))
+
+
+def _read_recorded(path: Path, recorded: str | None) -> bytes | None:
+    """A JSON side file's bytes, read once and checked against the sha256 ``model.json`` records."""
+    if recorded is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} not found ({METADATA_FILE} records its sha256)") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != recorded:
+        raise ArtifactError(
+            f"{path} sha256 {actual} does not match {recorded} recorded in {METADATA_FILE}: "
+            "refusing to load a file that was modified"
+        )
+    return data

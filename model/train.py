@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model import compiled, evaluation, pipeline
+from model import compiled, dle, evaluation, importance, outliers, pipeline
 from model.artifact import save_artifact
 from model.dataset import load_dataset
 from model.evaluation import CVResult, Plan
@@ -60,6 +60,12 @@ class TrainingResult:
         evaluation: The CV result behind the headline figures (nested CV in a full run).
         comparison: The repeated K-fold result of every candidate, by name.
         compiled: The serialised ONNX form of ``pipeline`` (see :func:`compile_model`), once compiled.
+        global_importance: Mean |TreeSHAP contribution| per feature on the training rows, largest first
+            (:mod:`model.importance`; empty for a model that is not a tree ensemble).
+        dle: The loss estimator's ``dle.json`` (:mod:`model.dle`): fitted on ``evaluation``'s out-of-fold
+            residuals, it lets the detector estimate MAE and RMSE before labels arrive.
+        outliers: The outlier density's ``outliers.json`` (:mod:`model.outliers`): fitted on ``x``, it lets
+            the detector flag houses unlike any seen in training.
     """
 
     pipeline: Any
@@ -72,6 +78,9 @@ class TrainingResult:
     evaluation: CVResult
     comparison: dict[str, CVResult] = field(default_factory=dict)
     compiled: bytes | None = None
+    global_importance: dict[str, float] = field(default_factory=dict)
+    dle: bytes | None = None
+    outliers: bytes | None = None
 
     @property
     def headline(self) -> dict[str, float]:
@@ -178,7 +187,27 @@ def train_model(
         "n_rows": len(y),
         **({} if pipeline.booster_prefix(candidate) is None else final_params),
     }
-    return TrainingResult(final, candidate, features, params, metrics, x, y, evaluated, comparison)
+    try:
+        explained = importance.global_importance(final, x, features)
+    except ValueError as error:  # not a tree ensemble (ridge): no TreeSHAP
+        log.info("no global importance: %s", error)
+        explained = {}
+    # Out-of-fold residuals: errors on rows the model did not see, as live rows are (model/dle.py).
+    estimator = dle.fit(x, y, evaluated.oof_predictions, features, seed)  # type: ignore[arg-type]
+    return TrainingResult(
+        final,
+        candidate,
+        features,
+        params,
+        metrics,
+        x,
+        y,
+        evaluated,
+        comparison,
+        global_importance=explained,
+        dle=dle.to_bytes(estimator),
+        outliers=outliers.to_bytes(outliers.fit(x, features, seed)),
+    )
 
 
 def compile_model(result: TrainingResult) -> TrainingResult:
@@ -279,6 +308,7 @@ def artifact_metadata(
         "estimator": pipeline.estimator_name(result.pipeline),
         "params": result.params,
         "metrics": result.metrics,
+        "global_importance": result.global_importance,
         "reference": reference_sample(result),
     }
 
@@ -301,7 +331,8 @@ def build_artifact(
     The parity gate of the compiled form still applies (see :func:`compile_model`).
 
     Args:
-        directory: Where to write ``model.joblib``, ``model.onnx`` and ``model.json``.
+        directory: Where to write ``model.joblib``, ``model.onnx``, ``dle.json``, ``outliers.json`` and
+            ``model.json``.
         features: Inputs of the model, in order.
         fast: A model in seconds (fewer folds and trees), for tests.
         seed: Random seed.
@@ -313,4 +344,4 @@ def build_artifact(
     result = compile_model(train_model(load_dataset(data), features, fast=fast, seed=seed, progress=False))
     created_at = datetime.now(UTC)
     metadata = artifact_metadata(result, unregistered_version(created_at))
-    return save_artifact(directory, result.pipeline, metadata, result.compiled)
+    return save_artifact(directory, result.pipeline, metadata, result.compiled, result.dle, result.outliers)

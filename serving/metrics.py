@@ -2,8 +2,10 @@
 
 ``housing_requests_total{component,model_name,code}`` and ``housing_request_duration_seconds`` are recorded by
 :mod:`serving.server` (REST around the whole HTTP exchange, gRPC at the data plane, the status mapped to its
-HTTP equivalent); ``housing_batch_rows`` by each component for the rows it reads. Component-specific metrics
-live in ``predictor/metrics.py``, ``transformer/metrics.py`` and ``detector/metrics.py``.
+HTTP equivalent); ``housing_batch_rows`` by each component for the rows it reads; the edge's refusals
+(``housing_requests_rate_limited_total``, ``housing_auth_refused_total``) by :mod:`serving.ratelimit` and
+:mod:`serving.auth`. Component-specific metrics live in ``predictor/metrics.py``, ``transformer/metrics.py``
+and ``detector/metrics.py``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,17 @@ BATCH_ROWS = Histogram(
     "Rows (houses) per inference request.",
     ["component", "model_name"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 5000),
+)
+
+RATE_LIMITED = Counter(
+    "housing_requests_rate_limited_total",
+    "Requests answered 429 by the local rate limit (a token bucket per client, serving/ratelimit.py).",
+    ["component"],
+)
+AUTH_REFUSED = Counter(
+    "housing_auth_refused_total",
+    "Requests refused by local authentication: missing or invalid credential (401), forbidden (403).",
+    ["component", "reason"],
 )
 
 

@@ -20,6 +20,24 @@ LOGGER_EVENTS = Counter(
     "Inference CloudEvents of the local request logger by outcome: sent, dropped (queue full), failed.",
     ["component", "outcome"],
 )
+LOGGER_INFERENCES = Counter(
+    "housing_logger_inferences_total",
+    "Inferences (a request and its response) the request logger was offered, delivered to the detector, "
+    "dropped whole at random under overload, or failed to send.",
+    ["component", "endpoint", "outcome"],
+)
+LOGGER_SAMPLING = Gauge(
+    "housing_logger_sampling_ratio",
+    "Share of the endpoint's inferences the request logger delivered over its last second (on the events).",
+    ["component", "endpoint"],
+)
+SHADOW_REQUESTS = Counter(
+    "housing_shadow_requests_total",
+    "Request copies for a shadow predictor, by outcome: answered, dropped (too many in flight), refused "
+    "(invalid for the shadow's model), timeout, unavailable (down or its breaker open), error. Clients never "
+    "see any of them.",
+    ["model_name", "shadow", "outcome"],
+)
 BREAKER_STATE = Gauge(
     "housing_predictor_breaker_state",
     "Circuit breaker of each predictor arm: 0 closed, 1 half-open (one probe out), 2 open (not called).",

@@ -39,8 +39,13 @@ from transformer.payload import PayloadError, rows_from_v1, rows_from_v2
 from transformer.request_logger import RequestLogger
 from transformer.resilience import DEFAULT_MAX_IN_FLIGHT, Admission, Deadline
 from transformer.routing import Answer, PredictorArm, PredictorMetadata, Router
+from transformer.shadow import Shadow
 
 REQUEST_ID_HEADER = "x-request-id"
+MODEL_VERSION_HEADER = "x-model-version"
+"""The version of the model that answered, on every REST prediction (the seed API's ``model_version``)."""
+ARM_HEADER = "x-housing-arm"
+"""Which predictor answered (``stable`` or the canary's name), on every REST prediction: an A/B test's arm."""
 
 MAX_BATCH_ROWS = 1000
 """The largest request accepted, in rows (houses); the detector refuses larger logged events alike."""
@@ -57,6 +62,7 @@ class ValidatedRequest:
     reply_v2: bool
     deadline: Deadline
     binary_outputs: bool = False
+    payload: Any = None  # as the client sent it: a shadow validates it again for its own model
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,7 @@ class HousingTransformer(Model):
         request_logger: Where to send inference CloudEvents, or ``None``.
         max_in_flight: Requests admitted at once (in flight or queued); the rest get 503 at once.
         explainer: Where ``:explain`` goes (:mod:`transformer.explain`), or ``None``: 501.
+        shadow: The predictor that gets copies of the requests (:mod:`transformer.shadow`), or ``None``.
     """
 
     def __init__(
@@ -96,6 +103,7 @@ class HousingTransformer(Model):
         request_logger: RequestLogger | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         explainer: ExplainerClient | None = None,
+        shadow: Shadow | None = None,
     ):
         # KServe then hands ``response_headers`` to predict and postprocess: the request id goes back in them.
         super().__init__(name, return_response_headers=True)
@@ -104,6 +112,7 @@ class HousingTransformer(Model):
         self.request_logger = request_logger
         self.timeout = router.stable.timeout
         self.explainer = explainer
+        self.shadow = shadow
         self.explainer_host = explainer.host if explainer else None  # KServe's attribute, for introspection
         in_flight = IN_FLIGHT.labels(name)
         self.admission = Admission(max_in_flight, on_change=in_flight.set, on_refuse=SHED.labels(name).inc)
@@ -124,7 +133,7 @@ class HousingTransformer(Model):
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> ValidatedRequest:
         """Start the request's deadline, choose the predictor, validate the payload and build its rows."""
         deadline = Deadline.start(self.timeout, headers)
-        arm, model = await self.router.arm_and_model(deadline)
+        arm, model = await self.router.arm_and_model(deadline, headers)
         try:
             if isinstance(payload, InferRequest):
                 rows = rows_from_v2(payload, model.feature_names, self.max_batch_rows)
@@ -145,8 +154,10 @@ class HousingTransformer(Model):
             or str(uuid.uuid4())
         )
         if isinstance(payload, InferRequest):
-            return ValidatedRequest(rows, request_id, arm, model, True, deadline, payload.use_binary_outputs)
-        return ValidatedRequest(rows, request_id, arm, model, False, deadline)
+            return ValidatedRequest(
+                rows, request_id, arm, model, True, deadline, payload.use_binary_outputs, payload
+            )
+        return ValidatedRequest(rows, request_id, arm, model, False, deadline, payload=payload)
 
     def validate(self, payload: Any) -> Any:
         """Nothing to add: :meth:`preprocess` validated the payload against the schema."""
@@ -214,8 +225,12 @@ class HousingTransformer(Model):
                 request_id=batch.request_id,
                 endpoint=batch.arm.endpoint,
             )
+        if self.shadow is not None:  # after the answer is ready: the client never waits for the copy
+            self.shadow.mirror(batch.payload, batch.request_id, headers)
         if response_headers is not None:  # REST only: KServe's gRPC server drops them (V2 has ``id``)
             response_headers[REQUEST_ID_HEADER] = batch.request_id
+            response_headers[MODEL_VERSION_HEADER] = answer.model_version
+            response_headers[ARM_HEADER] = batch.arm.spec.name
         if not batch.reply_v2:
             return {"predictions": answer.values.tolist()}
         output = InferOutput(TARGET, [len(answer.values)], "FP64")

@@ -4,7 +4,9 @@ The transformer is where canaries are split. KServe's own canary (``spec.canary`
 for a custom predictor and would bypass the transformer anyway, so each canary is a separate predictor-only
 InferenceService whose host the transformer is given (``--canary NAME=PERCENT,HOST[,REST_HOST]``); the stable
 predictor (``--predictor_host``) takes the share the canaries leave. Each client request goes, whole, to one
-arm drawn at random by weight (:func:`choose_arm`).
+arm drawn by weight (:func:`choose_arm`): at random, or, for an A/B test, by a stable hash of a client key
+(``--sticky_header``, e.g. ``x-user-id``) so that one user always meets the same model while the weights
+stay; a request without the key is drawn at random.
 
 An arm holds what belongs to one predictor: KServe's client for it (REST V1/V2 or gRPC V2), its V2 model
 metadata (feature order and version: read at first use and again after any failure of that arm) and its
@@ -17,7 +19,9 @@ see ``predictor/model.py``.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
+import hashlib
 import itertools
 import random
 import re
@@ -383,22 +387,26 @@ class Router:
         arms: The stable arm first, then the canaries; their ``spec.percent`` add up to 100.
     """
 
-    def __init__(self, arms: Sequence[PredictorArm]):
+    def __init__(self, arms: Sequence[PredictorArm], *, sticky_header: str | None = None):
         if not arms or arms[0].spec.name != STABLE:
             raise ValueError(f"the first arm must be {STABLE!r}")
         self.arms = list(arms)
         self.stable = self.arms[0]
+        self.sticky_header = sticky_header.lower() if sticky_header else None
         self._cum_weights = list(itertools.accumulate(arm.spec.percent for arm in self.arms))
         if self._cum_weights[-1] != 100:
             raise ValueError(f"the arms' percentages add up to {self._cum_weights[-1]}, not 100")
 
-    def choose(self) -> PredictorArm:
-        """The arm for the next request."""
+    def choose(self, headers: dict[str, str] | None = None) -> PredictorArm:
+        """The arm for the next request: by its client key when the router is sticky and it has one."""
         if len(self.arms) == 1:
             return self.stable
-        return choose_arm(self.arms, self._cum_weights)
+        key = (headers or {}).get(self.sticky_header) if self.sticky_header else None
+        return choose_arm(self.arms, self._cum_weights, key)
 
-    async def arm_and_model(self, deadline: Deadline) -> tuple[PredictorArm, PredictorMetadata]:
+    async def arm_and_model(
+        self, deadline: Deadline, headers: dict[str, str] | None = None
+    ) -> tuple[PredictorArm, PredictorMetadata]:
         """The arm for the next request and its feature order; the stable arm if a canary cannot be reached.
 
         A canary's predictor may go away before the transformer stops routing to it (``helm upgrade``
@@ -409,7 +417,7 @@ class Router:
         Raises:
             UpstreamError: The stable predictor's metadata cannot be read.
         """
-        arm = self.choose()
+        arm = self.choose(headers)
         try:
             return arm, await arm.model(deadline)
         except PredictorUnavailableError:
@@ -435,23 +443,53 @@ class Router:
         return self.stable
 
 
-def choose_arm(arms: Sequence[T], cum_weights: Sequence[int]) -> T:
-    """One arm drawn at random by weight (a sticky assignment, e.g. by hashed user id, would go here)."""
-    return random.choices(arms, cum_weights=cum_weights)[0]
+def choose_arm(arms: Sequence[T], cum_weights: Sequence[int], key: str | None = None) -> T:
+    """One arm by weight (cumulative percentages): at random, or the same arm every time for one ``key``.
+
+    The key's hash is a point in [0, 100) that falls in one arm's share, so a user keeps the arm as long
+    as the shares stay; when they change, only the users in the moved part of a share change arm.
+    """
+    if key is None:
+        return random.choices(arms, cum_weights=cum_weights)[0]
+    return arms[bisect.bisect_right(cum_weights, sticky_point(key))]
+
+
+def sticky_point(key: str) -> float:
+    """A point in [0, 100) fixed by ``key`` alone (BLAKE2b: the same in every transformer replica)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * 100
+
+
+@dataclass(frozen=True)
+class ArmSettings:
+    """How the transformer calls every predictor: the stable one, the canaries and a shadow alike.
+
+    Attributes:
+        model_name: The model name on every predictor.
+        protocol: ``v1``, ``v2`` or ``grpc-v2``.
+        use_ssl: Call the predictors over TLS.
+        timeout: Seconds allowed for each call to a predictor.
+        retries: KServe's client retries (connection failures only).
+        coalesce_rows: See :class:`PredictorArm`.
+        breaker: Each predictor's circuit breaker settings (default: :class:`BreakerSettings`).
+    """
+
+    model_name: str
+    protocol: str
+    use_ssl: bool = False
+    timeout: float = 5.0
+    retries: int = 0
+    coalesce_rows: int = COALESCE_ROWS
+    breaker: BreakerSettings | None = None
 
 
 def build_router(
     host: str,
     rest_host: str | None,
     canaries: Sequence[ArmSpec],
+    settings: ArmSettings,
     *,
-    model_name: str,
-    protocol: str,
-    use_ssl: bool = False,
-    timeout: float = 5.0,
-    retries: int = 0,
-    coalesce_rows: int = COALESCE_ROWS,
-    breaker: BreakerSettings | None = None,
+    sticky_header: str | None = None,
 ) -> Router:
     """The router for a stable predictor and its canaries; the stable arm gets the share they leave.
 
@@ -459,34 +497,31 @@ def build_router(
         host: ``HOST[:PORT]`` of the stable predictor.
         rest_host: ``HOST[:PORT]`` of its REST server, for the V2 metadata (``None``: ``host``).
         canaries: The canary predictors (checked with :func:`check_canaries`).
-        model_name: The model name on every predictor.
-        protocol: ``v1``, ``v2`` or ``grpc-v2``, for every predictor.
-        use_ssl: Call the predictors over TLS.
-        timeout: Seconds allowed for each call to a predictor.
-        retries: KServe's client retries (connection failures only).
-        coalesce_rows: See :class:`PredictorArm`.
-        breaker: Each predictor's circuit breaker settings (default: :class:`BreakerSettings`).
+        settings: How every predictor is called.
+        sticky_header: The header whose value assigns a request to an arm (``None``: at random).
 
     Raises:
         ValueError: The canaries break a rule.
     """
     check_canaries(canaries)
     stable = ArmSpec(STABLE, 100 - sum(canary.percent for canary in canaries), host, rest_host)
-    return Router(
-        [
-            PredictorArm(
-                spec,
-                PredictorConfig(
-                    predictor_host=spec.host,
-                    predictor_protocol=protocol,
-                    predictor_use_ssl=use_ssl,
-                    predictor_request_timeout_seconds=timeout,
-                    predictor_request_retries=retries,
-                ),
-                model_name=model_name,
-                coalesce_rows=coalesce_rows,
-                breaker=breaker,
-            )
-            for spec in (stable, *canaries)
-        ]
+    arms = [build_arm(spec, settings) for spec in (stable, *canaries)]
+    return Router(arms, sticky_header=sticky_header)
+
+
+def build_arm(spec: ArmSpec, settings: ArmSettings) -> PredictorArm:
+    """One predictor arm: a stable predictor, a canary, or what a shadow is sent through."""
+    config = PredictorConfig(
+        predictor_host=spec.host,
+        predictor_protocol=settings.protocol,
+        predictor_use_ssl=settings.use_ssl,
+        predictor_request_timeout_seconds=settings.timeout,
+        predictor_request_retries=settings.retries,
+    )
+    return PredictorArm(
+        spec,
+        config,
+        model_name=settings.model_name,
+        coalesce_rows=settings.coalesce_rows,
+        breaker=settings.breaker,
     )

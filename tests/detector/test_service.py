@@ -63,7 +63,7 @@ def test_in_distribution_no_drift_then_shift_drifts_and_triggers_once(
     assert detector.metric("housing_feature_drift_score", **key, feature="rm") == 0
     assert detector.metric("housing_prediction_drift_p_value", **key) < 0.05
     threshold = detector.metric("housing_reconstruction_error_threshold", **key)
-    assert 0 < threshold and detector.metric("housing_reconstruction_error", **key) > 0
+    assert threshold > 0 and detector.metric("housing_reconstruction_error", **key) > 0
     assert detector.metric("housing_detector_events_total", type="request", outcome="accepted") == 1000
     # Three drifted windows, one episode: exactly one retrain.
     assert detector.metric("housing_retrains_triggered_total", reason="drift", action="command") == 1
@@ -159,10 +159,11 @@ def test_feedback_gives_live_metrics_and_a_low_r2_triggers(shared_detector: Dete
     )
     assert detector.metric("housing_retrains_triggered_total", reason="r2", action="none") == retrains_before
 
-    # Labels far from the predictions: R² falls below 0.8 and one retrain fires, once for the episode.
+    # Labels far from the predictions: R² falls below 0.8 and one retrain fires, once for the episode. They
+    # stay within medv's domain, (0, 50]: the detector refuses labels outside it.
     bad = [
         {"id": event_id, "value": float(value)}
-        for event_id, value in zip(ids, predictions[::-1] * 1.5, strict=True)
+        for event_id, value in zip(ids, np.clip(predictions[::-1] * 1.5, 1.0, 50.0), strict=True)
     ]
     detector.client.post(detector.url + "/feedback", json={"labels": bad})
     detector.client.post(detector.url + "/feedback", json={"labels": bad})

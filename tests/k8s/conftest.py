@@ -49,6 +49,24 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "model": {"sha256": SHA_A, "version": "1"},
         "rollout": CANARY_V2,
     },
+    "ab-test": {
+        "model": {"sha256": SHA_A, "version": "1"},
+        "rollout": {**CANARY_V2, "stickyHeader": "x-user-id"},
+    },
+    "shadow": {
+        "model": {"sha256": SHA_A, "version": "1"},
+        "rollout": {
+            "shadow": {
+                "name": "next",
+                "percent": 100,
+                "model": {
+                    "storageUri": "https://housingmodels.blob.core.windows.net/models/housing/v3",
+                    "sha256": SHA_B,
+                    "version": "3",
+                },
+            }
+        },
+    },
     "logger-url": {"logger": {"url": "http://collector.observability.svc.cluster.local:9000/events"}},
     "istio": {"networkPolicy": {"istio": {"enabled": True}}},
     "edge": {
@@ -72,6 +90,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "transformer": {"minReplicas": 3, "maxReplicas": 6},
     },
     "detector-off": {"detector": {"enabled": False}, "logger": {"enabled": False}},
+    "explainer-off": {"explainer": {"enabled": False}},
+    "knative-explainer": {
+        "deploymentMode": "Knative",
+        "model": {"sha256": SHA_A, "version": "1"},
+        "explainer": {"sha256": SHA_B, "minReplicas": 0, "maxReplicas": 4, "scaleTarget": 5},
+    },
     "monitoring-off": {
         "monitoring": {
             "podMonitors": {"enabled": False},

@@ -288,3 +288,38 @@ def knative_container_ports(container: dict[str, Any]) -> list[dict[str, Any]]:
     """The user container's ports as Knative runs them: one port, renamed ``user-port`` (deploy.go)."""
     ports = container.get("ports") or [{"containerPort": 8080}]
     return [{**ports[0], "name": KNATIVE_USER_PORT_NAME}]
+
+
+def custom_explainer_args(isvc: dict[str, Any]) -> list[str]:
+    """The args a custom explainer's container runs with, after KServe's controller added its own.
+
+    pkg/apis/serving/v1beta1/explainer_custom.go ``GetContainer``: ``--model_name ISVC`` unless given,
+    ``--predictor_host ISVC-predictor.NAMESPACE`` unless given, then always ``--http_port 8080`` (and
+    ``--workers`` for a containerConcurrency). components/explainer.go passes the predictor's Service name.
+    """
+    spec = isvc["spec"]["explainer"]
+    args = [str(arg) for arg in _containers(spec)[0].get("args") or []]
+    name, namespace = isvc["metadata"]["name"], isvc["metadata"].get("namespace", "default")
+    if "--model_name" not in args:
+        args += ["--model_name", name]
+    if "--predictor_host" not in args:
+        args += ["--predictor_host", f"{name}-predictor.{namespace}"]
+    args += ["--http_port", "8080"]
+    if spec.get("containerConcurrency") is not None and "--workers" not in args:
+        args += ["--workers", str(spec["containerConcurrency"])]
+    return args
+
+
+def explain_route(isvc: dict[str, Any]) -> str:
+    """The component that answers ``/v1/models/NAME:explain`` on the InferenceService's own host.
+
+    Knative mode (reconcilers/ingress/ingress_reconciler.go): with a ``spec.explainer``, a route matching
+    ``:explain`` (constants.ExplainPrefix) goes to the explainer before the top-level route. Standard mode
+    (kube_ingress_reconciler.go): the top-level host's only rule sends every path to the transformer, or
+    without one to the predictor (the explainer gets a host of its own). Either way the transformer is never
+    told where the explainer is (components/transformer.go passes only ``--predictor_host``).
+    """
+    spec = isvc["spec"]
+    if spec.get("explainer") and deployment_mode(isvc) == KNATIVE:
+        return "explainer"
+    return "transformer" if spec.get("transformer") else "predictor"

@@ -295,8 +295,9 @@ def test_switches_remove_their_objects(renders: dict[str, Render]) -> None:
 def test_monitoring_objects(renders: dict[str, Render]) -> None:
     rendered = renders["defaults"]
     monitors = {m["metadata"]["name"]: m for m in rendered.of_kind("PodMonitor")}
-    assert set(monitors) == {f"{FULLNAME}-{c}" for c in ("predictor", "transformer", "detector")}
-    for component in ("predictor", "transformer", "detector"):
+    components = ("predictor", "transformer", "explainer", "detector")
+    assert set(monitors) == {f"{FULLNAME}-{c}" for c in components}
+    for component in components:
         monitor = monitors[f"{FULLNAME}-{component}"]
         assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == component
         targets = {r["targetLabel"] for r in monitor["spec"]["podMetricsEndpoints"][0]["relabelings"]}
@@ -316,7 +317,7 @@ def test_every_container_is_locked_down(renders: dict[str, Render]) -> None:
     def containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
         kind, spec = doc["kind"], doc.get("spec", {})
         if kind == "InferenceService":
-            parts = [spec[component] for component in ("predictor", "transformer") if component in spec]
+            parts = [spec[c] for c in ("predictor", "transformer", "explainer") if c in spec]
             return [c for part in parts for c in part["containers"]]
         if kind == "Deployment":
             return spec["template"]["spec"]["containers"]

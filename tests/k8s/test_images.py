@@ -134,11 +134,11 @@ def test_image_commands_are_the_local_stack_commands() -> None:
         local = stack[name]
         assert local[:2] == ["-m", name]
         # The image leaves out only what each deployment supplies: where the model is, where the predictor
-        # is (its REST address defaults to --predictor_host), and the local request logger (on Kubernetes,
-        # KServe's agent logs).
+        # is (its REST address defaults to --predictor_host), the local request logger (on Kubernetes,
+        # KServe's agent logs) and the explainer's address.
         supplied = {
             "predictor": {"--storage_uri"},
-            "transformer": {"--predictor_host", "--predictor_rest_host", "--logger_url"},
+            "transformer": {"--predictor_host", "--predictor_rest_host", "--logger_url", "--explainer_host"},
         }[name]
         assert set(_flags(local)) - set(_flags(image)) == supplied
         assert set(_flags(image)) <= set(_flags(local))
@@ -165,11 +165,15 @@ def test_compose_runs_the_local_stack_commands() -> None:
     transformer = ["-m", "transformer", *services["transformer"]["command"]]
     # The same command, with the compose network's host names instead of 127.0.0.1.
     local = [
-        item.replace("127.0.0.1:8070", "detector:8080").replace("127.0.0.1", "predictor")
+        item.replace("127.0.0.1:8070", "detector:8080")
+        .replace("127.0.0.1:8060", "explainer:8080")
+        .replace("127.0.0.1", "predictor")
         for item in stack["transformer"]
     ]
     assert transformer == local
-    for name in ("predictor", "transformer", "detector"):
+    explainer = ["-m", "explainer", *services["explainer"]["command"]]
+    assert explainer == [item.replace("8060", "8080") for item in stack["explainer"]]
+    for name in ("predictor", "transformer", "explainer", "detector"):
         service = services[name]
         assert service["build"]["dockerfile"] == f"docker/{name}.Dockerfile"
         assert "entrypoint" not in service, "the image's ENTRYPOINT is the contract"

@@ -31,7 +31,10 @@ PEERS = {
     "prometheus": Peer("monitoring", {"app.kubernetes.io/name": "prometheus"}),
     "stranger": Peer(NAMESPACE, {"app": "something-else"}),
     "other-namespace": Peer("default", {"app": "curl"}),
-    **{name: ours(name) for name in ("transformer", "predictor", "detector", "training", "helm-test")},
+    **{
+        name: ours(name)
+        for name in ("transformer", "predictor", "explainer", "detector", "training", "helm-test")
+    },
 }
 INTERNET = "20.60.0.1"  # an Azure Storage address
 
@@ -119,10 +122,13 @@ def test_standard_mode_opens_exactly_the_needed_paths(renders: dict[str, Render]
         ("helm-test", "transformer", 8080),
         ("transformer", "predictor", 8080),  # no KServe agent (9081): the transformer logs
         ("transformer", "detector", 8080),  # the inference log (CloudEvents)
+        ("transformer", "explainer", 8080),  # :explain, validated
         ("prometheus", "transformer", 8080),
         ("prometheus", "predictor", 8080),
+        ("prometheus", "explainer", 8080),
         ("prometheus", "detector", 8080),
         ("predictor", "internet", 443),  # model download from Blob Storage
+        ("explainer", "internet", 443),  # the same model, from Blob Storage
         ("detector", "internet", 443),  # reference model, Kubernetes API (Jobs)
         ("training", "internet", 443),  # Blob Storage, Entra ID
         # Pods outside this release have no policy here; they can send, but our pods refuse them (not listed).

@@ -109,6 +109,13 @@ def test_normal_traffic_fills_every_service_panel_and_raises_no_drift(live: Live
     for index in order[:40]:  # predictions with ground truth sent back, for live accuracy
         assert live.predict([normal[index]], request_id=f"house-{index}").status_code == 200
     truth = targets()
+
+    def joined() -> float:  # the request logger sends in batches, up to 50 ms after the answer
+        text = httpx.get(f"{live.urls['detector']}/metrics", timeout=10.0).text
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("housing_detector_inferences_total{"))  # fmt: skip
+
+    wait_until(lambda: joined() >= 40, timeout=20, what="the 40 labelled predictions joined at the detector")
     labels = [{"id": f"house-{index}", "value": truth[index]} for index in order[:40]]
     feedback = httpx.post(f"{live.urls['detector']}/feedback", json={"labels": labels}, timeout=10.0)
     assert feedback.status_code == 200 and feedback.json()["accepted"] == 40, feedback.text

@@ -118,7 +118,7 @@ def test_requests_queued_behind_a_hung_predictor_fail_within_the_timeout(
                 return await asyncio.gather(*(one(index) for index in range(6)))
 
         # Two calls go out and hang; four requests queue for a call slot. All must fail after one timeout
-        # (2 s), not after two (4 s: first the hung calls', then their own); 1 s of slack for a loaded machine.
+        # (2 s), not after two (4 s: first the hung calls', then their own); 1 s of slack for a loaded CI.
         outcomes = asyncio.run(burst())
         assert [code for code, _ in outcomes] == [504] * 6
         assert max(seconds for _, seconds in outcomes) < 3.0, outcomes

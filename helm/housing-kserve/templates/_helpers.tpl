@@ -44,6 +44,9 @@ labels:
   {{- with .canaryOf }}
   housing.kserve.dev/canary-of: {{ . }}
   {{- end }}
+  {{- with .shadowOf }}
+  housing.kserve.dev/shadow-of: {{ . }}
+  {{- end }}
 annotations:
   serving.kserve.io/deploymentMode: {{ include "housing.mode" .ctx }}
   {{- if eq (include "housing.mode" .ctx) "Standard" }}

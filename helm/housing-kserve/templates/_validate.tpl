@@ -24,10 +24,26 @@ other mode, an autoscaling metric its autoscaler does not know), so the render f
 {{- fail (printf "rollout.canaries[%s] serves the same model as the stable predictor (model.storageUri and model.sha256): a canary must differ" .name) -}}
 {{- end -}}
 {{- end -}}
+{{- with $v.rollout.shadow.name -}}
+{{- $shadow := $v.rollout.shadow -}}
+{{- if has . $names -}}
+{{- fail (printf "rollout.shadow: the name %q is also a canary's; the shadow needs its own name" .) -}}
+{{- end -}}
+{{- if not $shadow.model -}}
+{{- fail "rollout.shadow: a shadow needs a model (storageUri, sha256)" -}}
+{{- end -}}
+{{- if lt (int ($shadow.percent | default 0)) 1 -}}
+{{- fail "rollout.shadow.percent must be 1 to 100: the share of requests copied to the shadow" -}}
+{{- end -}}
+{{- $service := printf "%s-predictor" (include "housing.canaryName" (dict "ctx" $ "name" .)) -}}
+{{- if gt (len $service) 57 -}}
+{{- fail (printf "rollout.shadow: KServe would name its predictor %s (%d characters), too long for a label value with Knative's revision suffix: shorten its name" $service (len $service)) -}}
+{{- end -}}
+{{- end -}}
 {{- if gt (int $total) 100 -}}
 {{- fail (printf "rollout.canaries: trafficPercent adds up to %d; the canaries' shares must add up to 100 or less (the stable predictor gets the rest)" (int $total)) -}}
 {{- end -}}
-{{- range $component := list "predictor" "transformer" -}}
+{{- range $component := concat (list "predictor" "transformer") (ternary (list "explainer") (list) $v.explainer.enabled) -}}
 {{- $c := index $v $component -}}
 {{- if gt (int $c.minReplicas) (int $c.maxReplicas) -}}
 {{- fail (printf "%s.minReplicas (%d) is greater than %s.maxReplicas (%d)" $component (int $c.minReplicas) $component (int $c.maxReplicas)) -}}
