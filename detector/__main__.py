@@ -126,6 +126,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--flush_interval", type=float, default=Config.flush_interval, help="seconds between state saves"
     )
+    archive = parser.add_argument_group("traffic archive (docs/detector.md, 'The traffic archive')")
+    archive.add_argument(
+        "--archive_uri",
+        default=os.environ.get("ARCHIVE_URI"),
+        help="archive every joined row and label here: a Blob URL (.../CONTAINER/PREFIX) or a local "
+        "directory; unset: no archive [env ARCHIVE_URI]",
+    )
+    archive.add_argument(
+        "--archive_flush_rows",
+        type=int,
+        default=Config.archive_flush_rows,
+        help="upload a batch once it holds this many rows",
+    )
+    archive.add_argument(
+        "--archive_flush_seconds",
+        type=float,
+        default=Config.archive_flush_seconds,
+        help="... or once its first row is this many seconds old",
+    )
+    archive.add_argument(
+        "--archive_max_wal_bytes",
+        type=int,
+        default=Config.archive_max_wal_bytes,
+        help="write-ahead log kept at most while uploads fail; the oldest rows beyond are dropped (counted)",
+    )
     limits = parser.add_argument_group("input limits")
     limits.add_argument(
         "--max_body_bytes",
@@ -173,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     edge = edge_settings(args, parser)
     if not args.storage_uri:
         raise SystemExit("--storage_uri (or STORAGE_URI) is required: the artifact holding the reference")
+    if args.archive_flush_rows < 1 or args.archive_flush_seconds <= 0 or args.archive_max_wal_bytes < 1:
+        raise SystemExit("--archive_flush_rows, --archive_flush_seconds, --archive_max_wal_bytes: must be >0")
     configure_logging(args.log_level)
     settings = Settings(
         window_size=args.window_size,
@@ -197,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush_interval=args.flush_interval,
         max_body_bytes=args.max_body_bytes,
         max_rows=args.max_rows,
+        archive_uri=args.archive_uri or None,
+        archive_flush_rows=args.archive_flush_rows,
+        archive_flush_seconds=args.archive_flush_seconds,
+        archive_max_wal_bytes=args.archive_max_wal_bytes,
     )
     detector = Detector(config, args.retrain_action, retrain_action(args))
     app = create_app(detector)

@@ -19,7 +19,9 @@ Routes:
 The reference is loaded in a background thread (retrying while storage is unreachable), so the process is live
 at once and ready when it can judge traffic. Full windows are tested in one worker process
 (:mod:`detector.worker`), so ingest never waits for the tests. State is saved atomically to
-``STATE_DIR/state.json`` every ``flush_interval`` seconds when something changed, and on shutdown.
+``STATE_DIR/state.json`` every ``flush_interval`` seconds when something changed, and on shutdown. With
+``--archive_uri``, the rows and labels an answer acknowledges are first written to the archive's log
+(:mod:`detector.archive`), which a background thread uploads.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from detector import metrics, report, worker
+from detector.archive import WAL_DIR, Archiver
 from detector.events import InferenceEvent, InvalidEventError, is_batch, parse_batch, parse_event
 from detector.monitor import Due, Monitor
 from detector.retrain import RetrainTrigger
@@ -74,6 +77,17 @@ class Detector:
         self.error: str | None = "loading the reference"
         self.dirty = False
         self.state_path = config.state_dir / STATE_FILE
+        self.archive = (
+            Archiver(
+                config.archive_uri,
+                config.state_dir / WAL_DIR,
+                config.archive_flush_rows,
+                config.archive_flush_seconds,
+                config.archive_max_wal_bytes,
+            )
+            if config.archive_uri
+            else None
+        )
 
     def load(self) -> None:
         """Fetch the artifact's metadata, build the tests, resume the saved state (blocking; retries)."""
@@ -109,7 +123,9 @@ class Detector:
                 trigger = RetrainTrigger(
                     self.action_name, self.action, self.config.cooldown, state.get("retrain")
                 )
-                self.monitor = Monitor(tester, self.config.settings, trigger, state, estimator, outliers)
+                self.monitor = Monitor(
+                    tester, self.config.settings, trigger, state, estimator, outliers, self.archive
+                )
                 self.error = None
                 log.info(
                     "reference loaded: model version %s, %d rows, features %s",
@@ -184,6 +200,7 @@ def create_app(detector: Detector) -> Starlette:
         try:
             event = parse_event(request.headers, body, monitor.tester.reference.features)
             ingest(monitor, event, "body")
+            commit()
         except InvalidEventError as error:
             metrics.EVENTS.labels(type=error.kind or "unknown", outcome="invalid").inc()
             return JSONResponse({"error": str(error)}, status_code=400)
@@ -191,6 +208,11 @@ def create_app(detector: Detector) -> Starlette:
             detector.dispatch()
         detector.dirty = True
         return ACCEPTED
+
+    def commit() -> None:
+        """Write what the monitor archived to the archive's log: before the answer that acknowledges it."""
+        if detector.archive is not None:
+            detector.archive.commit()
 
     def ingest(monitor: Monitor, event: InferenceEvent, field: str) -> None:
         values = event.rows if event.rows is not None else event.predictions
@@ -220,6 +242,7 @@ def create_app(detector: Detector) -> Starlette:
                 metrics.EVENTS.labels(type=error.kind or "unknown", outcome="invalid").inc()
                 message = str(error) if str(error).startswith("[") else f"[{index}].{error}"
                 invalid.append({"index": index, "error": message})
+        commit()
         if monitor.queued:
             detector.dispatch()
         detector.dirty = True
@@ -255,6 +278,7 @@ def create_app(detector: Detector) -> Starlette:
             return _invalid_feedback(f"{error.args[0]}: required")
         except (TypeError, ValueError) as error:
             return _invalid_feedback(str(error))
+        commit()
         detector.dirty = True
         if "labels" not in document and unmatched:
             return JSONResponse(
@@ -265,7 +289,8 @@ def create_app(detector: Detector) -> Starlette:
     async def status(request: Request) -> Response:
         if detector.monitor is None:
             return JSONResponse({"ready": False, "error": detector.error}, status_code=503)
-        return JSONResponse({"ready": True, **detector.monitor.status()})
+        archive = {"archive": detector.archive.status()} if detector.archive is not None else {}
+        return JSONResponse({"ready": True, **detector.monitor.status(), **archive})
 
     async def drift_report(request: Request) -> Response:
         if detector.monitor is None:
@@ -293,6 +318,8 @@ def create_app(detector: Detector) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if detector.archive is not None:  # first uploads what a previous process left in the log
+            detector.archive.start()
         threading.Thread(target=detector.load, name="load-reference", daemon=True).start()
         flusher = asyncio.create_task(detector.flush_forever())
         yield
@@ -301,6 +328,8 @@ def create_app(detector: Detector) -> Starlette:
             detector.executor.shutdown(wait=True, cancel_futures=True)
         detector.save()
         log.info("state saved to %s", detector.state_path)
+        if detector.archive is not None:
+            await asyncio.to_thread(detector.archive.stop)
 
     return Starlette(
         routes=[

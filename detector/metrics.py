@@ -100,6 +100,16 @@ FEEDBACK_REJECTED = Counter(
     ["reason"],
 )
 
+ARCHIVE_ROWS = Counter(
+    "housing_archive_rows",
+    "Rows of the traffic archive (kind: rows or labels) by outcome: written to the local write-ahead log, "
+    "archived (uploaded), retried (in an upload that failed), dropped (lost: the log full or unwritable).",
+    ["kind", "outcome"],
+)
+ARCHIVE_WAL_BYTES = Gauge(
+    "housing_archive_wal_bytes", "Bytes of the archive's write-ahead log not yet uploaded (detector.archive)."
+)
+
 
 @functools.lru_cache(maxsize=64)
 def events(kind: str, outcome: str) -> Any:

@@ -23,6 +23,9 @@ Nothing here does I/O: the HTTP app (:mod:`detector.app`) feeds decoded events a
   the artifact's loss estimator (:mod:`model.dle`, Direct Loss Estimation), when it has one.
 - Each tested window's rows are scored by the artifact's outlier density (:mod:`model.outliers`), when it has
   one: the share of houses unlike any seen in training is the window's outlier rate.
+- With an archive (:mod:`detector.archive`), every joined inference and every label is handed to it as a
+  record (it only encodes them; the app commits them to its log before answering). A label whose prediction
+  the monitor no longer holds is archived too: the archive joins it to the row it archived long ago.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import math
 import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,8 +47,12 @@ from detector.retrain import RetrainTrigger
 from detector.settings import Settings
 from detector.state import STATE_FORMAT
 from detector.stats import DriftResult, DriftTester
+from model.archive import LabelRecord, RowRecord
 from model.dle import LossEstimator
 from model.outliers import OutlierDetector
+
+if TYPE_CHECKING:
+    from detector.archive import Archiver
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +99,7 @@ class Monitor:
         state: A :meth:`snapshot` to resume from.
         estimator: The artifact's loss estimator (``dle.json``), or ``None`` for an artifact without one.
         outliers: The artifact's outlier density (``outliers.json``), or ``None`` for an artifact without one.
+        archive: Where joined rows and labels are archived, or ``None`` (no archive).
     """
 
     def __init__(
@@ -102,8 +110,10 @@ class Monitor:
         state: dict[str, Any] | None = None,
         estimator: LossEstimator | None = None,
         outliers: OutlierDetector | None = None,
+        archive: Archiver | None = None,
     ):
         self.tester = tester
+        self.archive = archive
         self.estimator = estimator
         self.estimates: dict[WindowKey, dict[str, float]] = {}
         self.outliers = outliers
@@ -172,6 +182,10 @@ class Monitor:
         if event.sample_rate < 1.0:
             metrics.UNSEEN.labels(endpoint=request.endpoint).inc(1.0 / event.sample_rate - 1.0)
         version = response.model_version or request.model_version or self.tester.reference.version
+        if self.archive is not None:
+            features, times = self.tester.reference.features, (request.time, response.time)
+            pair = (request.values, response.values)
+            self.archive.add(RowRecord(event.id, request.endpoint, version, *times, features, *pair))
         self._add(WindowKey(request.endpoint, version), event.id, request.values, response.values)
 
     def expire(self, now: float | None = None) -> None:
@@ -215,16 +229,20 @@ class Monitor:
             ValueError: The number of values does not match the number of predictions, or one is not finite.
         """
         found = self.recent.get(request_id)
-        if not found:
-            metrics.EVENTS.labels(type="feedback", outcome="unmatched").inc()
-            return False
         try:
             truth = np.asarray(values, dtype=float).reshape(-1)
         except (TypeError, ValueError):
             truth = np.array([np.nan])
+        if not found:
+            metrics.EVENTS.labels(type="feedback", outcome="unmatched").inc()
+            if self.archive is not None and len(truth) and np.isfinite(truth).all():
+                self.archive.add(LabelRecord(request_id, truth, time.time()))
+            return False
         rows = len(next(iter(found.values())))
         if len(truth) != rows or not np.isfinite(truth).all():
             raise ValueError(f"value: must be {rows} finite number(s), one per predicted row")
+        if self.archive is not None:
+            self.archive.add(LabelRecord(request_id, truth, time.time()))
         # Every model that priced this request is scored on the label: the answering one and any shadow.
         for key, predictions in found.items():
             labels = self.labels.setdefault(key, deque(maxlen=self._kept_labels))

@@ -48,6 +48,12 @@ class Config:
     retry_interval: float = 10.0
     max_body_bytes: int = 10 * 1024 * 1024
     max_rows: int = 1000
+    archive_uri: str | None = None
+    """Where joined rows and labels are archived (Blob URL or local directory); ``None``: no archive."""
+    archive_flush_rows: int = 10_000
+    archive_flush_seconds: float = 60.0
+    archive_max_wal_bytes: int = 512 * 1024 * 1024
+    """The archive's write-ahead log kept at most while uploads fail (half the chart's 1Gi state volume)."""
 
     def drift_options(self) -> dict[str, Any]:
         """The keyword arguments of :class:`detector.stats.DriftTester` (the worker builds one too)."""

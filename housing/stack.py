@@ -167,12 +167,23 @@ def services(
         *([Service(
             "detector",
             [python, "-m", "detector", "--storage_uri", storage_uri, "--host", HOST,
-             "--http_port", str(args.detector_port), "--state_dir", str(var_dir() / "detector"), *edge],
+             "--http_port", str(args.detector_port), "--state_dir", str(var_dir() / "detector"),
+             "--archive_uri", archive_uri(args), *edge],
             args.detector_port,
             env=env,
         )] if args.detector else []),
         *([mlflow_service(args.mlflow_port)] if args.mlflow else []),
     ]  # fmt: skip
+
+
+def archive_uri(args: argparse.Namespace) -> str:
+    """Where the detector archives traffic: with ``--azurite`` its ``archive`` container, else var/archive.
+
+    ``housing train --data bundled ARCHIVE`` trains on it (docs/detector.md, "The traffic archive").
+    """
+    if getattr(args, "azurite", False):
+        return f"http://{HOST}:{args.azurite_port}/{AZURITE_ACCOUNT}/archive/housing"
+    return str(var_dir() / "archive")
 
 
 def edge_flags(args: argparse.Namespace) -> list[str]:

@@ -257,6 +257,17 @@ def b_cost(
         without ``b``, USD 1000s) and ``b_cost_r2`` (R² lost without ``b``).
     """
     toggled = tuple(name for name in features if name != "b") if "b" in features else (*features, "b")
+    if frame[list(toggled)].isna().to_numpy().any():
+        # Archived rows (model/archive.py) carry only the served model's inputs: compare on the rows with b.
+        frame = frame.dropna(subset=list(toggled)).reset_index(drop=True)
+        if len(frame) < 20:  # fewer than the folds need
+            log.info("cost of b not measured: %d rows have b", len(frame))
+            return {name: float("nan") for name in ("b_cost_rmse", "b_cost_mae", "b_cost_r2")}
+        model = pipeline.make_candidate(candidate, seed=seed, params=gbr_params)
+        x, y = features_and_target(frame, features)
+        scored = evaluation.cross_validate(
+            model, x, y, cv, seed=seed, description="cv rows with b", progress=progress
+        )
     x, y = features_and_target(frame, toggled)
     other = evaluation.cross_validate(
         pipeline.make_candidate(candidate, seed=seed, params=gbr_params),

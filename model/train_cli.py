@@ -22,6 +22,7 @@ from model.artifact import save_artifact
 from model.paths import MODEL_NAME, default_artifact_dir, point_latest_at
 from model.publish import publish_and_report
 from model.schema import ALL_FEATURES, DEFAULT_FEATURES
+from model.storage import StorageError
 
 if TYPE_CHECKING:
     from model.train import TrainingResult
@@ -35,7 +36,13 @@ CANDIDATE_CHOICES = ("gbr_log", "gbr", "linear", "dummy")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the arguments of ``housing train``."""
-    parser.add_argument("--data", type=Path, help="training CSV (default: the bundled Boston Housing data)")
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        metavar="SOURCE",
+        help="training data, one or more of: a CSV; 'bundled' (the bundled Boston Housing data, the "
+        "default); a traffic archive, Blob URL or directory: its labelled rows (docs/detector.md)",
+    )
     chosen = parser.add_mutually_exclusive_group()
     chosen.add_argument(
         "--features",
@@ -89,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
     """
     if args.azureml:
         return run_on_azureml(args)
+    from model.archive import load_training_data
     from model.compiled import CompileError
-    from model.dataset import DataValidationError, load_dataset
+    from model.dataset import DataValidationError
     from model.evaluation import QualityGate, format_table
     from model.train import artifact_metadata, compile_model, train_model, unregistered_version
 
@@ -98,10 +106,12 @@ def run(args: argparse.Namespace) -> int:
     if "b" in features:
         log.warning("training with b, a variable built on an assumption about race (see model.schema)")
     try:
-        frame = load_dataset(args.data)
-    except (DataValidationError, OSError) as error:
+        frame, provenance = load_training_data(args.data or [], features)
+    except (DataValidationError, StorageError, ValueError, OSError) as error:
         print(f"error: invalid training data: {error}", file=sys.stderr)
         return 1
+    print(f"training data: {provenance['data_rows']} rows from {provenance['data_sources']} "
+          f"({provenance['data_archive_rows']} archived), sha256 {provenance['data_sha256']}")  # fmt: skip
     result = train_model(
         frame,
         features,
@@ -110,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
+    result.params.update(provenance)  # into model.json's params and the MLflow run's
     print(format_table(figure_rows(result)))
     failures = QualityGate().failures(result.headline)
     if failures:

@@ -54,7 +54,7 @@ def test_the_job_file_is_a_valid_command_job_that_runs_housing_train() -> None:
     assert words[:2] == ["housing", "train"]
     args = training_parser().parse_args(words[2:])
     assert (args.data, args.output, args.no_progress) == (
-        Path("/mnt/in/boston.csv"),
+        ["/mnt/in/boston.csv"],
         Path("/mnt/out/model"),
         True,
     )

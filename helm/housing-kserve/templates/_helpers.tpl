@@ -243,6 +243,12 @@ args:
   - --publish
   - {{ .Values.training.publishUri | quote }}
   - --no-progress
+  {{- with .Values.detector.archive.uri }}
+  # The bundled data set and the traffic archive's labelled rows (docs/detector.md, "The traffic archive").
+  - --data
+  - bundled
+  - {{ . | quote }}
+  {{- end }}
   {{- range .Values.training.extraArgs }}
   - {{ . | quote }}
   {{- end }}

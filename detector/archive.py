@@ -1,0 +1,331 @@
+"""The detector's side of the traffic archive: a write-ahead log on the state volume, uploaded in batches.
+
+The monitor hands every joined inference (:class:`~model.archive.RowRecord`) and every label
+(:class:`~model.archive.LabelRecord`) to :meth:`Archiver.add`, on the event loop: a list append, no I/O.
+Before the HTTP answer (the 202 that acknowledges them), :meth:`Archiver.commit` encodes them as one JSON line
+and appends it to ``STATE_DIR/archive-wal/current.jsonl`` in one write. A background thread seals that file
+into a segment every ``flush_rows`` rows or ``flush_seconds`` seconds, writes each segment as Parquet files
+(:mod:`model.archive`: partitioned by date and model version) and deletes the segment once every file is
+uploaded. So:
+
+- **kill -9 loses nothing acknowledged**: what was committed is in the kernel's page cache (no fsync, so a
+  power loss of the node may lose the last seconds); on start, sealed segments and the old ``current.jsonl``
+  are uploaded before anything new;
+- **ingest never waits on Blob**: an unreachable store only makes segments wait on disk; the thread retries
+  with back-off (1 s doubling to 30 s), counting ``housing_archive_rows_total{outcome="retried"}``;
+- **memory stays flat**: the buffer is the log on disk, bounded by ``max_wal_bytes``; over it, the oldest
+  segments are deleted and their rows counted ``dropped``;
+- **idempotent**: a segment's files are named after it, so uploading it again (a crash between the upload and
+  the deletion) overwrites them; :func:`model.archive.read_archive` de-duplicates by request id anyway.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detector import metrics
+from model.archive import LabelRecord, RowRecord, label_files, open_store, row_files
+
+log = logging.getLogger(__name__)
+
+WAL_DIR = "archive-wal"
+CURRENT = "current.jsonl"
+POLL_SECONDS = 0.2
+BACKOFF_SECONDS = (1.0, 30.0)
+"""First and longest wait between two failed uploads (doubling)."""
+# The uploader's client: no SDK retries (the back-off above is the retry policy), and short timeouts so that
+# an unreachable store is noticed in seconds.
+CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 60}
+
+
+class Archiver:
+    """Archives joined rows and labels to ``uri`` through a write-ahead log in ``directory``.
+
+    Args:
+        uri: The archive's location (Blob URL, local directory or ``file://``; see :mod:`model.archive`).
+        directory: The write-ahead log's directory (on the state volume).
+        flush_rows: Seal and upload a segment once it holds this many rows (rows and labels).
+        flush_seconds: ... or once its first row is this old.
+        max_wal_bytes: Sealed segments kept at most while uploads fail; the oldest beyond are dropped.
+    """
+
+    def __init__(
+        self, uri: str, directory: Path, flush_rows: int, flush_seconds: float, max_wal_bytes: int
+    ) -> None:
+        self.uri = uri
+        self.directory = directory
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self.max_wal_bytes = max_wal_bytes
+        self._rows: list[RowRecord] = []  # not yet committed (event loop only)
+        self._labels: list[LabelRecord] = []
+        self._uncommitted = {"rows": 0, "labels": 0}
+        self._lock = threading.Lock()  # the current file: committed to by the loop, sealed by the thread
+        self._handle: Any = None
+        self._current_rows = 0
+        self._first_at = 0.0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._store: Any = None
+        self._failures = 0
+        self.last_error: str | None = None
+        for kind in ("rows", "labels"):  # every series from 0, so that rates and ratios exist at once
+            for outcome in ("written", "archived", "retried", "dropped"):
+                _counter(kind, outcome)
+
+    @property
+    def current(self) -> Path:
+        """The log file commits append to."""
+        return self.directory / CURRENT
+
+    def add(self, record: RowRecord | LabelRecord) -> None:
+        """Keep one record for the next :meth:`commit` (event loop; no I/O, no encoding yet)."""
+        if isinstance(record, RowRecord):
+            self._rows.append(record)
+            self._uncommitted["rows"] += len(record.predictions)
+        else:
+            self._labels.append(record)
+            self._uncommitted["labels"] += len(record.values)
+
+    def commit(self) -> None:
+        """Append the records added since the last commit to the log, in one write (before the HTTP answer).
+
+        A log that cannot be written (disk full) loses them, counted ``dropped``: ingest goes on regardless.
+        """
+        if not self._rows and not self._labels:
+            return
+        data = encode(self._rows, self._labels)
+        counts = self._uncommitted
+        self._rows, self._labels, self._uncommitted = [], [], {"rows": 0, "labels": 0}
+        try:
+            with self._lock:
+                if self._handle is None:
+                    self.directory.mkdir(parents=True, exist_ok=True)
+                    self._handle = open(self.current, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+                self._handle.write(data)
+                self._handle.flush()  # into the kernel: survives kill -9 of this process
+                if self._current_rows == 0:
+                    self._first_at = time.monotonic()
+                self._current_rows += counts["rows"] + counts["labels"]
+        except OSError as error:
+            log.error("cannot write the archive's log %s: %s", self.current, error)
+            outcome = "dropped"
+        else:
+            outcome = "written"
+        for kind, count in counts.items():
+            if count:
+                _counter(kind, outcome).inc(count)
+        if self._current_rows >= self.flush_rows:
+            self._wake.set()
+
+    def start(self) -> None:
+        """Seal what a previous process left in the log, then upload in the background."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._seal(force=True)
+        self._thread = threading.Thread(target=self._run, name="archive-upload", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread, seal the log and try one last upload (what fails stays for the next start)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():  # still in an upload: it keeps the log; the next start uploads it
+                return
+        self._seal(force=True)
+        self._upload()
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+
+    def status(self) -> dict[str, Any]:
+        """The log's size and the last upload error, for ``/status``."""
+        segments = self._segments()
+        return {
+            "uri": self.uri,
+            "segments_waiting": len(segments),
+            "wal_bytes": self._wal_bytes(segments),
+            "last_error": self.last_error,
+        }
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._seal(force=False)
+                uploaded = self._upload()
+            except Exception as error:  # e.g. the state volume unreadable: keep the thread, try again later
+                log.exception("archive thread: %s", error)
+                uploaded = False
+            if uploaded:
+                self._failures = 0
+                self._wake.wait(POLL_SECONDS)
+                self._wake.clear()
+            else:
+                self._failures += 1
+                first, longest = BACKOFF_SECONDS
+                self._stop.wait(min(longest, first * 2 ** (self._failures - 1)))
+
+    def _seal(self, *, force: bool) -> None:
+        """Rename ``current.jsonl`` into a segment when it is due (or, with ``force``, when not empty)."""
+        with self._lock:
+            if self._handle is None and not self.current.exists():
+                return
+            if not force:
+                if self._current_rows == 0:
+                    return
+                age = time.monotonic() - self._first_at
+                if self._current_rows < self.flush_rows and age < self.flush_seconds:
+                    return
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+            self._current_rows = 0
+            if self.current.exists() and self.current.stat().st_size > 0:
+                sealed = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
+                os.replace(self.current, self.directory / sealed)
+
+    def _segments(self) -> list[Path]:
+        """Sealed segments, oldest first (their names start with the time they were sealed)."""
+        try:
+            return sorted(path for path in self.directory.glob("*.jsonl") if path.name != CURRENT)
+        except OSError:
+            return []
+
+    def _wal_bytes(self, segments: list[Path]) -> int:
+        paths = [*segments, self.current]
+        return sum(path.stat().st_size for path in paths if path.exists())
+
+    def _upload(self) -> bool:
+        """Upload the sealed segments, oldest first; ``False`` at the first failure (the rest wait)."""
+        segments = self._bound(self._segments())
+        try:
+            for path in segments:
+                rows, labels = read_segment(path)
+                files = {**row_files(path.stem, rows), **label_files(path.stem, labels)}
+                try:
+                    if self._store is None:
+                        self._store = open_store(self.uri, **CLIENT_OPTIONS)
+                    for name, data in files.items():
+                        self._store.put(name, data)
+                except Exception as error:  # any failure of the store: the segment waits, nothing is lost
+                    self.last_error = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+                    log.warning("archive upload to %s failed (%s); back-off", self.uri, self.last_error)
+                    _count(rows, labels, "retried")
+                    return False
+                path.unlink(missing_ok=True)
+                self.last_error = None
+                _count(rows, labels, "archived")
+            return True
+        finally:
+            metrics.ARCHIVE_WAL_BYTES.set(self._wal_bytes(self._segments()))
+
+    def _bound(self, segments: list[Path]) -> list[Path]:
+        """Drop the oldest segments while the log is over ``max_wal_bytes`` (counted ``dropped``)."""
+        total = self._wal_bytes(segments)
+        while segments and total > self.max_wal_bytes:
+            oldest = segments.pop(0)
+            total -= oldest.stat().st_size
+            rows, labels = read_segment(oldest)
+            oldest.unlink()
+            _count(rows, labels, "dropped")
+            log.error("archive log over %d bytes: dropped segment %s", self.max_wal_bytes, oldest.name)
+        return segments
+
+
+def encode(rows: list[RowRecord], labels: list[LabelRecord]) -> str:
+    """One log line (JSON) for a commit's records: the rows' numbers as base64 float64, not JSON numbers.
+
+    Writing floats as decimal text cost as much as the rest of the ingest (``python -m benchmarks archive``);
+    their bytes cost a copy. The rows of one process share the model's inputs (``features``).
+    """
+    document: dict[str, Any] = {
+        "labels": [[item.request_id, _list(item.values), item.time] for item in labels]
+    }
+    if rows:
+        document["features"] = list(rows[0].features)
+        document["requests"] = [
+            [item.request_id, item.endpoint, item.model_version, item.request_time, item.response_time,
+             len(item.predictions)]
+            for item in rows
+        ]  # fmt: skip
+        document["rows"] = _bytes(np.concatenate([np.asarray(item.rows, dtype="<f8") for item in rows]))
+        document["predictions"] = _bytes(
+            np.concatenate([np.asarray(item.predictions, dtype="<f8") for item in rows])
+        )
+    return json.dumps(document, separators=(",", ":")) + "\n"
+
+
+def decode(line: str) -> tuple[list[RowRecord], list[LabelRecord]]:
+    """The records of one log line (see :func:`encode`)."""
+    document = json.loads(line)
+    labels = [LabelRecord(*item) for item in document["labels"]]
+    rows = []
+    if "requests" in document:
+        features = document["features"]
+        values = np.frombuffer(base64.b64decode(document["rows"]), "<f8").reshape(-1, len(features))
+        predictions = np.frombuffer(base64.b64decode(document["predictions"]), "<f8")
+        offset = 0
+        for request_id, endpoint, version, requested, responded, count in document["requests"]:
+            window = slice(offset, offset + count)
+            rows.append(
+                RowRecord(request_id, endpoint, version, requested, responded, features, values[window],
+                          predictions[window])
+            )  # fmt: skip
+            offset += count
+        if offset != len(predictions):
+            raise ValueError(f"{offset} rows announced, {len(predictions)} stored")
+    return rows, labels
+
+
+def read_segment(path: Path) -> tuple[list[RowRecord], list[LabelRecord]]:
+    """The records of one log segment (a line per commit); a line cut short by a crash is skipped."""
+    rows: list[RowRecord] = []
+    labels: list[LabelRecord] = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                found, labelled = decode(line)
+            except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError and binascii.Error too
+                log.warning("%s line %d unreadable, skipped: %s", path.name, number, error)
+                continue
+            rows.extend(found)
+            labels.extend(labelled)
+    return rows, labels
+
+
+def _count(rows: list[RowRecord], labels: list[LabelRecord], outcome: str) -> None:
+    counts = {
+        "rows": sum(len(record.predictions) for record in rows),
+        "labels": sum(len(record.values) for record in labels),
+    }
+    for kind, count in counts.items():
+        if count:
+            _counter(kind, outcome).inc(count)
+
+
+@functools.lru_cache(maxsize=16)
+def _counter(kind: str, outcome: str) -> Any:
+    """``housing_archive_rows_total{kind, outcome}``, looked up once (a commit per POST counts here)."""
+    return metrics.ARCHIVE_ROWS.labels(kind=kind, outcome=outcome)
+
+
+def _bytes(array: Any) -> str:
+    return base64.b64encode(np.ascontiguousarray(array, dtype="<f8").tobytes()).decode("ascii")
+
+
+def _list(values: Any) -> Any:
+    return values.tolist() if hasattr(values, "tolist") else list(values)

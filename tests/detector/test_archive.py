@@ -1,0 +1,204 @@
+"""The traffic archive end to end: real detectors write it (Azurite or a directory), read_archive reads it.
+
+Rows and labels land as Parquet partitioned by date and model version, read back joined and de-duplicated; a
+detector killed with SIGKILL and restarted uploads its write-ahead log; with Blob Storage down, ingest still
+answers 202 and the rows are archived once it is back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from housing.processes import wait_until
+from model.archive import open_store, read_archive
+from model.storage import StorageError
+from tests.conftest import Azurite, start_azurite
+from tests.detector.conftest import DetectorProcess, held_out_rows
+
+pytestmark = pytest.mark.slow
+
+CONNECTION = "AZURE_STORAGE_CONNECTION_STRING"
+
+
+@pytest.fixture(scope="module")
+def rows(artifact_dir: Path) -> np.ndarray:
+    return held_out_rows(artifact_dir)[:40]
+
+
+def version(artifact_dir: Path) -> str:
+    return str(json.loads((artifact_dir / "model.json").read_text())["version"])
+
+
+def archived(uri: str) -> pd.DataFrame | None:
+    """The archive as training reads it, or ``None`` while it holds nothing."""
+    try:
+        return read_archive(uri)
+    except StorageError:
+        return None
+
+
+def wait_for_rows(uri: str, count: int, *, labels: int = 0, timeout: float = 60) -> pd.DataFrame:
+    """Wait until the archive holds ``count`` rows, ``labels`` of them labelled; return it."""
+    found: dict[str, pd.DataFrame] = {}
+
+    def complete() -> bool:
+        frame = archived(uri)
+        if frame is None or len(frame) < count or int(frame["medv"].notna().sum()) < labels:
+            return False
+        found["frame"] = frame
+        return True
+
+    wait_until(complete, timeout=timeout, what=f"{count} rows and {labels} labels archived at {uri}")
+    return found["frame"]
+
+
+def send(detector: DetectorProcess, event_id: str, rows: np.ndarray, predictions: list[float]) -> None:
+    instances = [dict(zip(detector.features, map(float, row), strict=True)) for row in rows]
+    assert detector.send("request", event_id, {"instances": instances}).status_code == 202
+    assert detector.send("response", event_id, {"predictions": predictions}).status_code == 202
+
+
+def label(detector: DetectorProcess, body: object) -> int:
+    """POST ``body`` to /feedback; the status code."""
+    return int(detector.client.post(detector.url + "/feedback", json=body).status_code)
+
+
+def test_rows_and_labels_land_in_azurite_partitioned_and_read_back_joined_and_deduplicated(
+    start_detector, azurite: Azurite, artifact_dir: Path, rows: np.ndarray
+) -> None:
+    uri = azurite.url(f"archive-{uuid.uuid4().hex[:8]}", "housing")
+    detector = start_detector(
+        "--archive_uri", uri, "--archive_flush_seconds", "0.3", env={CONNECTION: azurite.connection_string}
+    )
+    ids = [f"house-{index}" for index in range(30)]
+    for index, event_id in enumerate(ids):
+        send(detector, event_id, rows[index : index + 1], [20.0 + index])
+    send(detector, "three-houses", rows[30:33], [31.0, 32.0, 33.0])
+    send(detector, ids[0], rows[0:1], [20.0])  # the same request logged twice: archived once
+    labels = [{"id": event_id, "value": 10.0 + index} for index, event_id in enumerate(ids[:10])]
+    assert label(detector, {"labels": labels}) == 200
+    assert label(detector, {"id": ids[1], "value": 42.0}) == 200
+    three = {"id": "three-houses", "value": [1.0, 2.0, 3.0]}
+    assert label(detector, three) == 200
+
+    frame = wait_for_rows(uri, 33, labels=13)
+    assert len(frame) == 33 and not frame.duplicated(["request_id", "row"]).any()
+    by_id = frame.set_index(["request_id", "row"])
+    assert by_id.loc[(ids[1], 0), "medv"] == 42.0  # the latest label wins
+    assert by_id.loc[(ids[2], 0), "medv"] == 12.0
+    assert np.isnan(by_id.loc[(ids[20], 0), "medv"])
+    assert by_id.loc[("three-houses", 2), ["prediction", "medv"]].tolist() == [33.0, 3.0]
+    np.testing.assert_allclose(by_id.loc[("three-houses", 1), detector.features].to_numpy(float), rows[31])
+    assert set(frame["model_version"]) == {version(artifact_dir)} and set(frame["endpoint"]) == {"default"}
+    assert (frame["response_time"] >= frame["request_time"]).all()
+
+    names = open_store(uri).names("rows")
+    date = frame["response_time"].iloc[0].date().isoformat()
+    assert names and all(
+        name.startswith(f"rows/date={date}/model_version={version(artifact_dir)}/") for name in names
+    )
+    written = detector.metric("housing_archive_rows_total", kind="rows", outcome="written")
+    assert written == 34  # the duplicate was written: the reader drops it
+    wait_until(
+        lambda: detector.metric("housing_archive_rows_total", kind="rows", outcome="archived") == written,
+        timeout=30,
+        what="every written row counted archived",
+    )
+    assert detector.status()["archive"]["segments_waiting"] == 0
+
+
+def test_a_detector_killed_with_sigkill_uploads_its_write_ahead_log_when_restarted(
+    start_detector, tmp_path: Path, rows: np.ndarray
+) -> None:
+    archive, state = tmp_path / "archive", tmp_path / "state"
+    # Batches never due: everything acknowledged sits in the write-ahead log when the process is killed.
+    flags = (
+        "--archive_uri",
+        str(archive),
+        "--archive_flush_seconds",
+        "3600",
+        "--archive_flush_rows",
+        "100000",
+    )
+    detector = start_detector(*flags, state_dir=state)
+    for index in range(25):
+        send(detector, f"killed-{index}", rows[index : index + 1], [float(index)])
+    assert label(detector, {"id": "killed-3", "value": 7.5}) == 200
+    assert archived(str(archive)) is None
+    assert detector.service.process is not None
+    os.kill(detector.service.process.pid, signal.SIGKILL)
+    detector.service.process.wait(timeout=10)
+
+    restarted = start_detector(*flags, state_dir=state, name="restarted")
+    frame = wait_for_rows(str(archive), 25, labels=1)
+    assert sorted(frame["request_id"]) == sorted(f"killed-{index}" for index in range(25))
+    assert frame.set_index("request_id").loc["killed-3", "medv"] == 7.5
+    assert restarted.metric("housing_archive_rows_total", kind="rows", outcome="archived") == 25
+    assert not [path for path in (state / "archive-wal").iterdir() if path.stat().st_size > 0]
+
+
+def test_with_blob_storage_down_ingest_answers_202_and_rows_are_archived_once_it_is_back(
+    start_detector, tmp_path: Path, rows: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = start_azurite(tmp_path / "azurite")
+    monkeypatch.setenv(CONNECTION, storage.connection_string)  # for read_archive here
+    uri = storage.url("archive", "housing")
+    detector = start_detector(
+        "--archive_uri", uri, "--archive_flush_seconds", "0.2", env={CONNECTION: storage.connection_string}
+    )
+    send(detector, "before", rows[:1], [1.0])
+    wait_for_rows(uri, 1)
+
+    storage.service.stop()
+    for index in range(20):
+        send(detector, f"down-{index}", rows[index : index + 1], [float(index)])  # asserts 202
+    wait_until(
+        lambda: detector.metric("housing_archive_rows_total", kind="rows", outcome="retried") > 0,
+        timeout=30,
+        what="a failed upload counted retried",
+    )
+    status = detector.status()["archive"]
+    assert status["segments_waiting"] >= 1 and status["last_error"]
+    assert detector.metric("housing_archive_wal_bytes") > 0
+
+    back = start_azurite(tmp_path / "azurite", port=storage.port)  # same data, same address
+    try:
+        frame = wait_for_rows(uri, 21, timeout=90)
+    finally:
+        back.service.stop()
+    assert sorted(frame["request_id"]) == sorted(["before", *(f"down-{index}" for index in range(20))])
+    assert detector.metric("housing_archive_rows_total", kind="rows", outcome="dropped") == 0
+
+
+def test_the_chart_passes_detector_archive_uri_to_the_detector_and_to_every_training_job(tmp_path) -> None:
+    import yaml
+
+    from tests.k8s.conftest import parse, render
+
+    uri = "https://housingmodels.blob.core.windows.net/archive/housing"
+    completed = render({"detector": {"archive": {"uri": uri}}}, tmp_path, "archive")
+    assert completed.returncode == 0, completed.stderr
+    documents = parse(completed.stdout)
+    detector = next(
+        doc for doc in documents if doc["kind"] == "Deployment" and "detector" in doc["metadata"]["name"]
+    )
+    args = detector["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--archive_uri") + 1] == uri
+    cronjob = next(doc for doc in documents if doc["kind"] == "CronJob")
+    template = next(
+        doc for doc in documents if doc["kind"] == "ConfigMap" and "job-template" in doc["metadata"]["name"]
+    )
+    job = yaml.safe_load(template["data"]["job-template.yaml"])
+    for pod in (cronjob["spec"]["jobTemplate"]["spec"]["template"], job["spec"]["template"]):
+        train = pod["spec"]["containers"][0]["args"]
+        assert train[train.index("--data") : train.index("--data") + 3] == ["--data", "bundled", uri]
+    refused = render({"detector": {"archive": {"uri": "s3://elsewhere"}}}, tmp_path, "refused")
+    assert refused.returncode != 0 and "uri" in refused.stderr
