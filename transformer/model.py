@@ -35,7 +35,7 @@ from serving.metrics import BATCH_ROWS
 from serving.payload import FEATURE_NAMES
 from transformer.explain import ExplainerClient, check_same_model
 from transformer.metrics import IN_FLIGHT, SHED, VALIDATION_ERRORS
-from transformer.payload import PayloadError, rows_from_v1, rows_from_v2
+from transformer.payload import PayloadError, rows_from
 from transformer.request_logger import RequestLogger
 from transformer.resilience import DEFAULT_MAX_IN_FLIGHT, Admission, Deadline
 from transformer.routing import Answer, PredictorArm, PredictorMetadata, Router
@@ -135,10 +135,7 @@ class HousingTransformer(Model):
         deadline = Deadline.start(self.timeout, headers)
         arm, model = await self.router.arm_and_model(deadline, headers)
         try:
-            if isinstance(payload, InferRequest):
-                rows = rows_from_v2(payload, model.feature_names, self.max_batch_rows)
-            else:
-                rows = rows_from_v1(payload, model.feature_names, self.max_batch_rows)
+            rows = rows_from(payload, model.feature_names, self.max_batch_rows)
         except PayloadError as error:
             field = (
                 error.field

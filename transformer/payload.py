@@ -106,6 +106,13 @@ def rows_from_v1(payload: Any, features: Sequence[str], max_rows: int) -> np.nda
     return select_columns(table, columns, names)
 
 
+def rows_from(payload: Any, features: Sequence[str], max_rows: int) -> np.ndarray:
+    """Validate a V2 request (:func:`rows_from_v2`) or a V1 body (:func:`rows_from_v1`) for ``features``."""
+    if isinstance(payload, InferRequest):
+        return rows_from_v2(payload, features, max_rows)
+    return rows_from_v1(payload, features, max_rows)
+
+
 def rows_from_v2(request: InferRequest, features: Sequence[str], max_rows: int) -> np.ndarray:
     """Validate a V2 request: one named input per feature, or one [N, 13] / [N, n_model] input.
 

@@ -20,7 +20,9 @@ they are counted in ``housing_requests_total``. The routes are FastAPI's, so the
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -119,12 +121,8 @@ def seed_router(dataplane: DataPlane, model: HousingTransformer) -> APIRouter:
     async def predict(request: Request) -> Any:
         """The median value of one house (the original system's payload: a flat object of features)."""
         house = _house(_json(await request.body()))
-        try:
+        with _one_house():
             predictions, headers = await infer({"instances": [house]}, request)
-        except PayloadError as error:  # the instance is the whole body here: name the field alone
-            raise PayloadError(
-                str(error).removeprefix("instances[0]."), field=error.field, rule=error.rule
-            ) from None
         return _answer(SeedPrediction(prediction=predictions[0], model_version=_version(headers)), headers)
 
     @router.post(
@@ -159,17 +157,24 @@ def seed_router(dataplane: DataPlane, model: HousingTransformer) -> APIRouter:
     async def explain(request: Request) -> Any:
         """Why this price: each feature's contribution for one house (the explainer's V1 ``:explain``)."""
         house = _house(_json(await request.body()))
-        try:
+        with _one_house():
             answer, headers = await dataplane.explain(
                 model.name, {"instances": [house]}, dict(request.headers.items())
             )
-        except PayloadError as error:
-            raise PayloadError(
-                str(error).removeprefix("instances[0]."), field=error.field, rule=error.rule
-            ) from None
         return JSONResponse(answer, headers={REQUEST_ID_HEADER: headers.get(REQUEST_ID_HEADER, "")})
 
     return router
+
+
+@contextlib.contextmanager
+def _one_house() -> Iterator[None]:
+    """The house is the whole body of ``/predict`` and ``/explain``: errors name its field alone."""
+    try:
+        yield
+    except PayloadError as error:
+        raise PayloadError(
+            str(error).removeprefix("instances[0]."), field=error.field, rule=error.rule
+        ) from None
 
 
 def _house(body: Any) -> dict[str, Any]:

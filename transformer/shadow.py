@@ -20,12 +20,10 @@ import logging
 import random
 from typing import Any
 
-from kserve import InferRequest
-
 from serving.errors import PredictorTimeoutError, PredictorUnavailableError, UpstreamError
 from serving.events import SHADOW_ENDPOINT
 from transformer.metrics import SHADOW_REQUESTS
-from transformer.payload import PayloadError, rows_from_v1, rows_from_v2
+from transformer.payload import PayloadError, rows_from
 from transformer.request_logger import RequestLogger
 from transformer.resilience import Deadline
 from transformer.routing import PredictorArm
@@ -82,10 +80,7 @@ class Shadow:
         try:
             deadline = Deadline.start(self.arm.timeout, None)
             model = await self.arm.model(deadline)
-            if isinstance(payload, InferRequest):
-                rows = rows_from_v2(payload, model.feature_names, self.max_rows)
-            else:
-                rows = rows_from_v1(payload, model.feature_names, self.max_rows)
+            rows = rows_from(payload, model.feature_names, self.max_rows)
             answer = await self.arm.predict(rows, model, request_id, headers, deadline)
         except PayloadError as error:  # valid for the champion, not for the shadow's model
             outcome = "refused"

@@ -7,6 +7,7 @@ from pathlib import Path
 from tests.k8s import kserve_controller as kserve
 from tests.k8s.conftest import CANARY_V2, NAMESPACE, SHA_A, Render, render
 from tests.k8s.test_kserve_controller import flag_values, inference_services, stable, transformer_args
+from tests.k8s.test_network_policies import allowed
 
 
 def test_a_sticky_header_makes_the_canary_split_an_ab_test(renders: dict[str, Render]) -> None:
@@ -24,6 +25,11 @@ def test_a_header_name_that_is_not_a_token_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_shadow_is_its_own_predictor_the_transformer_copies_requests_to(renders: dict[str, Render]) -> None:
+    """Like a canary, a predictor-only InferenceService that KServe admits as it is
+    (inference_service_validation.go, checked for every scenario in test_kserve_controller.py) and serves as
+    ISVC-predictor (components/predictor.go, reconcilers/service/service_reconciler.go createDefaultSvc); its
+    pods carry the InferenceService's labels (utils.Union in components/predictor.go), so the predictor's
+    NetworkPolicies and PodMonitor apply, with endpoint "shadow"."""
     rendered = renders["shadow"]
     (shadow,) = [isvc for isvc in inference_services(rendered) if isvc is not stable(rendered)]
     labels = shadow["metadata"]["labels"]
@@ -33,6 +39,7 @@ def test_a_shadow_is_its_own_predictor_the_transformer_copies_requests_to(render
     service = kserve.component_service(shadow)
     assert flag_values(transformer_args(rendered), "--shadow") == [f"next=100,{service.name}.{NAMESPACE}"]
     assert flag_values(transformer_args(rendered), "--canary") == []
+    assert allowed(rendered, "transformer", "predictor", service.target_port)  # the copies get through
 
 
 def test_a_shadow_without_a_model_or_a_share_is_refused(tmp_path: Path) -> None:
