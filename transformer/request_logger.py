@@ -46,7 +46,7 @@ inferences ``failed`` and is not retried, since the detector may have taken part
 from __future__ import annotations
 
 import functools
-import json
+import http.client
 import logging
 import random
 import threading
@@ -57,9 +57,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
+import orjson
 
 from serving.events import (
     BATCH_CONTENT_TYPE,
@@ -86,7 +87,7 @@ FLUSH_SECONDS = 0.05
 RATE_SECONDS = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Inference:
     """One inference waiting to be sent: its request and response events are built from it in the sender."""
 
@@ -140,6 +141,67 @@ class SamplingRates:
             return self._rates.get(endpoint, 1.0)
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection to a detector URL, opened when needed, for one sender thread.
+
+    The standard library's client, not httpx: a 66 kB batch costs ``http.client`` about 130 µs of CPU against
+    about 500 µs for ``httpx.Client``, CPU taken from the transformer's inferences.
+
+    Args:
+        url: ``http://`` or ``https://`` URL the batches are posted to.
+        timeout: Seconds allowed for connecting, and for each read or write.
+    """
+
+    def __init__(self, url: str, timeout: float):
+        self.url = url
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"the request logger needs an http(s) URL, not {url!r}")
+        secure = parts.scheme == "https"
+        self._make = functools.partial(
+            http.client.HTTPSConnection if secure else http.client.HTTPConnection,
+            parts.hostname,
+            parts.port,
+            timeout=timeout,
+        )
+        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._connection: http.client.HTTPConnection | None = None
+        self._used = False
+
+    def post(self, body: bytes, headers: dict[str, str]) -> int:
+        """POST ``body``; its status. Raises ``OSError`` or ``http.client.HTTPException`` when it fails.
+
+        A keep-alive connection the detector has closed since the last batch fails at once; the batch is then
+        sent once more on a new connection (it had not been taken). A failure on a new connection is final.
+        """
+        while True:
+            reused = self._connection is not None and self._used
+            if self._connection is None:
+                self._connection, self._used = self._make(), False
+            try:
+                self._connection.request("POST", self.path, body=body, headers=headers)
+                response = self._connection.getresponse()
+                response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if reused:
+                    continue
+                raise
+            except (OSError, http.client.HTTPException):
+                self.close()
+                raise
+            self._used = True
+            if response.will_close:
+                self.close()
+            return response.status
+
+    def close(self) -> None:
+        """Close the connection (a new one is opened by the next :meth:`post`)."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
 class _Lane:
     """One detector URL: its bounded buffer of inferences and the thread that sends them in batches."""
 
@@ -147,6 +209,7 @@ class _Lane:
         self.owner = owner
         self.url = url
         self.max_queue = max_queue
+        self.connection = Connection(url, owner.timeout)  # checked here; used by the thread alone
         self.buffer: list[tuple[float, Inference]] = []
         self.ready = threading.Condition()
         self.closing = False
@@ -196,10 +259,11 @@ class _Lane:
             return batch
 
     def run(self) -> None:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        with httpx.Client(timeout=self.owner.timeout, limits=limits) as client:
+        try:
             while (batch := self.take()) is not None:
-                self.owner.send(client, self.url, batch)
+                self.owner.send(self.connection, batch)
+        finally:
+            self.connection.close()
 
     def close(self, timeout: float) -> None:
         with self.ready:
@@ -339,7 +403,7 @@ class RequestLogger:
             {**common, "type": RESPONSE_TYPE, "data": {"predictions": predictions}},
         ]
 
-    def send(self, client: httpx.Client, url: str, batch: list[Inference]) -> None:
+    def send(self, connection: Connection, batch: list[Inference]) -> None:
         """POST one batch (from a sender thread) and count its inferences delivered or failed."""
         now = time.monotonic()
         rates = {endpoint: self.rates.rate(endpoint, now) for endpoint in {item.endpoint for item in batch}}
@@ -350,18 +414,18 @@ class RequestLogger:
             headers[ROUTING_HEADER] = batch[0].event_id
         outcome = "delivered"
         try:
-            body = json.dumps(
-                [event for item in batch for event in self.events(item, rates[item.endpoint])],
-                separators=(",", ":"),
-            )
-            try:
-                response = client.post(url, content=body, headers=headers)
-            except httpx.RemoteProtocolError:  # a keep-alive connection the detector had closed: not sent
-                response = client.post(url, content=body, headers=headers)
-            response.raise_for_status()
-        except (httpx.HTTPError, ValueError) as error:
+            # orjson: a 50-inference batch encodes in about a tenth of the json module's time (1 against
+            # 12 µs an inference), CPU the transformer's inferences would otherwise share.
+            events = [event for item in batch for event in self.events(item, rates[item.endpoint])]
+            body = orjson.dumps(events)
+            status = connection.post(body, headers)
+            if not 200 <= status < 300:
+                raise http.client.HTTPException(f"the detector answered {status}")
+        except (OSError, http.client.HTTPException, orjson.JSONEncodeError) as error:
             outcome = "failed"
-            log.warning("request logger: cannot post %d inferences to %s: %s", len(batch), url, error)
+            log.warning(
+                "request logger: cannot post %d inferences to %s: %s", len(batch), connection.url, error
+            )
         for endpoint, count in Counter(item.endpoint for item in batch).items():
             self._counter(endpoint, outcome).inc(count)
         sent = "sent" if outcome == "delivered" else outcome

@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from serving.events import (
 )
 from tests.serving.conftest import MODEL, Server, start_transformer
 from tests.serving.test_batching import predictor_calls
-from transformer.request_logger import RequestLogger
+from transformer.request_logger import Connection, RequestLogger
 
 Received = list[tuple[dict[str, str], bytes]]
 
@@ -218,6 +219,58 @@ def test_unreachable_logger_counts_failures():
     logger.log(["crim"], np.array([[0.1]]), np.array([20.0]), model_version="v1")
     logger.close()
     assert counted("test-failed", "failed") == before + 2
+
+
+class _Closer(BaseHTTPRequestHandler):
+    """Answers ``/`` with 202 and keeps the connection; ``/refuse`` with 503; then closes idle connections."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as a detector behind uvicorn does
+    timeout = 0.2  # an idle keep-alive connection is closed after 0.2 s: the sender's next batch meets it
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        self.server.posts.append(self.path)  # type: ignore[attr-defined]
+        self.send_response(503 if self.path == "/refuse" else 202)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def closer() -> Iterator[tuple[str, list[str]]]:
+    """A real HTTP/1.1 server on loopback that closes keep-alive connections idle for 0.2 s."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Closer)
+    server.posts = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", server.posts  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
+
+
+def test_connection_is_kept_alive_and_renewed_when_the_detector_closed_it(closer):
+    base, posts = closer
+    connection = Connection(f"{base}/", timeout=2.0)
+    assert [connection.post(b"[]", {"content-type": BATCH_CONTENT_TYPE}) for _ in range(3)] == [202] * 3
+    first = connection._connection
+    assert first is not None  # one connection carried the three
+    time.sleep(0.5)  # the server closes the idle connection; the next post must not fail for it
+    assert connection.post(b"[]", {}) == 202 and connection._connection is not first
+    assert posts == ["/"] * 4  # each batch taken exactly once
+    connection.close()
+
+
+def test_a_refused_batch_counts_its_inferences_failed_and_the_next_is_delivered(closer):
+    base, posts = closer
+    refused = RequestLogger(f"{base}/refuse", component="test-refused", batch_events=2)
+    before = inferences("test-refused", "failed")
+    refused.log(["crim"], np.array([[0.1]]), np.array([20.0]), model_version="v1")
+    refused.close()
+    assert inferences("test-refused", "failed") == before + 1 and posts == ["/refuse"]
+    with pytest.raises(ValueError, match="http"):
+        Connection("ftp://detector/", timeout=1.0)
+    assert Connection("https://detector.example:8443/events?x=1", 1.0).path == "/events?x=1"
 
 
 def inferences(component: str, outcome: str, endpoint: str = "default") -> float:
