@@ -76,20 +76,43 @@ TARGETS = {
 """The issue's targets: throughput ratios at one row and concurrency 32 (at least), limits (at most)."""
 AT_MOST = frozenset({"e2e_p99_ms", "compiled_predict_p50_us", "cold_start_seconds"})
 WRK_SCRIPT = """
-local file = io.open(os.getenv("BENCH_BODY"), "rb")
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = file:read("*a")
-file:close()
+local single = os.getenv("BENCH_BODY")
+if single ~= nil and single ~= "" then
+  local file = io.open(single, "rb")
+  wrk.body = file:read("*a")
+  file:close()
+else
+  local bodies, next_body = {}, 0
+  for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
+  function request()
+    next_body = next_body % #bodies + 1
+    return wrk.format(nil, nil, nil, bodies[next_body])
+  end
+end
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if pause ~= nil and pause > 0 then
+  -- exponential pauses: each connection a Poisson source, so connections that started together do not
+  -- send in waves (a burst of all of them at once is not the steady overload being measured)
+  math.randomseed(os.time())
+  function delay() return -math.log(1 - math.random()) * pause end
+end
 local authorization = os.getenv("BENCH_AUTHORIZATION")
 if authorization ~= nil and authorization ~= "" then wrk.headers["Authorization"] = authorization end
 function done(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format('{"requests": %d, "errors": %d, "seconds": %f, "p50_us": %d, "p99_us": %d}\\n',
-    summary.requests, e.connect + e.read + e.write + e.status + e.timeout, summary.duration / 1e6,
-    latency:percentile(50), latency:percentile(99)))
+  local socket = e.connect + e.read + e.write + e.timeout
+  io.write(string.format(
+    '{"requests": %d, "errors": %d, "socket_errors": %d, "seconds": %f, "p50_us": %d, "p95_us": %d, '
+    .. '"p99_us": %d, "max_us": %d}\\n',
+    summary.requests, socket + e.status, socket, summary.duration / 1e6,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
 end
 """
+"""wrk's script: one body (``BENCH_BODY``, a file) or a new one per request, cycling through the lines of
+``BENCH_BODIES``; with ``BENCH_DELAY_MS``, each connection pauses before each request, a random time with
+that mean (exponential); prints the run's figures as one JSON line."""
 
 
 @dataclass(frozen=True)
@@ -135,16 +158,58 @@ def pinned(
     )  # fmt: skip
 
 
+def run_wrk(
+    url: str,
+    concurrency: int,
+    seconds: float,
+    scratch: Path,
+    *,
+    body: Path | None = None,
+    bodies: Path | None = None,
+    authorization: str = "",
+    delay_ms: float = 0.0,
+    progress: str = "",
+) -> dict[str, Any]:
+    """POST to ``url`` with ``wrk`` on :data:`LOAD_CORE` for ``seconds``; its figures (:data:`WRK_SCRIPT`).
+
+    Args:
+        url: Where to post.
+        concurrency: Connections, each awaiting its answer before the next request.
+        seconds: How long.
+        scratch: Where the script is written.
+        body: A file holding the one body every request sends.
+        bodies: A file of bodies, one per line, sent in turn (when ``body`` is not given).
+        authorization: An ``Authorization`` header for every request.
+        delay_ms: The mean pause before each request on each connection (think time, exponential):
+            ``concurrency`` connections then offer about ``concurrency / delay`` requests/s while answers are
+            fast, as independent Poisson sources.
+        progress: When given, a line on standard error every 30 s saying how far the run is.
+    """
+    script = scratch / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    command = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s",
+               "--timeout", "10s", "-s", str(script), url]  # fmt: skip
+    env = {**os.environ, "BENCH_BODY": str(body or ""), "BENCH_BODIES": str(bodies or ""),
+           "BENCH_AUTHORIZATION": authorization, "BENCH_DELAY_MS": f"{delay_ms:g}"}  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as run:
+        began = time.monotonic()
+        while True:
+            try:
+                out, err = run.communicate(timeout=30)
+                break
+            except subprocess.TimeoutExpired:
+                if progress:
+                    print(f"  {progress}: {time.monotonic() - began:.0f} of {seconds:.0f} s", file=sys.stderr)
+    if run.returncode != 0:
+        raise RuntimeError(f"wrk failed ({run.returncode}): {err.strip()[-500:]}")
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
 def wrk(target: Target, concurrency: int, seconds: float, rows: int, scratch: Path) -> Measured:
     """Load ``target`` from :data:`LOAD_CORE` for ``seconds`` (non-2xx answers, socket errors: errors)."""
-    script, body = scratch / "post.lua", scratch / f"{target.name}.json".replace(" ", "-")
-    script.write_text(WRK_SCRIPT)
+    body = scratch / f"{target.name}.json".replace(" ", "-")
     body.write_bytes(target.body)
-    command = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s",
-               "--timeout", "10s", "-s", str(script), target.url]  # fmt: skip
-    env = {**os.environ, "BENCH_BODY": str(body), "BENCH_AUTHORIZATION": target.authorization}
-    completed = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    result = run_wrk(target.url, concurrency, seconds, scratch, body=body, authorization=target.authorization)
     per_second = (result["requests"] - result["errors"]) / result["seconds"]
     return Measured(
         target.name, rows, concurrency, round(result["seconds"], 2), result["requests"], result["errors"],

@@ -1,18 +1,23 @@
 """Soak benchmark: the local stack under steady load, end to end, watching errors, latency and memory.
 
 ``python -m benchmarks soak`` starts predictor, transformer and detector (with ``housing up``'s process
-machinery; the transformer logs every inference to the detector), then sends named-feature V1 requests
-through the transformer from ``--concurrency`` clients for ``--duration`` seconds. Before that, the same
-clients call the predictor directly for ``--baseline`` seconds: the baseline measured in the same run, on the
+machinery; the transformer logs every inference to the detector), then sends one-house V1 requests with
+named features through the transformer for ``--duration`` seconds (3 minutes) at ``--concurrency`` (32),
+from ``wrk`` (Debian's package), cycling through 10,000 houses drawn from the data set. Before that, the same
+load goes to the predictor directly for ``--baseline`` seconds: the baseline measured in the same run, on the
 same machine, which shows what the transformer hop costs. It prints req/s and p50/p95/p99 next to the
 original system's published figures, and each service's resident memory at the start and end of the soak,
 and saves everything to ``benchmarks/results/soak.json``.
 
-The inference log is measured beside it: the same soak is first run through a second transformer with its
-request logger off (same predictor), so the logger's cost shows as the throughput ratio on / off; after the
-soak with the logger on, the logger's counters (inferences offered, delivered, dropped, failed) and the
-detector's (inferences joined, requests or responses unmatched, the unseen estimate) are read and printed
-next to the requests served.
+Placement (two cores): the serving path (predictor and both transformers) on core 0; the detector, which on
+AKS runs on a node of its own, on core 1 with the load generator (``--no-pin`` leaves everything unpinned).
+
+The inference log is measured beside it: the same soak runs through a second transformer with its request
+logger off (same predictor), in turns of ``--turn`` seconds with the logged one (off-on, on-off, ...), so a
+drift in the shared machine's speed hits both alike; the logger's cost shows as the throughput ratio on / off
+and as the transformer's CPU per request. After the soak the logger's counters (inferences offered,
+delivered, dropped, failed) and the detector's (inferences joined, requests or responses unmatched, the unseen
+estimate) are read and printed next to the requests served.
 
 It fails (exit 1) on any error response, when a service's resident memory grows by 10% or more, when an
 inference was dropped, failed or left unmatched, or when throughput with the logger on is below 95% of
@@ -22,22 +27,20 @@ throughput with it off.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
+import math
 import os
 import platform
 import random
 import sys
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from benchmarks.serving import run_wrk
 from housing.processes import Service, Stack, free_port
 from housing.stack import configure, services
 from model.paths import VAR_DIR_ENV
@@ -48,6 +51,13 @@ ORIGINAL = {"requests_per_second": 1200.0, "p50_ms": 25.0, "p95_ms": 45.0, "p99_
 """The original system's API benchmark table (FastAPI service, machine not stated)."""
 MAX_MEMORY_GROWTH = 0.10
 MIN_LOGGER_THROUGHPUT_RATIO = 0.95
+BODIES = 10_000
+"""Distinct one-house bodies the load cycles through."""
+SERVING_CORE, SIDE_CORE = "0", "1"
+PLACEMENT = {"predictor": SERVING_CORE, "transformer": SERVING_CORE, "transformer-nolog": SERVING_CORE,
+             "detector": SIDE_CORE}  # fmt: skip
+"""Where each service runs on a 2-core machine: the serving path on one core; the detector, which on AKS has a
+node of its own, on the other beside this process's load generator (:func:`pin_load_generator`)."""
 
 
 @dataclass(frozen=True)
@@ -64,62 +74,47 @@ class LoadResult:
     p50_ms: float
     p95_ms: float
     p99_ms: float
-    first_errors: list[str]
 
 
-async def load(
-    name: str, url: str, make_body: Callable[[], dict[str, Any]], concurrency: int, seconds: float
-) -> LoadResult:
-    """Send requests from ``concurrency`` clients for ``seconds``, each awaiting its answer before the next.
+def load(name: str, url: str, bodies: Path, concurrency: int, seconds: float) -> LoadResult:
+    """Post to ``url`` from ``concurrency`` connections for ``seconds`` with ``wrk``, on the load core.
 
     Args:
         name: Label of the phase.
         url: The predict URL.
-        make_body: A new JSON body per request.
-        concurrency: Clients in flight at once.
+        bodies: JSON bodies, one per line, sent in turn (:func:`write_bodies`).
+        concurrency: Connections in flight at once, each awaiting its answer before the next request.
         seconds: How long to send.
 
     Returns:
-        Counts, throughput and latency percentiles (successful requests only); any non-200 is an error.
+        Counts, throughput and latency percentiles; any non-2xx answer or socket error is an error.
     """
-    import aiohttp  # httpx's async client is itself the bottleneck at this concurrency (docs/serving.md)
-
-    latencies: list[float] = []
-    errors: list[str] = []
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
-        deadline = time.perf_counter() + seconds
-
-        async def client_loop() -> None:
-            while time.perf_counter() < deadline:
-                began = time.perf_counter()
-                try:
-                    async with session.post(url, json=make_body()) as response:
-                        text = await response.text()
-                except (aiohttp.ClientError, TimeoutError) as error:
-                    errors.append(f"{type(error).__name__}: {error}")
-                    continue
-                if response.status == 200:
-                    latencies.append(time.perf_counter() - began)
-                else:
-                    errors.append(f"{response.status}: {text[:200]}")
-
-        async def progress() -> None:
-            while True:
-                await asyncio.sleep(10)
-                print(
-                    f"  {name}: {len(latencies)} ok, {len(errors)} errors so far", file=sys.stderr, flush=True
-                )
-
-        started = time.perf_counter()
-        reporter = asyncio.create_task(progress())
-        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
-        reporter.cancel()
-        elapsed = time.perf_counter() - started
-    p50, p95, p99 = (np.percentile(latencies, (50, 95, 99)) * 1000).tolist() if latencies else (0.0, 0.0, 0.0)
+    result = run_wrk(url, concurrency, seconds, bodies.parent, bodies=bodies, progress=name)
+    ok = result["requests"] - result["errors"]
     return LoadResult(
-        name, url, concurrency, round(elapsed, 2), len(latencies) + len(errors), len(errors),
-        round(len(latencies) / elapsed, 1), round(p50, 1), round(p95, 1), round(p99, 1), errors[:5],
+        name, url, concurrency, round(result["seconds"], 2), result["requests"], result["errors"],
+        round(ok / result["seconds"], 1),
+        *(round(result[f"p{q}_us"] / 1000, 1) for q in (50, 95, 99)),
+    )  # fmt: skip
+
+
+def write_bodies(path: Path, bodies: Sequence[dict[str, Any]]) -> Path:
+    """``bodies`` as JSON, one per line (what :func:`load` sends in turn); returns ``path``."""
+    path.write_text("".join(json.dumps(body, separators=(",", ":")) + "\n" for body in bodies))
+    return path
+
+
+def combined(name: str, parts: list[LoadResult]) -> LoadResult:
+    """Several phases against one URL as one: summed counts, throughput over their whole time.
+
+    Percentiles are the worst part's (the raw latencies are not kept), so they never flatter.
+    """
+    seconds = sum(part.seconds for part in parts)
+    ok = sum(part.requests - part.errors for part in parts)
+    return LoadResult(
+        name, parts[0].url, parts[0].concurrency, round(seconds, 2), sum(p.requests for p in parts),
+        sum(p.errors for p in parts), round(ok / seconds, 1) if seconds else 0.0,
+        max(p.p50_ms for p in parts), max(p.p95_ms for p in parts), max(p.p99_ms for p in parts),
     )  # fmt: skip
 
 
@@ -183,7 +178,15 @@ def table(results: list[LoadResult]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The benchmark's options."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks soak", description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=60.0, help="soak seconds (default: %(default)s)")
+    parser.add_argument(
+        "--duration", type=float, default=180.0, help="seconds of the logged soak (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--turn",
+        type=float,
+        default=30.0,
+        help="seconds of each turn, the logged and unlogged soaks alternating (default: %(default)s)",
+    )
     parser.add_argument(
         "--concurrency", type=int, default=32, help="clients in flight (default: %(default)s)"
     )
@@ -197,14 +200,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--warmup", type=float, default=5.0, help="seconds of load before memory is first read"
     )
     parser.add_argument("--artifact", type=Path, help="artifact to serve (default: the latest trained)")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="leave every process unpinned (default: serving on core 0, the "
+        "detector and the load generator on core 1)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
     return parser.parse_args(argv)
 
 
-def start_stack(stack: Stack, artifact: Path, workdir: Path) -> dict[str, Service]:
+def start_stack(
+    stack: Stack, artifact: Path, workdir: Path, cores: dict[str, str] | None = None
+) -> dict[str, Service]:
     """The ``housing up`` stack (the transformer logging every inference to the detector), on free ports.
 
     Plus ``transformer-nolog``: a second transformer in front of the same predictor, its logger off.
+
+    Args:
+        stack: Where the processes are started.
+        artifact: The artifact the predictor serves.
+        workdir: The stack's var dir (the detector's state).
+        cores: CPU list per service name (``taskset -c``), e.g. :data:`PLACEMENT`; unpinned when ``None``.
     """
     parser = argparse.ArgumentParser()
     configure(parser)
@@ -218,6 +235,9 @@ def start_stack(stack: Stack, artifact: Path, workdir: Path) -> dict[str, Servic
                                str(free_port()), "--transformer-grpc-port", str(free_port())])  # fmt: skip
     nolog = next(service for service in services(quiet, str(artifact), {}) if service.name == "transformer")
     wanted.append(dataclasses.replace(nolog, name="transformer-nolog"))
+    if cores:
+        wanted = [dataclasses.replace(service, command=["taskset", "-c", cores[service.name],
+                                                        *service.command]) for service in wanted]  # fmt: skip
     started = {service.name: stack.start(service) for service in wanted}
     for service in started.values():
         stack.wait_ready(service, timeout=120)
@@ -272,10 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     from model.paths import latest_artifact
     from model.train import build_artifact
 
-    rows = houses()
-    tensor_rows = [list(row.values()) for row in rows]
+    chosen = random.Random(0).choices(houses(), k=BODIES)  # one house per request, in a fixed random order
     with tempfile.TemporaryDirectory(prefix="housing-soak-") as tmp:
         workdir = Path(tmp)
+        named = write_bodies(workdir / "named.jsonl", [v1_body([house]) for house in chosen])
+        tensors = write_bodies(workdir / "tensors.jsonl", [{"instances": [list(h.values())]} for h in chosen])
         artifact = args.artifact or latest_artifact()
         if artifact is None:
             print(
@@ -283,38 +304,45 @@ def main(argv: list[str] | None = None) -> int:
             )
             artifact = build_artifact(workdir / "artifact", fast=True)
         stack = Stack(workdir / "logs")
+        pin = not args.no_pin and (os.cpu_count() or 1) >= 2
         try:
-            specs = start_stack(stack, artifact, workdir)
+            specs = start_stack(stack, artifact, workdir, PLACEMENT if pin else None)
+            if pin:
+                os.sched_setaffinity(0, {int(SIDE_CORE)})  # this process is the load generator
             pids = {name: service.pid for name, service in specs.items()}
             predictor_url = f"{specs['predictor'].url}{PREDICT_PATH}"
             transformer_url = f"{specs['transformer'].url}{PREDICT_PATH}"
-            print(f"stack ready ({artifact}); baseline {args.baseline:.0f} s, then {args.duration:.0f} s at "
-                  f"concurrency {args.concurrency}", file=sys.stderr)  # fmt: skip
-            baseline = asyncio.run(load(
-                "predictor alone (V1 tensor, baseline)", predictor_url,
-                lambda: {"instances": [random.choice(tensor_rows)]}, args.concurrency, args.baseline,
-            ))  # fmt: skip
             nolog_url = f"{specs['transformer-nolog'].url}{PREDICT_PATH}"
-            asyncio.run(load("warm-up", nolog_url, lambda: v1_body([random.choice(rows)]),
-                             args.concurrency, args.warmup))  # fmt: skip
-            cpu_before = cpu_seconds(pids)
-            quiet = asyncio.run(load(
-                "end to end, request logger off", nolog_url,
-                lambda: v1_body([random.choice(rows)]), args.concurrency, args.duration,
-            ))  # fmt: skip
-            cpu_quiet = {name: value - cpu_before[name] for name, value in cpu_seconds(pids).items()}
-            asyncio.run(load("warm-up", transformer_url, lambda: v1_body([random.choice(rows)]),
-                             args.concurrency, args.warmup))  # fmt: skip
+            turns = max(1, math.ceil(args.duration / args.turn))
+            print(f"stack ready ({artifact}; {'pinned: ' + str(PLACEMENT) if pin else 'unpinned'}); "
+                  f"baseline {args.baseline:.0f} s, then {args.duration:.0f} s with the logger on and "
+                  f"{args.duration:.0f} s with it off, {turns} turns each, concurrency {args.concurrency}",
+                  file=sys.stderr)  # fmt: skip
+            baseline = load("predictor alone (V1 tensor, baseline)", predictor_url, tensors, args.concurrency,
+                            args.baseline)  # fmt: skip
+            load("warm-up", nolog_url, named, args.concurrency, args.warmup)
+            load("warm-up", transformer_url, named, args.concurrency, args.warmup)
             log_before = inference_log(specs["transformer"].url, specs["detector"].url)
             before = {name: resident_bytes(pid) for name, pid in pids.items()}
-            cpu_before = cpu_seconds(pids)
-            soak = asyncio.run(load(
-                "end to end: transformer -> predictor, + detector", transformer_url,
-                lambda: v1_body([random.choice(rows)]), args.concurrency, args.duration,
-            ))  # fmt: skip
+            # The two soaks take turns (off-on, on-off, ...), so a drift in the shared machine's speed
+            # during the run hits both alike; CPU is counted per soak, over its turns.
+            parts: dict[str, list[LoadResult]] = {"on": [], "off": []}
+            cpu = {side: dict.fromkeys(pids, 0.0) for side in parts}
+            for turn in range(turns):
+                for side in ("off", "on") if turn % 2 == 0 else ("on", "off"):
+                    url = transformer_url if side == "on" else nolog_url
+                    seconds = min(args.turn, args.duration - turn * args.turn)
+                    started = cpu_seconds(pids)
+                    parts[side].append(
+                        load(f"logger {side}, turn {turn + 1}/{turns}", url, named, args.concurrency, seconds)
+                    )
+                    for name, value in cpu_seconds(pids).items():
+                        cpu[side][name] += value - started[name]
             after = {name: resident_bytes(pid) for name, pid in pids.items()}
             log_after = inference_log(specs["transformer"].url, specs["detector"].url)
-            cpu_soak = {name: value - cpu_before[name] for name, value in cpu_seconds(pids).items()}
+            soak = combined("end to end: transformer -> predictor, + detector", parts["on"])
+            quiet = combined("end to end, request logger off", parts["off"])
+            cpu_soak, cpu_quiet = cpu["on"], cpu["off"]
         finally:
             stack.stop()
     delivery = {key: log_after[key] - log_before[key] for key in log_after}
@@ -367,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     slow = delivery["throughput_ratio_logger_on_off"] < MIN_LOGGER_THROUGHPUT_RATIO
     if soak.errors or grew or lost or slow:
         print(
-            f"FAILED: {soak.errors} errors {soak.first_errors}; memory grew >= 10% in {grew}; "
+            f"FAILED: {soak.errors} errors; memory grew >= 10% in {grew}; "
             f"{lost:.0f} inferences dropped, failed or unmatched; logger on / off throughput "
             f"{delivery['throughput_ratio_logger_on_off']:.1%} (at least {MIN_LOGGER_THROUGHPUT_RATIO:.0%})",
             file=sys.stderr,

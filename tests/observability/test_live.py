@@ -10,7 +10,6 @@ predictor is stopped.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import re
@@ -168,16 +167,21 @@ def test_locustfile_runs_headless_against_the_stack(live: Live, tmp_path: Path) 
     assert all(entry["num_requests"] > 0 and entry["num_failures"] == 0 for entry in stats.values()), stats
 
 
-def test_soak_load_generator_and_memory_probe_work_against_the_stack(live: Live) -> None:
-    """The soak benchmark's parts, for two seconds (figures come from ``python -m benchmarks soak``)."""
-    rows = houses()
-    result = asyncio.run(
-        soak.load(
-            "smoke", f"{live.urls['transformer']}{PREDICT_PATH}", lambda: v1_body([random.choice(rows)]), 4, 2
-        )
-    )
-    assert result.requests > 0 and result.errors == 0, result.first_errors
+def test_soak_load_generator_and_memory_probe_work_against_the_stack(live: Live, tmp_path: Path) -> None:
+    """The soak benchmark's parts, for two seconds (figures come from ``python -m benchmarks soak``): wrk
+    cycling through a file of bodies (a malformed body would be a 400, an error here), the merged figures,
+    the memory probe."""
+    require_tool("wrk")
+    require_tool("taskset")
+    rows = random.Random(3).sample(houses(), 50)
+    bodies = soak.write_bodies(tmp_path / "bodies.jsonl", [v1_body([row]) for row in rows])
+    assert len(bodies.read_text().splitlines()) == 50
+    result = soak.load("smoke", f"{live.urls['transformer']}{PREDICT_PATH}", bodies, 4, 2)
+    assert result.requests > 50 and result.errors == 0, result
     assert 0 < result.p50_ms <= result.p95_ms <= result.p99_ms
+    both = soak.combined("both", [result, result])
+    assert both.requests == 2 * result.requests
+    assert both.requests_per_second == pytest.approx(result.requests_per_second, rel=0.01)
     assert "original system" in soak.table([result]) and "smoke" in soak.table([result])
     for service in live.services.values():
         assert service.process is not None and soak.resident_bytes(service.process.pid) > 10 * 2**20
