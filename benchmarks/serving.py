@@ -4,7 +4,8 @@
 
 - **predictor**: ``python -m predictor``, serving the compiled form (``model.onnx``);
 - **end to end**: ``python -m transformer`` -> predictor over gRPC, as ``housing up`` runs them, with the
-  request logger on (posting to a sink that answers 200 and drops the events), V1 named-feature JSON in;
+  request logger on (posting to the drift detector, as ``housing up`` runs it, on core 1 beside the load
+  generator: on AKS it has pods of its own), V1 named-feature JSON in;
 - **e2e, edge on**: the same with the local edge on (``--auth`` with an API key sent as a bearer token, and a
   rate limit high enough never to refuse, so that every request pays the bucket's bookkeeping): the cost of
   ``serving/auth.py`` and ``serving/ratelimit.py``, side by side with the row above;
@@ -281,15 +282,15 @@ def mlserver_service(artifact_dir: Path, log_dir: Path) -> Service:
 
 
 def servers(artifact_dir: Path, log_dir: Path, names: list[str], rows: np.ndarray) -> dict[str, Target]:
-    """Every target of the one-row cell (and the logger's sink), not yet started."""
-    http, grpc, front, edge_front, sink = free_port(), free_port(), free_port(), free_port(), free_port()
+    """Every target of the one-row cell (and the detector the transformers log to), not yet started."""
+    http, grpc, front, edge_front, detector = free_port(), free_port(), free_port(), free_port(), free_port()
     ports = {name: free_port() for name in ("naive", "fastapi", "noop")}
     predictor = [sys.executable, "-m", "predictor", "--storage_uri", str(artifact_dir)]
     predictor += ["--http_port", str(http), "--grpc_port", str(grpc)]
     transformer = [sys.executable, "-m", "transformer", "--protocol", "grpc-v2"]
     transformer += ["--predictor_host", f"127.0.0.1:{grpc}", "--predictor_rest_host", f"127.0.0.1:{http}"]
     transformer += ["--http_port", str(front), "--grpc_port", str(free_port())]
-    transformer += ["--logger_url", f"http://127.0.0.1:{sink}/"]
+    transformer += ["--logger_url", f"http://127.0.0.1:{detector}/"]
     keys = log_dir / "api-keys"
     keys.write_text(f"{BENCH_KEY}=predict\n")
     edge = [
@@ -329,7 +330,7 @@ def servers(artifact_dir: Path, log_dir: Path, names: list[str], rows: np.ndarra
             "/health",
         ),
         Target("no-op kserve.Model", pinned("noop", noop, ports["noop"], log_dir), V2_PATH, v2),
-        Target("sink", pinned("sink", [*bench, "sink-server", str(sink)], sink, log_dir), "/", b"", "/"),
+        Target("detector", detector_service(artifact_dir, detector, log_dir), "/", b"", "/readyz"),
     ]
     return {target.name: target for target in targets}
 
@@ -414,7 +415,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             target.service.start()
         for target in targets.values():
             target.service.wait_ready(target.service.url + target.ready_path, timeout=180)
-        measured = [target for name, target in targets.items() if name != "sink"]
+        measured = [target for name, target in targets.items() if name != "detector"]
         for target in measured:  # warm-up: first calls, JIT-free but cold caches and lazy imports
             wrk(target, CONCURRENCY, 1, 1, scratch)
         runs: dict[str, list[Measured]] = {target.name: [] for target in measured}
@@ -579,17 +580,17 @@ def fastapi_server(artifact_dir: str, port: int) -> None:
     uvicorn.run(build_app(artifact_dir), host="127.0.0.1", port=port, log_level="warning")
 
 
-def sink_server(port: int) -> None:
-    """Where the transformer's request logger posts in the benchmark: answers 200, keeps nothing."""
-    from aiohttp import web
+def detector_service(artifact_dir: Path, port: int, log_dir: Path) -> Service:
+    """The drift detector the transformers log to, as ``housing up`` runs it, on :data:`LOAD_CORE`.
 
-    async def accept(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response()
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", accept)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    On AKS the detector has pods of its own: here it shares the load generator's core, not the servers'.
+    """
+    command = [sys.executable, "-m", "detector", "--storage_uri", str(artifact_dir), "--host", "127.0.0.1",
+               "--http_port", str(port), "--state_dir", str(log_dir / "detector"),
+               "--archive_uri", str(log_dir / "archive")]  # fmt: skip
+    return Service(
+        "detector", ["taskset", "-c", LOAD_CORE, *command], port, log_path=log_dir / "detector.log", cwd=ROOT
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -599,7 +600,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "naive-server": lambda a: naive_server(a[0], int(a[1]), int(a[2])),
         "noop-server": lambda a: noop_server(int(a[0]), int(a[1])),
         "fastapi-server": lambda a: fastapi_server(a[0], int(a[1])),
-        "sink-server": lambda a: sink_server(int(a[0])),
     }
     if argv[:1] and argv[0] in helpers:
         helpers[argv[0]](argv[1:])
