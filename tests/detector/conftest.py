@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,8 +16,18 @@ import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
+from housing.cli import main
 from housing.processes import Service, free_port, python_service, wait_until
 from serving.events import BATCH_CONTENT_TYPE, REQUEST_TYPE, RESPONSE_TYPE, SAMPLE_RATE, encode_metadata
+
+
+def drift(*args: str) -> int:
+    """``housing drift ARGS`` in this process; its exit code."""
+    handlers = logging.root.handlers[:]
+    try:
+        return main(["drift", *args])
+    finally:  # the CLI points logging at the captured stderr, which pytest closes after the test
+        logging.root.handlers[:] = handlers
 
 
 def cloud_event(

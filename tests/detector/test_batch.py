@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from housing.cli import main
 from model.dataset import load_dataset
+from tests.detector.conftest import drift
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +33,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     broken.loc[broken.index[2], "nox"] = "high"
     broken.to_csv(paths["bad"], index=False)
     return paths
-
-
-def drift(*args: str) -> int:
-    handlers = logging.root.handlers[:]
-    try:
-        return main(["drift", *args])
-    finally:  # the CLI points logging at the captured stderr, which pytest closes after the test
-        logging.root.handlers[:] = handlers
 
 
 def test_same_distribution_exits_0_with_a_table(

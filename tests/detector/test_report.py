@@ -7,7 +7,6 @@ per feature with the feature's name in it, the drifted feature flagged, the scor
 
 from __future__ import annotations
 
-import logging
 import re
 import shutil
 import socket
@@ -26,12 +25,11 @@ from detector.monitor import Monitor, Settings
 from detector.report import HistoryPoint, Section, estimated_mae, render
 from detector.retrain import RetrainTrigger
 from detector.stats import DriftTester, Reference
-from housing.cli import main
 from model.artifact import load_artifact, read_metadata
 from model.dataset import load_dataset
 from model.schema import ALL_FEATURES
 from tests.conftest import require
-from tests.detector.conftest import DetectorProcess, batch_element, held_out_rows
+from tests.detector.conftest import DetectorProcess, batch_element, drift, held_out_rows
 
 # Debian's name, then what GitHub's Ubuntu runners have (the same browser: the flags below work for each).
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -194,14 +192,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, frame in (("reference", reference), ("current", current), ("shifted", shifted)):
         frame.to_csv(paths[name], index=False)
     return paths
-
-
-def drift(*args: str) -> int:
-    handlers = logging.root.handlers[:]
-    try:
-        return main(["drift", *args])
-    finally:  # the CLI points logging at the captured stderr, which pytest closes after the test
-        logging.root.handlers[:] = handlers
 
 
 def test_cli_report_shows_the_drifted_feature_in_chromium(
