@@ -137,14 +137,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--logger_batch_events",
         type=int,
         default=LOGGER_BATCH_EVENTS,
-        help="events per batch POST (2: each inference alone, for a proxy hashing on x-request-id; "
+        help="events per batch POST at most (2: each inference alone, for a proxy hashing on x-request-id; "
         "default %(default)s)",
     )
     parser.add_argument(
         "--logger_flush_ms",
         type=float,
         default=LOGGER_FLUSH_SECONDS * 1000,
-        help="longest wait for a batch to fill, milliseconds (default %(default)s)",
+        help="longest an inference waits before its batch is sent, milliseconds (default %(default)s)",
     )
     add_edge_arguments(parser)
     parser.set_defaults(protocol="v2", predictor_request_timeout_seconds=5)
@@ -161,8 +161,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--breaker_reset_seconds must be more than 0")
     urls = args.logger_url or [os.environ.get(LOGGER_URL_ENV) or ""]
     args.logger_url = [url.strip() for value in urls for url in value.split(",") if url.strip()]
-    if args.logger_queue < 1 or args.logger_batch_events < 2 or not args.logger_flush_ms >= 0:
-        parser.error("--logger_queue must be at least 1, --logger_batch_events 2, --logger_flush_ms 0")
+    if args.logger_queue < 1 or args.logger_batch_events < 2 or not args.logger_flush_ms > 0:
+        parser.error("--logger_queue must be at least 1, --logger_batch_events 2, --logger_flush_ms above 0")
     canaries = []
     for value in args.canary:
         try:

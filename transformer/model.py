@@ -215,7 +215,6 @@ class HousingTransformer(Model):
         batch, answer = prediction.batch, prediction.answer
         if self.request_logger is not None:
             self.request_logger.log(
-                batch.model.feature_names,
                 batch.rows,
                 answer.values,
                 model_version=answer.model_version,
