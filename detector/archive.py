@@ -36,6 +36,7 @@ import numpy as np
 
 from detector import metrics
 from model.archive import LabelRecord, RowRecord, label_files, open_store, row_files
+from model.outliers import OutlierDetector
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class Archiver:
         self._store: Any = None
         self._failures = 0
         self.last_error: str | None = None
+        self.outliers: OutlierDetector | None = None
+        """Flags each archived row (set once the artifact is loaded; rows uploaded before are not flagged)."""
         for kind in ("rows", "labels"):  # every series from 0, so that rates and ratios exist at once
             for outcome in ("written", "archived", "retried", "dropped"):
                 _counter(kind, outcome)
@@ -215,7 +218,7 @@ class Archiver:
         try:
             for path in segments:
                 rows, labels = read_segment(path)
-                files = {**row_files(path.stem, rows), **label_files(path.stem, labels)}
+                files = {**row_files(path.stem, rows, self.outliers), **label_files(path.stem, labels)}
                 try:
                     if self._store is None:
                         self._store = open_store(self.uri, **CLIENT_OPTIONS)

@@ -19,6 +19,8 @@ import pytest
 
 from housing.processes import wait_until
 from model.archive import open_store, read_archive
+from model.artifact import read_metadata, read_outliers
+from model.outliers import OutlierDetector
 from model.storage import StorageError
 from tests.conftest import Azurite, start_azurite
 from tests.detector.conftest import DetectorProcess, held_out_rows
@@ -99,6 +101,11 @@ def test_rows_and_labels_land_in_azurite_partitioned_and_read_back_joined_and_de
     np.testing.assert_allclose(by_id.loc[("three-houses", 1), detector.features].to_numpy(float), rows[31])
     assert set(frame["model_version"]) == {version(artifact_dir)} and set(frame["endpoint"]) == {"default"}
     assert (frame["response_time"] >= frame["request_time"]).all()
+    density = OutlierDetector.from_bytes(read_outliers(artifact_dir, read_metadata(artifact_dir)) or b"")
+    assert frame["outlier"].notna().all()  # each row scored by the artifact's outlier density
+    np.testing.assert_array_equal(
+        frame["outlier"].astype(bool), density.flags(frame[density.features].to_numpy(float))
+    )
 
     names = open_store(uri).names("rows")
     date = frame["response_time"].iloc[0].date().isoformat()

@@ -11,11 +11,23 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from model.archive import LabelRecord, LocalStore, RowRecord, label_files, load_training_data, row_files
+from model import outliers
+from model.archive import (
+    LabelRecord,
+    LocalStore,
+    RowRecord,
+    label_files,
+    load_training_data,
+    read_archive,
+    row_files,
+)
+from model.artifact import read_metadata, read_outliers
 from model.dataset import load_dataset
+from model.outliers import OutlierDetector
 from model.schema import DEFAULT_FEATURES
 
 pytestmark = pytest.mark.slow
@@ -108,3 +120,28 @@ def test_train_refuses_an_archive_without_labels_or_without_a_chosen_feature(tmp
     # Beside other data (the chart's scheduled retraining on a new archive), an empty archive adds nothing.
     frame, provenance = load_training_data(["bundled", str(archive)], DEFAULT_FEATURES)
     assert len(frame) == 506 and provenance["data_archive_rows"] == 0
+
+
+def test_archived_rows_carry_the_artifacts_outlier_flag(tmp_path: Path, artifact_dir: Path) -> None:
+    """Real houses and houses recombined from real values: each archived row says which the density flags;
+    rows archived without a density (an older detector) read back as null, beside the flagged ones."""
+    density = read_outliers(artifact_dir, read_metadata(artifact_dir))
+    assert density is not None
+    detector = OutlierDetector.from_bytes(density)
+    features = list(detector.features)
+    real = load_dataset()[features].to_numpy(float)
+    houses = np.vstack([real[:50], outliers.recombined(real, 50, seed=3)])
+    now = time.time()
+    rows = [
+        RowRecord(f"r{index}", "default", "1", now, now, features, [house.tolist()], [20.0])
+        for index, house in enumerate(houses)
+    ]
+    store = LocalStore(tmp_path)
+    unscored = [RowRecord("old", "default", "1", now, now, features, [real[0].tolist()], [20.0])]
+    for name, data in {**row_files("scored", rows, detector), **row_files("unscored", unscored)}.items():
+        store.put(name, data)
+    archived = read_archive(str(tmp_path)).set_index("request_id")
+    flags = archived.loc[[f"r{index}" for index in range(len(houses))], "outlier"].astype(bool).to_numpy()
+    np.testing.assert_array_equal(flags, detector.flags(houses))
+    assert flags[:50].mean() <= 0.1 and flags[50:].mean() >= 0.9
+    assert pd.isna(archived.loc["old", "outlier"])
