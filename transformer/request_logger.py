@@ -21,17 +21,18 @@ over one keep-alive connection, at once when ``batch_events`` events wait and ot
 ``flush_seconds`` (1,000 events, 50 ms by default). What the measurements on the soak's machine said:
 
 - one POST per event could not keep up (the issue-19 soak lost 82% of its events that way);
-- a POST costs the transformer about 300 µs of CPU whatever its size, so batches are as large as the flush
-  period allows: at 1,700 inferences/s each carries about 85;
-- waking the sender for every inference (a condition variable) cost more CPU than the sending, so the
-  buffer is a lock-free ``deque`` and the sender wakes once per batch or flush period;
+- a POST costs the transformer 200-300 µs of CPU whatever its size, so batches are as large as the flush
+  period makes them: at 1,700 inferences/s each carries about 85;
+- a condition variable around the buffer (a lock per inference, a wake-up at each batch's first) made
+  :meth:`RequestLogger.log` cost 5 µs; the buffer is now a ``deque`` (atomic appends, no lock) and the
+  sender wakes when a batch is full or once per flush period: 2 µs;
 - the body is joined from bytes encoded once per batch (the attributes an endpoint's events share) and per
   inference (id, time, and the rows and predictions straight from numpy with orjson): about 3 µs an
-  inference against 4 µs building dicts and 16 µs with the ``cloudevents`` SDK's objects. The tests read
-  every element with the SDK.
+  inference against 4 µs building a dict per event (the ``cloudevents`` SDK's objects would cost more
+  still). The tests read every element with the SDK.
 
-In all, the logger cost the transformer about 25 µs of CPU per request in the 3-minute soak (95.6% of the
-throughput without it), down from 40-65 µs (86-93%) with dict-built events of 100 per POST.
+In all, the logger cost the transformer 20-25 µs of CPU per request in two 3-minute soaks (95.6% and 96.5% of
+the throughput without it), down from 40-65 µs (86-93%) with dict-built events of 100 per POST.
 
 **Sampling under overload.** Above a watermark (half the buffer) a new inference is taken with a
 probability that falls linearly from 1 to 0 as the buffer fills (random early drop), else dropped whole,
@@ -91,7 +92,7 @@ LOGGER_URL_ENV = "LOGGER_URL"
 MAX_QUEUE = 10_000
 """Inferences waiting per detector URL: about 14 s of the 690 requests/s the issue-19 soak served."""
 BATCH_EVENTS = 1000
-"""Events per POST at most. A POST costs the transformer about 300 µs of CPU whatever its size (measured on
+"""Events per POST at most. A POST costs the transformer 200-300 µs of CPU whatever its size (measured on
 the soak's machine), so batches are sized by the flush period: 1,700 inferences/s send about 85 per POST."""
 FLUSH_SECONDS = 0.05
 RATE_SECONDS = 1.0
@@ -219,8 +220,7 @@ class _Lane:
 
     The buffer is a ``deque`` (appends and pops are atomic), so queueing an inference takes no lock and wakes
     no thread: the sender wakes when a batch is full (one ``Event.set`` per batch) or every ``flush_seconds``,
-    and sends all that waits, in batches. Waking the sender per inference cost the transformer more CPU than
-    sending did.
+    and sends all that waits, in batches.
     """
 
     def __init__(self, owner: RequestLogger, url: str, max_queue: int):
