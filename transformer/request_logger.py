@@ -315,7 +315,9 @@ class RequestLogger:
     ):
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls or max_queue < 1 or batch_events < 2 or not flush_seconds > 0:
-            raise ValueError("RequestLogger needs a URL, max_queue >= 1, batch_events >= 2, flush_seconds>0")
+            raise ValueError(
+                "RequestLogger needs a URL, max_queue >= 1, batch_events >= 2 and flush_seconds > 0"
+            )
         self.component = component
         self.inference_service = inference_service
         self.namespace = namespace
