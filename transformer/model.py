@@ -215,6 +215,7 @@ class HousingTransformer(Model):
         batch, answer = prediction.batch, prediction.answer
         if self.request_logger is not None:
             self.request_logger.log(
+                batch.model.feature_names,
                 batch.rows,
                 answer.values,
                 model_version=answer.model_version,

@@ -97,6 +97,7 @@ class Shadow:
             outcome = "answered"
             if self.request_logger is not None:
                 self.request_logger.log(
+                    model.feature_names,
                     rows,
                     answer.values,
                     model_version=answer.model_version,

@@ -101,10 +101,11 @@ def test_transformer_emits_request_and_response_events(
         assert event["datacontenttype"] == "application/json"
         assert event[SAMPLE_RATE] == "1"  # not sampled: the queue was nearly empty
         assert decode_metadata(event["metadata"])[METADATA_MODEL_VERSION] == artifact.version
-    # One row per house in the model's feature order (b dropped): the tensor the predictor received.
     logged = events[REQUEST_TYPE].get_data()["instances"]
-    assert [len(row) for row in logged] == [len(artifact.feature_names)] * 3
-    np.testing.assert_allclose(logged, rows_of(houses[:3]))
+    assert [list(instance) for instance in logged] == [
+        artifact.feature_names
+    ] * 3  # model features, b dropped
+    np.testing.assert_allclose(rows_of(logged), rows_of(houses[:3]))
     assert events[REQUEST_TYPE]["time"] == events[RESPONSE_TYPE]["time"]
     assert abs(datetime.fromisoformat(events[REQUEST_TYPE]["time"]).timestamp() - time.time()) < 60
     predictions = events[RESPONSE_TYPE].get_data()["predictions"]
@@ -218,7 +219,7 @@ async def grpc_infer(server: Server, request_id: str, inputs: list[dict]) -> lis
 def test_unreachable_logger_counts_failures():
     logger = RequestLogger(f"http://127.0.0.1:{free_port()}/", component="test-failed", timeout=1.0)
     before = counted("test-failed", "failed")
-    logger.log(np.array([[0.1]]), np.array([20.0]), model_version="v1")
+    logger.log(["crim"], np.array([[0.1]]), np.array([20.0]), model_version="v1")
     logger.close()
     assert counted("test-failed", "failed") == before + 2
 
@@ -267,7 +268,7 @@ def test_a_refused_batch_counts_its_inferences_failed_and_the_next_is_delivered(
     base, posts = closer
     refused = RequestLogger(f"{base}/refuse", component="test-refused", batch_events=2)
     before = inferences("test-refused", "failed")
-    refused.log(np.array([[0.1]]), np.array([20.0]), model_version="v1")
+    refused.log(["crim"], np.array([[0.1]]), np.array([20.0]), model_version="v1")
     refused.close()
     assert inferences("test-refused", "failed") == before + 1 and posts == ["/refuse"]
     with pytest.raises(ValueError, match="http"):
@@ -293,7 +294,7 @@ def test_full_queue_drops_and_counts_without_blocking():
         )
         before = counted("test-dropped", "dropped")
         for _ in range(10):  # would hang here if logging waited for the stuck sender
-            logger.log(np.array([[0.1]]), np.array([20.0]), model_version="v1")
+            logger.log(["crim"], np.array([[0.1]]), np.array([20.0]), model_version="v1")
         assert counted("test-dropped", "dropped") >= before + 10  # 20 events, at most 2 queued + 1 in flight
     finally:
         hung.close()
@@ -330,7 +331,9 @@ def test_overload_drops_whole_inferences_and_stamps_their_probability(receiver):
     )
     offered = inferences(component, "offered")
     for index in range(400):
-        logger.log(np.array([[float(index)]]), np.array([20.0]), model_version="v1", request_id=f"s{index}")
+        logger.log(
+            ["crim"], np.array([[float(index)]]), np.array([20.0]), model_version="v1", request_id=f"s{index}"
+        )
     logger.close()
     elements = [element for _, body in received for element in json.loads(body)]
     by_id: dict[str, list[str]] = {}
@@ -366,7 +369,7 @@ def test_each_id_maps_to_one_replica_and_replicas_share_evenly(receiver):
     urls = [f"{url}?replica={index}" for index in range(3)]
     logger = RequestLogger(urls, component="test-replicas", batch_events=1000, flush_seconds=0.05)
     for event_id in ids[:300]:
-        logger.log(np.array([[0.1]]), np.array([20.0]), model_version="v1", request_id=event_id)
+        logger.log(["crim"], np.array([[0.1]]), np.array([20.0]), model_version="v1", request_id=event_id)
     logger.close()
     assert sum(len(json.loads(body)) for _, body in received) == 600
     for headers, body in received:
@@ -379,12 +382,14 @@ def test_a_full_batch_goes_at_once_and_a_partial_one_within_the_flush_period(rec
     full = RequestLogger(url, component="test-flush", batch_events=4, flush_seconds=30.0)
     started = time.monotonic()
     for index in range(2):  # 2 inferences = 4 events: the batch is full, the sender must not wait 30 s
-        full.log(np.array([[float(index)]]), np.array([20.0]), model_version="v1", request_id=f"f{index}")
+        full.log(
+            ["crim"], np.array([[float(index)]]), np.array([20.0]), model_version="v1", request_id=f"f{index}"
+        )
     wait_until(lambda: len(received) == 1, timeout=5, what="the full batch")
     assert time.monotonic() - started < 5 and len(json.loads(received[0][1])) == 4
     full.close()
     partial = RequestLogger(url, component="test-flush", batch_events=1000, flush_seconds=0.05)
-    partial.log(np.array([[1.0]]), np.array([20.0]), model_version="v1", request_id="p")
+    partial.log(["crim"], np.array([[1.0]]), np.array([20.0]), model_version="v1", request_id="p")
     wait_until(lambda: len(received) == 2, timeout=5, what="the partial batch, after one flush period")
     partial.close()
     assert [element["id"] for element in json.loads(received[1][1])] == ["p", "p"]
@@ -392,7 +397,7 @@ def test_a_full_batch_goes_at_once_and_a_partial_one_within_the_flush_period(rec
 
 def test_batch_body_is_valid_cloudevents_with_each_endpoints_rate(receiver):
     """The body is joined from bytes: every element must still be a CloudEvent the SDK reads, with its own
-    endpoint's sampling rate, the rows as sent and an RFC 3339 time."""
+    endpoint's sampling rate, the rows named by the inputs of the model that answered, an RFC 3339 time."""
     url, _ = receiver
     logger = RequestLogger(url, component="test-body", namespace="ns", inference_service="svc")
     try:
@@ -400,8 +405,8 @@ def test_batch_body_is_valid_cloudevents_with_each_endpoints_rate(receiver):
         rows = np.array([[1.5, 2.0], [3.25, 4.0]], dtype=np.float32)[:, ::-1]  # float32, not contiguous
         three, four = encode_metadata({"model_version": "3"}), encode_metadata({"model_version": "4"})
         batch = [
-            Inference('quote"id', "default", three, rows, np.array([[9.5], [8]]), made),
-            Inference("b", "canary", four, np.array([[7.0, 8.0]]), [1.25], made),
+            Inference('quote"id', "default", three, ["x", "y"], rows, np.array([[9.5], [8]]), made),
+            Inference("b", "canary", four, ("x", "rm"), np.array([[7.0, 8.0]]), [1.25], made),
         ]
         elements = json.loads(logger.body(batch, {"default": 0.5, "canary": 1.0}))
     finally:
@@ -416,7 +421,8 @@ def test_batch_body_is_valid_cloudevents_with_each_endpoints_rate(receiver):
         ("ns", "svc", "test-body")
     }
     assert decode_metadata(events[2]["metadata"]) == {"model_version": "4"}
-    assert events[0].get_data() == {"instances": [[2.0, 1.5], [4.0, 3.25]]}
+    assert events[0].get_data() == {"instances": [{"x": 2.0, "y": 1.5}, {"x": 4.0, "y": 3.25}]}
+    assert events[2].get_data() == {"instances": [{"x": 7.0, "rm": 8.0}]}  # each model's own inputs
     assert events[1].get_data() == {"predictions": [9.5, 8.0]}
     assert events[3].get_data() == {"predictions": [1.25]}
     assert datetime.fromisoformat(events[0]["time"]).timestamp() == pytest.approx(made, abs=1e-5)
