@@ -33,8 +33,8 @@ over one keep-alive connection, at once when ``batch_events`` events wait and ot
   an inference against 6 µs building a dict per event (the ``cloudevents`` SDK's objects would cost more
   still). The tests read every element with the SDK.
 
-In all, the logger cost the transformer 20-25 µs of CPU per request in two 3-minute soaks (95.6% and 96.5% of
-the throughput without it), down from 40-65 µs (86-93%) with dict-built events of 100 per POST.
+In all, the logger cost the transformer about 24 µs of CPU per request in the 3-minute soak (95.8% of the
+throughput without it), down from 40-65 µs (86-93%) with dict-built events of 100 per POST.
 
 **Sampling under overload.** Above a watermark (half the buffer) a new inference is taken with a
 probability that falls linearly from 1 to 0 as the buffer fills (random early drop), else dropped whole,
