@@ -32,7 +32,7 @@ over one keep-alive connection, at once when ``batch_events`` events wait and ot
   whose per-event conversion would cost more; joining the JSON from pieces encoded once per batch was
   tried and was no faster with named rows. The tests read every element with the SDK.
 
-In all, the logger cost the transformer about 24 µs of CPU per request in the 3-minute soak (95.8% of the
+In all, the logger cost the transformer about 21 µs of CPU per request in the 3-minute soak (96.8% of the
 throughput without it), down from 40-65 µs (86-93%) with 100 events per POST and a locked buffer.
 
 **Sampling under overload.** Above a watermark (half the buffer) a new inference is taken with a
