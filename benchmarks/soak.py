@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.serving import run_wrk
+from benchmarks.serving import LOAD_CORE, SERVER_CORE, run_wrk
 from housing.processes import Service, Stack, free_port
 from housing.stack import configure, services
 from model.paths import VAR_DIR_ENV
@@ -56,9 +56,8 @@ MAX_MEMORY_GROWTH = 0.10
 MIN_LOGGER_THROUGHPUT_RATIO = 0.95
 BODIES = 10_000
 """Distinct one-house bodies the load cycles through."""
-SERVING_CORE, SIDE_CORE = "0", "1"
-PLACEMENT = {"predictor": SERVING_CORE, "transformer": SERVING_CORE, "transformer-nolog": SERVING_CORE,
-             "detector": SIDE_CORE}  # fmt: skip
+PLACEMENT = {"predictor": SERVER_CORE, "transformer": SERVER_CORE, "transformer-nolog": SERVER_CORE,
+             "detector": LOAD_CORE}  # fmt: skip
 """Where each service runs on a 2-core machine: the serving path on one core; the detector, which on AKS has a
 node of its own, on the other beside this process's load generator (:func:`pin_load_generator`)."""
 
@@ -311,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             specs = start_stack(stack, artifact, workdir, PLACEMENT if pin else None)
             if pin:
-                os.sched_setaffinity(0, {int(SIDE_CORE)})  # this process is the load generator
+                os.sched_setaffinity(0, {int(LOAD_CORE)})  # this process is the load generator
             pids = {name: service.pid for name, service in specs.items()}
             predictor_url = f"{specs['predictor'].url}{PREDICT_PATH}"
             transformer_url = f"{specs['transformer'].url}{PREDICT_PATH}"
