@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument(
         "--cooldown", type=float, default=Config.cooldown, help="seconds between two retrains at least"
     )
+    retrain.add_argument(
+        "--retrain_min_labels",
+        type=int,
+        default=Config.retrain_min_labels,
+        help="labels of the drifting endpoint/version to await after the episode begins before the action "
+        "fires, so that a retrain on the archive sees the shifted population's ground truth (0: at once)",
+    )
     parser.add_argument(
         "--flush_interval", type=float, default=Config.flush_interval, help="seconds between state saves"
     )
@@ -221,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         correction=args.correction,
         bins=args.bins,
         cooldown=args.cooldown,
+        retrain_min_labels=args.retrain_min_labels,
         flush_interval=args.flush_interval,
         max_body_bytes=args.max_body_bytes,
         max_rows=args.max_rows,

@@ -56,6 +56,9 @@ from model.schema import TARGET, TARGET_CENSORED_AT, TARGET_DOMAIN, TARGET_UNIT
 
 log = logging.getLogger(__name__)
 
+ARCHIVE_FLUSH_TIMEOUT = 60.0
+"""Seconds a retrain waits for the archive's pending rows to be uploaded before it starts anyway."""
+
 ACCEPTED = Response(status_code=202)
 
 
@@ -88,6 +91,26 @@ class Detector:
             if config.archive_uri
             else None
         )
+
+    def _archive_first(
+        self, action: Callable[[dict[str, Any]], None] | None
+    ) -> Callable[[dict[str, Any]], None] | None:
+        """``action``, run after the archive has uploaded what it holds.
+
+        So a retrain on the archive sees every row and label joined before it fired (the wait is in the
+        retrain's own thread; ingest never waits).
+        """
+        archive = self.archive
+        if action is None or archive is None:
+            return action
+
+        def run(episode: dict[str, Any]) -> None:
+            if not archive.flush(ARCHIVE_FLUSH_TIMEOUT):
+                log.warning("archive not fully uploaded within %.0f s; retraining on what is there",
+                            ARCHIVE_FLUSH_TIMEOUT)  # fmt: skip
+            action(episode)
+
+        return run
 
     def load(self) -> None:
         """Fetch the artifact's metadata, build the tests, resume the saved state (blocking; retries)."""
@@ -123,7 +146,11 @@ class Detector:
                 started.result(timeout=600)
                 state = read_state(self.state_path)
                 trigger = RetrainTrigger(
-                    self.action_name, self.action, self.config.cooldown, state.get("retrain")
+                    self.action_name,
+                    self._archive_first(self.action),
+                    self.config.cooldown,
+                    state.get("retrain"),
+                    self.config.retrain_min_labels,
                 )
                 self.monitor = Monitor(
                     tester, self.config.settings, trigger, state, estimator, outliers, self.archive

@@ -155,6 +155,21 @@ class Archiver:
                 self._handle.close()
                 self._handle = None
 
+    def flush(self, timeout: float) -> bool:
+        """Seal the log now and wait until the upload thread has uploaded every segment (before a retrain).
+
+        Returns:
+            Whether the log was empty within ``timeout`` seconds (``False``: the store is down, say).
+        """
+        self._seal(force=True)
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        while self._segments():
+            if time.monotonic() > deadline or self._thread is None or not self._thread.is_alive():
+                return False
+            time.sleep(POLL_SECONDS / 4)
+        return True
+
     def status(self) -> dict[str, Any]:
         """The log's size and the last upload error, for ``/status``."""
         segments = self._segments()

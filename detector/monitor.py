@@ -125,6 +125,7 @@ class Monitor:
         self.windows: dict[WindowKey, Window] = {}
         self.results: dict[WindowKey, DriftResult] = {}
         self.labels: dict[WindowKey, deque[tuple[float, float, str]]] = {}  # truth, prediction, request id
+        self.labels_received: Counter[WindowKey] = Counter()  # ever, per key: the retrain's label count
         # Request id -> the predictions made for it, per key: a shadow's are logged under the same id.
         self.recent: OrderedDict[str, dict[WindowKey, np.ndarray]] = OrderedDict()
         self.queued: dict[int, Due] = {}
@@ -248,6 +249,7 @@ class Monitor:
             labels = self.labels.setdefault(key, deque(maxlen=self._kept_labels))
             scored = zip(truth.tolist(), predictions.tolist(), strict=True)
             labels.extend((value, prediction, request_id) for value, prediction in scored)
+            self.labels_received[key] += len(truth)
             self._publish_live(key)
             self._check(key)
         metrics.EVENTS.labels(type="feedback", outcome="accepted").inc()
@@ -492,7 +494,7 @@ class Monitor:
             "r2": r2,
             **({"estimated_mae": self.estimates[key]["mae"]} if key in self.estimates else {}),
         }
-        self.trigger.update(key, reason, details)
+        self.trigger.update(key, reason, details, labels=self.labels_received[key])
 
     def _estimate_too_high(self, key: WindowKey, labels: int) -> bool:
         """Whether the estimated MAE is over ``estimated_mae_threshold`` while labels are too few to judge."""

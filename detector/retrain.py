@@ -10,6 +10,10 @@
 
 A retrain registers a new model version with alias ``challenger`` (that is what ``housing train`` does); the
 promotion stays a human (or pipeline) decision.
+
+With ``--retrain_min_labels N`` an episode fires only once N labels of its key have arrived since it began:
+retraining on the archive learns a shifted population only from its labelled rows, so firing at the first
+drifted window (labels months away) would train on the old population again.
 """
 
 from __future__ import annotations
@@ -103,14 +107,17 @@ def k8s_job_action(
 class RetrainTrigger:
     """Fires the retrain action once per episode.
 
-    An episode starts when a key (endpoint and model version) drifts or its live R² falls; the key must
-    recover before it can fire again, and no two firings come closer than ``cooldown`` seconds.
+    An episode starts when a key (endpoint and model version) drifts or its live R² falls; it fires once
+    ``min_labels`` labels of the key have arrived since (at once by default); the key must recover before it
+    can fire again, and no two firings come closer than ``cooldown`` seconds.
 
     Args:
         action_name: One of :data:`ACTIONS` (the metric's ``action`` label).
         action: Called with the episode in a background thread (ingest never waits); ``None`` for ``none``.
         cooldown: Seconds between two firings, whatever the episode.
         state: Saved :meth:`snapshot`, to resume after a restart.
+        min_labels: Labels of the key received since the episode began before it fires. Not saved: after a
+            restart the count starts again (the later firing is the safe side).
     """
 
     def __init__(
@@ -119,10 +126,14 @@ class RetrainTrigger:
         action: Callable[[dict[str, Any]], None] | None,
         cooldown: float = DEFAULT_COOLDOWN,
         state: dict[str, Any] | None = None,
+        min_labels: int = 0,
     ):
         self.action_name = action_name
         self.action = action
         self.cooldown = cooldown
+        self.min_labels = min_labels
+        # Episodes waiting for labels: key -> [its label count when the episode began, the latest count].
+        self.waiting: dict[WindowKey, list[int]] = {}
         state = state or {}
         self.active: set[WindowKey] = {WindowKey.of(key) for key in state.get("active", [])}
         self.last_fired: float | None = state.get("last_fired")
@@ -130,9 +141,14 @@ class RetrainTrigger:
         self.threads: list[threading.Thread] = []
 
     def update(
-        self, key: WindowKey, reason: str | None, details: dict[str, Any], now: float | None = None
+        self,
+        key: WindowKey,
+        reason: str | None,
+        details: dict[str, Any],
+        now: float | None = None,
+        labels: int = 0,
     ) -> bool:
-        """Record the latest verdict for ``key``; fire when a new episode starts outside the cool-down.
+        """Record the latest verdict for ``key``; fire when a new episode is due, outside the cool-down.
 
         Args:
             key: The endpoint and model version judged.
@@ -140,6 +156,7 @@ class RetrainTrigger:
                 healthy again.
             details: What to pass to the action (scores, endpoint, version).
             now: Time (epoch seconds); defaults to now.
+            labels: Labels received for ``key`` so far (a count that only grows), for ``min_labels``.
 
         Returns:
             Whether the action fired.
@@ -147,9 +164,23 @@ class RetrainTrigger:
         now = time.time() if now is None else now
         if reason is None:
             self.active.discard(key)
+            self.waiting.pop(key, None)
             return False
         if key in self.active:
             return False
+        if key not in self.waiting:
+            self.waiting[key] = [labels, labels]
+            if self.min_labels:
+                log.warning(
+                    "%s for %s: retrain waits for %d labels of it (--retrain_min_labels)",
+                    reason,
+                    key,
+                    self.min_labels,
+                )
+        self.waiting[key][1] = labels
+        if labels - self.waiting[key][0] < self.min_labels:
+            return False
+        del self.waiting[key]
         self.active.add(key)
         if self.last_fired is not None and now - self.last_fired < self.cooldown:
             log.info(
@@ -188,5 +219,7 @@ class RetrainTrigger:
         return {"active": active, "last_fired": self.last_fired, "firings": self.firings}
 
     def status(self) -> dict[str, Any]:
-        """:meth:`snapshot` for ``/status``: each active episode's key as ``endpoint/model_version``."""
-        return {**self.snapshot(), "active": sorted(str(key) for key in self.active)}
+        """:meth:`snapshot` for ``/status``: keys as ``endpoint/model_version``; labels still awaited."""
+        awaited = {str(key): self.min_labels - (seen - start) for key, (start, seen) in self.waiting.items()}
+        active = sorted(str(key) for key in self.active)
+        return {**self.snapshot(), "active": active, "labels_awaited": awaited}

@@ -44,6 +44,8 @@ class Config:
     correction: str = DEFAULT_CORRECTION
     bins: int = DEFAULT_BINS
     cooldown: float = DEFAULT_COOLDOWN
+    retrain_min_labels: int = 0
+    """Labels of a drifting key received since its episode began before the retrain fires (0: at once)."""
     flush_interval: float = 1.0
     retry_interval: float = 10.0
     max_body_bytes: int = 10 * 1024 * 1024

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "rollout": "housing.rollout",
     "experiment": "housing.experiment",
     "up": "housing.stack",
+    "simulate": "housing.simulate",
     "drift": "detector.drift_cli",
 }
 """Sub-command name -> module implementing it."""

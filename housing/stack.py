@@ -267,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
     stack = Stack(args.log_dir or var_dir() / "stack")
     with _stop_on_signals():
         try:
-            artifact = args.artifact or _latest_or_train(fast=args.fast)
+            artifact = args.artifact or latest_or_train(fast=args.fast)
             storage_uri, env = str(artifact), dict[str, str]()
             if args.azurite:
                 storage_uri, env = _serve_from_azurite(stack, artifact, args.azurite_port)
@@ -317,7 +317,8 @@ def _start_prometheus(stack: Stack, started: list[Service], args: argparse.Names
     )
 
 
-def _latest_or_train(fast: bool) -> Path:
+def latest_or_train(fast: bool) -> Path:
+    """The latest trained artifact; without one, ``housing train`` (``--fast``: seconds) runs first."""
     artifact = latest_artifact()
     if artifact is None:
         command = ["housing", "train", *(["--fast"] if fast else [])]

@@ -191,7 +191,7 @@ def test_the_chart_passes_detector_archive_uri_to_the_detector_and_to_every_trai
     from tests.k8s.conftest import parse, render
 
     uri = "https://housingmodels.blob.core.windows.net/archive/housing"
-    completed = render({"detector": {"archive": {"uri": uri}}}, tmp_path, "archive")
+    completed = render({"detector": {"archive": {"uri": uri}, "retrainMinLabels": 200}}, tmp_path, "archive")
     assert completed.returncode == 0, completed.stderr
     documents = parse(completed.stdout)
     detector = next(
@@ -199,6 +199,7 @@ def test_the_chart_passes_detector_archive_uri_to_the_detector_and_to_every_trai
     )
     args = detector["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--archive_uri") + 1] == uri
+    assert args[args.index("--retrain_min_labels") + 1] == "200"  # the Job waits for the shift's labels
     cronjob = next(doc for doc in documents if doc["kind"] == "CronJob")
     template = next(
         doc for doc in documents if doc["kind"] == "ConfigMap" and "job-template" in doc["metadata"]["name"]
@@ -209,3 +210,28 @@ def test_the_chart_passes_detector_archive_uri_to_the_detector_and_to_every_trai
         assert train[train.index("--data") : train.index("--data") + 3] == ["--data", "bundled", uri]
     refused = render({"detector": {"archive": {"uri": "s3://elsewhere"}}}, tmp_path, "refused")
     assert refused.returncode != 0 and "uri" in refused.stderr
+
+
+def test_flush_uploads_what_was_committed_at_once_for_a_retrain(tmp_path: Path) -> None:
+    from detector.archive import Archiver
+    from model.archive import LabelRecord, RowRecord
+
+    target = tmp_path / "archive"
+    # Flush thresholds an hour away: only flush() can upload this soon.
+    archiver = Archiver(str(target), tmp_path / "wal", 10_000, 3600.0, 10**9)
+    archiver.start()
+    try:
+        features = ["lstat", "rm"]
+        archiver.add(RowRecord("r1", "default", "1", 1.0, 1.1, features, [[5.0, 6.0]], [24.0]))
+        archiver.add(LabelRecord("r1", [25.0], 2.0))
+        archiver.commit()
+        assert archived(str(target)) is None
+        assert archiver.flush(timeout=30)
+        frame = read_archive(str(target))[["request_id", "lstat", "prediction", "medv"]]
+        assert frame.values.tolist() == [["r1", 5.0, 24.0, 25.0]]
+    finally:
+        archiver.stop()
+    stopped = Archiver(str(target), tmp_path / "wal2", 10_000, 3600.0, 10**9)  # never started
+    stopped.add(RowRecord("r2", "default", "1", 1.0, 1.1, ["lstat"], [[5.0]], [24.0]))
+    stopped.commit()
+    assert not stopped.flush(timeout=1)  # no upload thread: it says so instead of waiting forever

@@ -84,6 +84,28 @@ def test_one_firing_per_episode_and_cool_down(tester: DriftTester, artifact_dir:
     assert restored.active == {default, canary} and restored.last_fired == 200
 
 
+def test_with_min_labels_an_episode_fires_once_enough_labels_arrived_after_it_began() -> None:
+    fired: list[dict] = []
+    trigger = RetrainTrigger("webhook", fired.append, cooldown=0, min_labels=50)
+    key = WindowKey("default", "1")
+    assert not trigger.update(key, "drift", {}, now=0, labels=120)  # begins with 120 labels of the old days
+    assert trigger.status()["labels_awaited"] == {"default/1": 50}
+    assert not trigger.update(key, "drift", {}, now=1, labels=169)
+    assert trigger.status()["labels_awaited"] == {"default/1": 1}
+    assert trigger.update(key, "drift", {}, now=2, labels=170)  # 50 since it began
+    assert trigger.status()["labels_awaited"] == {} and key in trigger.active
+    assert not trigger.update(key, "drift", {}, now=3, labels=500)  # the same episode fires once
+    other = WindowKey("canary", "2")
+    assert not trigger.update(other, "r2", {}, now=4, labels=0)
+    assert not trigger.update(other, None, {}, now=5, labels=40)  # recovered before its labels came
+    assert not trigger.update(other, "r2", {}, now=6, labels=60)  # a new episode counts from 60
+    assert not trigger.update(other, "r2", {}, now=7, labels=100)
+    assert trigger.update(other, "r2", {}, now=8, labels=110)
+    for thread in trigger.threads:
+        thread.join(5)
+    assert [episode["key"] for episode in fired] == ["default/1", "canary/2"]
+
+
 def test_windows_are_tested_when_full_and_state_round_trips(tester: DriftTester, artifact_dir: Path) -> None:
     rows = held_out_rows(artifact_dir)[:25]
     monitor = Monitor(tester, Settings(window_size=10), RetrainTrigger("none", None))

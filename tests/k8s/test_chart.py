@@ -192,6 +192,7 @@ def test_detector_runs_the_contract_command(renders: dict[str, Render]) -> None:
         "--window_size": "200",
         "--threshold": "0.3",
         "--retrain_action": "k8s-job",
+        "--retrain_min_labels": "0",
         "--job_template": "/etc/detector/job-template.yaml",
     }
     mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}

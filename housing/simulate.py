@@ -1,0 +1,414 @@
+"""``housing simulate drift``: the monitoring loop end to end on the local stack, each step printed.
+
+A market shift is sent through the stack ``housing up`` starts (same processes, same flags), and the loop
+runs as it would on the cluster, with nothing but HTTP between the steps:
+
+1. **Shift.** The bundled houses are split into a traffic pool (60 %) and held-out houses (40 %). After the
+   shift, buyers lean to the cheaper half of the city (three in four houses from those whose ``lstat`` is
+   above the data set's median), prices rose 20 % (years of inflation: the labels) and the property-tax rate
+   per USD 10,000 fell by the same factor (the same levy on dearer houses).
+2. **Detect.** Shifted houses from the traffic pool go through the transformer; their labels follow
+   ``--label-delay`` requests later (``POST /feedback``). The detector flags the drifted window.
+3. **Retrain.** The detector's ``command`` action runs ``housing train --data bundled ARCHIVE`` once
+   ``--min-labels`` labels of the shifted traffic are in (``--retrain_min_labels``), after uploading its
+   archive: the new version is registered in MLflow with the alias ``challenger``.
+4. **Shadow.** The challenger gets its own predictor (pinned by its sha256); the transformer copies every
+   request to it. Held-out shifted houses, never seen in training, are priced by both, and labelled.
+5. **Analyse.** The always-valid paired test of ``housing experiment analyze`` on the detector's outcomes;
+   the figure: the challenger's MAE on the held-out shifted houses against the champion's.
+6. **Promote.** On a win: the MLflow alias ``champion`` moves to the challenger, and the stack is restarted
+   on it (what ``housing rollout promote`` does on the cluster); one prediction shows the new version.
+
+Everything the loop writes (detector state, archive, MLflow store, the new artifact, logs) goes under
+``var/simulate/<time>/``: the champion the user serves is not touched. Exit code 0: promoted; 2: the test
+did not decide; 1: a step failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from housing.processes import HOST, Service, Stack, free_port, wait_until
+from model.paths import VAR_DIR_ENV, var_dir
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+HELP = "Simulate a market shift through the local stack: drift, retrain on the archive, shadow, promote."
+INFLATION = 0.20
+"""How much prices rose: the labels of the shifted houses are raised by this share."""
+LEAN = 0.75
+"""Share of shifted houses drawn from the cheaper half of the city (``lstat`` above the median)."""
+ALL = ("detector", "predictor", "challenger", "transformer")
+"""The services of the loop, in starting order (the transformer last: it reads the predictor's metadata)."""
+TARGET_IMPROVEMENT = 0.15
+"""The issue's figure: the retrained model's MAE on held-out shifted houses this much lower at least."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare the arguments of ``housing simulate``."""
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    drift = actions.add_parser("drift", help=HELP, description=__doc__.split("\n\n")[0])
+    drift.add_argument("--artifact", type=Path, help="the champion (default: the latest trained)")
+    drift.add_argument(
+        "--requests",
+        type=int,
+        default=300,
+        help="shifted houses sent before retraining (default: %(default)s)",
+    )
+    drift.add_argument(
+        "--held-out",
+        type=int,
+        default=200,
+        help="held-out shifted houses priced by both (default: %(default)s)",
+    )
+    drift.add_argument(
+        "--label-delay",
+        type=int,
+        default=50,
+        help="a label follows its request N requests later (default: %(default)s)",
+    )
+    drift.add_argument(
+        "--min-labels",
+        type=int,
+        default=200,
+        help="labels of the shifted traffic before the retrain (default: %(default)s)",
+    )
+    drift.add_argument("--window", type=int, default=100, help="detector window, rows (default: %(default)s)")
+    drift.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    drift.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for each step (default: %(default)s)"
+    )
+    drift.add_argument("--out", type=Path, help="where the run writes (default: var/simulate/<time>)")
+
+
+def shifted_houses(
+    pool: pd.DataFrame, count: int, rng: np.random.Generator, median_lstat: float
+) -> pd.DataFrame:
+    """``count`` houses of ``pool`` as the market after the shift (see the module docstring, step 1).
+
+    Drawn with replacement (a kind of house sells again); the labels and ``tax`` are changed, the rest kept.
+    """
+    import numpy as np
+
+    from model.schema import TARGET, TARGET_CENSORED_AT
+
+    cheap = (pool["lstat"] > median_lstat).to_numpy()
+    weights = (1 - LEAN) / len(pool) + LEAN * cheap / max(cheap.sum(), 1)
+    houses = pool.iloc[rng.choice(len(pool), size=count, p=weights / weights.sum())].copy()
+    # The data set records prices of 50 or more as 50 (and the detector refuses more): so does the market.
+    houses[TARGET] = (houses[TARGET] * (1 + INFLATION)).clip(upper=TARGET_CENSORED_AT)
+    houses["tax"] = houses["tax"] / (1 + INFLATION)
+    return houses.reset_index(drop=True).astype({"tax": np.float64})
+
+
+def split(frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The traffic pool (60 %) and the held-out houses (40 %), disjoint."""
+    shuffled = frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    cut = int(0.6 * len(shuffled))
+    return shuffled.iloc[:cut], shuffled.iloc[cut:]
+
+
+def step(number: int, text: str) -> None:
+    """One step of the loop, printed as it happens."""
+    print(f"\n[{number}/6] {text}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the loop (see the module docstring)."""
+    import logging
+
+    from housing.stack import latest_or_train
+
+    if args.requests < args.window + args.min_labels:
+        print(f"housing simulate drift: --requests must be at least --window + --min-labels "
+              f"({args.window + args.min_labels}): the retrain awaits its labels after the first window",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line per request
+    out = (args.out or var_dir() / "simulate" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")).resolve()
+    champion_dir = (args.artifact or latest_or_train(fast=True)).resolve()
+    previous = os.environ.get(VAR_DIR_ENV)
+    # The retrain (a child of the detector), its MLflow store, the detector's state and archive: all in out.
+    os.environ[VAR_DIR_ENV] = str(out)
+    stack = Stack(out / "logs")
+    try:
+        return Loop(args, stack, champion_dir, out).run()
+    except (RuntimeError, TimeoutError, OSError) as error:
+        print(f"housing simulate drift: {error}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+        if previous is None:
+            os.environ.pop(VAR_DIR_ENV, None)
+        else:
+            os.environ[VAR_DIR_ENV] = previous
+
+
+class Loop:
+    """The steps of the loop over one local stack (see the module docstring)."""
+
+    def __init__(self, args: argparse.Namespace, stack: Stack, champion_dir: Path, out: Path) -> None:
+        import numpy as np
+
+        self.args = args
+        self.stack = stack
+        self.out = out
+        self.champion_dir = champion_dir
+        self.rng = np.random.default_rng(args.seed)
+        self.ports = argparse.Namespace(
+            predictor_port=free_port(),
+            predictor_grpc_port=free_port(),
+            transformer_port=free_port(),
+            transformer_grpc_port=free_port(),
+            detector_port=free_port(),
+            detector=True,
+            explainer=False,
+            mlflow=False,
+        )
+        self.services: dict[str, Service] = {}
+        self.seen: dict[str, int] = {}  # the detector's joined inferences per endpoint, last read
+
+    def run(self) -> int:
+        """Shift, detect, retrain, shadow, analyse, promote; the exit code."""
+        from model.dataset import load_dataset
+
+        frame = load_dataset()
+        pool, held_out = split(frame, self.args.seed)
+        median = float(frame["lstat"].median())
+        version = self.version(self.champion_dir)
+        step(1, f"champion: version {version} ({self.champion_dir}); the run writes to {self.out}")
+        self.start(self.champion_dir)
+        print(f"shift: {LEAN:.0%} of houses from the cheaper half (lstat > {median:.2f}), "
+              f"prices +{INFLATION:.0%}, tax rate / {1 + INFLATION:g}")  # fmt: skip
+        self.send(shifted_houses(pool, self.args.requests, self.rng, median))
+        key = f"default/{version}"
+        status = self.wait(lambda s: (s["keys"].get(key) or {}).get("last_result"), "a tested window")
+        result = status["keys"][key]["last_result"]
+        drifted = [feature["name"] for feature in result["features"] if feature["drifted"]]
+        step(2, f"detector: window drift score {result['score']:.2f} (threshold {status['threshold']}), "
+                f"drifted: {', '.join(drifted) or 'none'}; {self.live(status, key)}")  # fmt: skip
+        if not result["drifted"]:
+            raise RuntimeError("the detector did not flag the shifted traffic")
+
+        firings = self.wait(lambda s: s["retrain"]["firings"], "the retrain to fire")["retrain"]["firings"]
+        print(f"retrain fired: reason {firings[-1]['reason']}, after {self.args.min_labels} labels of the "
+              "shifted traffic; training on the archive ...", flush=True)  # fmt: skip
+        challenger_dir = self.await_artifact()
+        metadata = json.loads((challenger_dir / "model.json").read_text())
+        params = metadata.get("params", {})
+        step(3, f"retrained: version {metadata['version']} registered in MLflow as 'challenger' "
+                f"({out_path(self.out, challenger_dir)}); {params.get('data_rows')} rows from "
+                f"{params.get('data_sources')}, {params.get('data_archive_rows')} of them archived "
+                "traffic")  # fmt: skip
+
+        self.start(self.champion_dir, shadow=challenger_dir, names=("challenger", "transformer"))
+        step(4, f"challenger {metadata['version']} served as a shadow: every request copied to it")
+        houses = shifted_houses(held_out, self.args.held_out, self.rng, median)
+        self.send(houses, endpoints=("default", "shadow"))
+        shadow_key = f"shadow/{metadata['version']}"
+        return self.analyse_and_promote(key, shadow_key, challenger_dir, metadata["version"])
+
+    def analyse_and_promote(self, key: str, shadow_key: str, challenger_dir: Path, version: str) -> int:
+        """Steps 5 and 6: the paired test on the held-out houses; promotion on a win."""
+        from housing.experiment import describe
+        from housing.outcomes import fetch_outcomes, paired_errors
+        from housing.sequential import CHALLENGER, decide
+
+        detector = self.services["detector"].url
+
+        def labelled() -> bool:
+            return (
+                len(fetch_outcomes(detector).get(shadow_key, {}).get("true_values", [])) >= self.args.held_out
+            )
+
+        wait_until(labelled, timeout=self.args.timeout, what="the shadow's labelled outcomes")
+        champion_errors, challenger_errors, _, _ = paired_errors(fetch_outcomes(detector), key, shadow_key)
+        # Only the held-out houses: both models priced them, the challenger never trained on them.
+        decision = decide(champion_errors, challenger_errors, paired=True)
+        improvement = 1 - decision.mae_challenger / decision.mae_champion
+        step(5, f"analysis on {decision.pairs} held-out shifted houses (paired, always-valid):\n"
+                f"{describe(decision, key, shadow_key)}\n"
+                f"figure: challenger MAE {improvement:.1%} lower than the champion's "
+                f"(target >= {TARGET_IMPROVEMENT:.0%}): "
+                f"{'met' if improvement >= TARGET_IMPROVEMENT else 'MISSED'}")  # fmt: skip
+        if decision.verdict != CHALLENGER:
+            print("no winner yet: the champion stays (send more labelled traffic)", flush=True)
+            return 2
+        from model.promote_cli import set_alias
+
+        previous = set_alias(version, "champion")
+        self.start(challenger_dir)
+        answered = self.predict_one()
+        step(6, f"promoted: MLflow alias champion -> version {version} (was {previous or 'unset'}); the "
+                f"stack now serves it: a prediction answered by model version {answered}")  # fmt: skip
+        return 0
+
+    # --- the stack ---------------------------------------------------------------------------------------
+
+    def start(self, artifact: Path, shadow: Path | None = None, names: tuple[str, ...] = ALL) -> None:
+        """(Re)start ``names`` on ``artifact`` (a shadow predictor for ``shadow``); wait until ready."""
+        from housing import stack as local_stack
+
+        specs = {spec.name: spec for spec in local_stack.services(self.ports, str(artifact), {})}
+        retrain = shlex.join([sys.executable, "-m", "housing", "train", "--fast", "--no-progress", "--data",
+                              "bundled", local_stack.archive_uri(self.ports)])  # fmt: skip
+        specs["detector"].command = [
+            *specs["detector"].command, "--window_size", str(self.args.window), "--retrain_action", "command",
+            "--retrain_command", retrain, "--retrain_min_labels", str(self.args.min_labels),
+            "--archive_flush_seconds", "1",
+        ]  # fmt: skip
+        if shadow is not None:
+            http, grpc = free_port(), free_port()
+            specs["challenger"] = Service(
+                "challenger",
+                [sys.executable, "-m", "predictor", "--model_name", "housing", "--storage_uri", str(shadow),
+                 "--expected_sha256", self.onnx_sha256(shadow), "--http_port", str(http),
+                 "--grpc_port", str(grpc)],
+                http,
+            )  # fmt: skip
+            shadow_flag = ["--shadow", f"challenger=100,{HOST}:{grpc},{HOST}:{http}"]
+            specs["transformer"].command = [*specs["transformer"].command, *shadow_flag]
+        restarted = [name for name in names if name in specs]
+        for name in [*restarted, *(["challenger"] if shadow is None else [])]:
+            if name in self.services:
+                self.services.pop(name).stop()
+        for name in restarted:
+            self.services[name] = self.stack.start(specs[name])
+        for name in restarted:
+            self.services[name].wait_ready(timeout=self.args.timeout)
+
+    def send(self, houses: pd.DataFrame, endpoints: tuple[str, ...] = ("default",)) -> None:
+        """Each house as one prediction; its label ``--label-delay`` requests later (the rest at the end).
+
+        A label goes only once every model in ``endpoints`` has priced its house at the detector: a shadow's
+        copy is sent after the client's answer, and a label that came first would score the champion alone.
+        """
+        import httpx
+
+        from model.schema import DEFAULT_FEATURES, TARGET
+
+        url = f"{self.services['transformer'].url}/v1/models/housing:predict"
+        feedback = f"{self.services['detector'].url}/feedback"
+        before = {endpoint: self.joined(endpoint) for endpoint in endpoints}
+        waiting: list[tuple[int, str, float]] = []
+        with httpx.Client(timeout=30) as client:
+            for number, (_, house) in enumerate(houses.iterrows(), start=1):
+                instance = {name: float(house[name]) for name in DEFAULT_FEATURES}
+                answer = client.post(url, json={"instances": [instance]})
+                answer.raise_for_status()
+                waiting.append((number, answer.headers["x-request-id"], float(house[TARGET])))
+                if len(waiting) > self.args.label_delay:
+                    self.label(client, feedback, *waiting.pop(0), before)
+            for item in waiting:
+                self.label(client, feedback, *item, before)
+        delay = self.args.label_delay
+        print(f"sent {len(houses)} houses and their labels (each {delay} requests late)", flush=True)
+
+    def label(
+        self, client: Any, url: str, number: int, request_id: str, value: float, before: dict[str, int]
+    ) -> None:
+        """``POST /feedback`` for the ``number``-th request once the detector joined it for each endpoint."""
+        for endpoint, count in before.items():
+
+            def arrived(endpoint: str = endpoint, count: int = count) -> bool:
+                if self.seen.get(endpoint, 0) - count < number:  # else known already: no request
+                    self.seen[endpoint] = self.joined(endpoint)
+                return self.seen[endpoint] - count >= number
+
+            what = f"{endpoint}'s inference {number} at the detector"
+            wait_until(arrived, timeout=self.args.timeout, what=what)
+        answer = client.post(url, json={"id": request_id, "value": value})
+        if answer.status_code != 200:
+            raise RuntimeError(f"/feedback answered {answer.status_code}: {answer.text[:200]}")
+
+    def joined(self, endpoint: str) -> int:
+        """Inferences of ``endpoint`` the detector has joined (``housing_detector_inferences_total``)."""
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(self.services["detector"].url + "/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            if family.name == "housing_detector_inferences":
+                totals = [sample for sample in family.samples if sample.name.endswith("_total")]
+                return sum(int(sample.value) for sample in totals if sample.labels["endpoint"] == endpoint)
+        return 0
+
+    def predict_one(self) -> str:
+        """One prediction through the transformer; the version that answered."""
+        import httpx
+
+        from model.dataset import load_dataset
+        from model.schema import DEFAULT_FEATURES
+
+        house = load_dataset().iloc[0]
+        instance = {name: float(house[name]) for name in DEFAULT_FEATURES}
+        url = f"{self.services['transformer'].url}/v1/models/housing:predict"
+        answer = httpx.post(url, json={"instances": [instance]}, timeout=30)
+        answer.raise_for_status()
+        return answer.headers.get("x-model-version", "?")
+
+    # --- reading the detector and the artifacts --------------------------------------------------------
+
+    def wait(self, found: Callable[[dict[str, Any]], Any], what: str) -> dict[str, Any]:
+        """Poll the detector's ``/status`` until ``found(status)`` is true; that status."""
+        import httpx
+
+        seen: list[dict[str, Any]] = []
+
+        def check() -> bool:
+            status = httpx.get(self.services["detector"].url + "/status", timeout=10).json()
+            seen.append(status)
+            return bool(found(status))
+
+        wait_until(check, timeout=self.args.timeout, what=what)
+        return seen[-1]
+
+    def await_artifact(self) -> Path:
+        """The artifact the retrain wrote (the latest under the run's var dir)."""
+        from model.paths import latest_artifact
+
+        wait_until(lambda: latest_artifact() is not None, timeout=self.args.timeout,
+                   what="the retrained artifact (see the detector's log)")  # fmt: skip
+        artifact = latest_artifact()
+        assert artifact is not None
+        return artifact
+
+    @staticmethod
+    def version(artifact: Path) -> str:
+        """model.json's version."""
+        return str(json.loads((artifact / "model.json").read_text())["version"])
+
+    @staticmethod
+    def onnx_sha256(artifact: Path) -> str:
+        """The pin of the file the predictor serves (model.json ``onnx_sha256``)."""
+        return str(json.loads((artifact / "model.json").read_text())["onnx_sha256"])
+
+    @staticmethod
+    def live(status: dict[str, Any], key: str) -> str:
+        """Live and estimated accuracy of ``key`` as one phrase."""
+        entry = status["keys"].get(key, {})
+        live, estimate = entry.get("live") or {}, entry.get("estimate") or {}
+        parts = [f"{live.get('labels', 0)} labels"]
+        if live.get("mae") is not None:
+            parts.append(f"live MAE {live['mae']:.2f}, R² {live['r2']:.2f}")
+        if estimate:
+            parts.append(f"estimated MAE {estimate['mae']:.2f}")
+        return ", ".join(parts)
+
+
+def out_path(root: Path, path: Path) -> str:
+    """``path`` relative to ``root`` when inside it (shorter lines)."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,71 @@
+"""``housing simulate drift``: the monitoring loop end to end with real processes (issue 16, point 5).
+
+A real predictor, transformer, detector and challenger predictor, a real MLflow store (SQLite) and archive,
+and a real ``housing train`` run by the detector's ``command`` action: nothing is mocked (no Kubernetes Job
+is created locally; the ``k8s-job`` action is tested against a mock API server in test_retrain.py).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from housing.simulate import INFLATION, LEAN, TARGET_IMPROVEMENT, shifted_houses, split
+from model.dataset import load_dataset
+from model.schema import TARGET, TARGET_CENSORED_AT
+
+
+def test_shifted_houses_lean_to_the_cheaper_half_with_inflated_prices_and_a_lower_tax_rate() -> None:
+    frame = load_dataset()
+    pool, held_out = split(frame, seed=0)
+    assert not set(map(tuple, pool.to_numpy())) & set(map(tuple, held_out.to_numpy()))  # disjoint houses
+    median = float(frame["lstat"].median())
+    houses = shifted_houses(pool, 4000, np.random.default_rng(0), median)
+    cheap = (houses["lstat"] > median).mean()
+    assert abs(cheap - (LEAN + (1 - LEAN) * (pool["lstat"] > median).mean())) < 0.03
+    originals = pool.set_index(["crim", "rm", "lstat"])
+    first = houses.iloc[0]
+    source = originals.loc[(first["crim"], first["rm"], first["lstat"])]
+    assert first["tax"] == pytest.approx(float(source["tax"]) / (1 + INFLATION))
+    assert first[TARGET] == pytest.approx(min(float(source[TARGET]) * (1 + INFLATION), TARGET_CENSORED_AT))
+    assert houses[TARGET].max() <= TARGET_CENSORED_AT  # what the detector's /feedback accepts
+
+
+@pytest.mark.slow
+def test_the_loop_flags_the_shift_retrains_on_the_archive_shadows_and_promotes(
+    artifact_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "housing", "simulate", "drift", "--artifact", str(artifact_dir),
+               "--out", str(out), "--timeout", "180"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    output = done.stdout
+    assert done.returncode == 0, output[-4000:] + done.stderr[-4000:]
+    positions = [output.find(f"[{number}/6]") for number in range(1, 7)]
+    assert -1 not in positions and positions == sorted(positions)  # every step printed, in order
+    drift = r"\[2/6\] detector: window drift score [0-9.]+ \(threshold 0.3\), drifted: .*tax"
+    assert re.search(drift, output)
+    assert "retrain fired: reason drift, after 200 labels" in output
+    trained = re.search(r"(\d+) rows from bundled \+ \S+, (\d+) of them archived traffic", output)
+    assert trained and int(trained.group(2)) >= 250 and int(trained.group(1)) == 506 + int(trained.group(2))
+    assert "WINNER: the challenger (shadow/1)" in output
+    figure = re.search(r"challenger MAE ([0-9.]+)% lower than the champion's", output)
+    assert figure and float(figure.group(1)) / 100 >= TARGET_IMPROVEMENT, output
+    assert "a prediction answered by model version 1" in output
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow' / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("housing-price", "champion")
+    assert str(champion.version) == "1" and "challenger" in champion.aliases
+    from model.archive import read_archive
+
+    archived = read_archive(str(out / "archive"))
+    labelled = archived[archived["medv"].notna()]
+    # 300 houses before the retrain and 200 held-out ones (the shadow's copies share their request ids).
+    assert len(labelled) == 500 and set(labelled["endpoint"]) == {"default"}
