@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.serving import LOAD_CORE, run_wrk
+from benchmarks.serving import on_load_core, run_wrk
 from benchmarks.soak import PLACEMENT, machine, metric_sums, resident_bytes, start_stack
 from housing.processes import ROOT, Stack, free_port
 from monitoring.traffic import PREDICT_PATH, houses, v1_body
@@ -197,17 +197,6 @@ def poisson_pause(url: str, rate: float, body: Path, scratch: Path) -> float:
     trial = run_wrk(url, connections, 5.0, scratch, body=body, delay_ms=guess * 1000)
     answer_time = max(0.0, connections / (trial["requests"] / trial["seconds"]) - guess)
     return max(0.001, connections / rate - answer_time) * 1000
-
-
-@contextmanager
-def on_load_core() -> Iterator[None]:
-    """This process (the load generator) on core 1 while inside, then back where it was."""
-    was = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {int(LOAD_CORE)})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, was)
 
 
 def overload(artifact: Path, workdir: Path, clients: int, seconds: float) -> FaultResult:

@@ -42,7 +42,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,17 @@ class Target:
     def url(self) -> str:
         """Where wrk posts."""
         return self.service.url + self.path
+
+
+@contextmanager
+def on_load_core() -> Iterator[None]:
+    """This process (the load generator) on :data:`LOAD_CORE` while inside, then back where it was."""
+    was = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(LOAD_CORE)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, was)
 
 
 def pinned(

@@ -132,8 +132,8 @@ class Detector:
                 outliers = OutlierDetector.from_bytes(density) if density is not None else None
                 if outliers is not None and outliers.features != list(reference.features):
                     raise ValueError(f"outliers.json scores {outliers.features}, not the model's inputs")
-                if self.archive is not None:
-                    self.archive.outliers = outliers
+                if self.archive is not None and density is not None:
+                    self.archive.use_outliers(density)
                 options = self.config.drift_options()
                 self.executor = ProcessPoolExecutor(
                     max_workers=1,

@@ -4,14 +4,16 @@ The monitor hands every joined inference (:class:`~model.archive.RowRecord`) and
 (:class:`~model.archive.LabelRecord`) to :meth:`Archiver.add`, on the event loop: a list append, no I/O.
 Before the HTTP answer (the 202 that acknowledges them), :meth:`Archiver.commit` encodes them as one JSON line
 and appends it to ``STATE_DIR/archive-wal/current.jsonl`` in one write. A background thread seals that file
-into a segment every ``flush_rows`` rows or ``flush_seconds`` seconds, writes each segment as Parquet files
+into a segment every ``flush_rows`` rows or ``flush_seconds`` seconds; the uploader writes each segment as
+Parquet files
 (:mod:`model.archive`: partitioned by date and model version) and deletes the segment once every file is
-uploaded. So:
+uploaded. The uploader is its own process (:func:`upload_forever`): building Parquet and talking to Blob
+Storage cost about as much CPU as the ingest, and in this process would take it from the event loop. So:
 
 - **kill -9 loses nothing acknowledged**: what was committed is in the kernel's page cache (no fsync, so a
   power loss of the node may lose the last seconds); on start, sealed segments and the old ``current.jsonl``
   are uploaded before anything new;
-- **ingest never waits on Blob**: an unreachable store only makes segments wait on disk; the thread retries
+- **ingest never waits on Blob**: an unreachable store only makes segments wait on disk; the uploader retries
   with back-off (1 s doubling to 30 s), counting ``housing_archive_rows_total{outcome="retried"}``;
 - **memory stays flat**: the buffer is the log on disk, bounded by ``max_wal_bytes``; over it, the oldest
   segments are deleted and their rows counted ``dropped``;
@@ -22,8 +24,8 @@ uploaded. So:
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
-import json
 import logging
 import os
 import threading
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from detector import metrics
 from model.archive import LabelRecord, RowRecord, label_files, open_store, row_files
@@ -43,6 +46,8 @@ log = logging.getLogger(__name__)
 WAL_DIR = "archive-wal"
 CURRENT = "current.jsonl"
 POLL_SECONDS = 0.2
+UPLOADER_NICENESS = 19
+"""How much lower the uploader process's CPU priority is than the ingest's (``nice``)."""
 BACKOFF_SECONDS = (1.0, 30.0)
 """First and longest wait between two failed uploads (doubling)."""
 # The uploader's client: no SDK retries (the back-off above is the retry policy), and short timeouts so that
@@ -79,11 +84,11 @@ class Archiver:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._store: Any = None
-        self._failures = 0
+        self._process: Any = None  # the uploader (multiprocessing.Process)
+        self._commands: Any = None  # to the uploader: ("outliers", bytes) or ("stop", None)
+        self._reports: Any = None  # from it: what each pass archived, retried, dropped
+        self._density: bytes | None = None  # outliers.json, for the uploader
         self.last_error: str | None = None
-        self.outliers: OutlierDetector | None = None
-        """Flags each archived row (set once the artifact is loaded; rows uploaded before are not flagged)."""
         for kind in ("rows", "labels"):  # every series from 0, so that rates and ratios exist at once
             for outcome in ("written", "archived", "retried", "dropped"):
                 _counter(kind, outcome)
@@ -116,7 +121,7 @@ class Archiver:
             with self._lock:
                 if self._handle is None:
                     self.directory.mkdir(parents=True, exist_ok=True)
-                    self._handle = open(self.current, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+                    self._handle = open(self.current, "ab")  # noqa: SIM115 (kept open)
                 self._handle.write(data)
                 self._handle.flush()  # into the kernel: survives kill -9 of this process
                 if self._current_rows == 0:
@@ -133,39 +138,71 @@ class Archiver:
         if self._current_rows >= self.flush_rows:
             self._wake.set()
 
+    def use_outliers(self, density: bytes) -> None:
+        """Flag each archived row with the artifact's outlier detector (``outliers.json``, verified).
+
+        Rows uploaded before it is given are archived unflagged (null).
+        """
+        self._density = density
+        if self._commands is not None:
+            self._commands.put(("outliers", density))
+
     def start(self) -> None:
-        """Seal what a previous process left in the log, then upload in the background."""
+        """Seal what a previous process left in the log; start the uploader process and the sealing thread.
+
+        The uploader is its own process (:func:`upload_forever`): reading segments, building Parquet and
+        talking to Blob Storage take about as much CPU as the ingest itself, and in this process they would
+        take it from the event loop (one GIL). This process only appends to the log and seals it.
+        """
+        import multiprocessing
+
         self.directory.mkdir(parents=True, exist_ok=True)
         self._seal(force=True)
-        self._thread = threading.Thread(target=self._run, name="archive-upload", daemon=True)
+        context = multiprocessing.get_context("spawn")
+        self._commands, self._reports = context.Queue(), context.Queue()
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        self._process = context.Process(
+            target=upload_forever,
+            args=(self.uri, self.directory, self.max_wal_bytes, self._commands, self._reports, os.getpid(),
+                  level),
+            name="archive-upload",
+            daemon=True,
+        )  # fmt: skip
+        self._process.start()
+        if self._density is not None:
+            self._commands.put(("outliers", self._density))
+        self._thread = threading.Thread(target=self._run, name="archive-seal", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the thread, seal the log and try one last upload (what fails stays for the next start)."""
+        """Seal the log, let the uploader try one last pass and stop (what fails stays for the next start)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-            if self._thread.is_alive():  # still in an upload: it keeps the log; the next start uploads it
-                return
         self._seal(force=True)
-        self._upload()
+        if self._process is not None:
+            self._commands.put(("stop", None))
+            self._process.join(timeout)
+            if self._process.is_alive():  # still in an upload: it keeps the log; the next start uploads it
+                self._process.terminate()
+                self._process.join(5)
+            self._receive()
         with self._lock:
             if self._handle is not None:
                 self._handle.close()
                 self._handle = None
 
     def flush(self, timeout: float) -> bool:
-        """Seal the log now and wait until the upload thread has uploaded every segment (before a retrain).
+        """Seal the log now and wait until the uploader has uploaded every segment (before a retrain).
 
         Returns:
             Whether the log was empty within ``timeout`` seconds (``False``: the store is down, say).
         """
         self._seal(force=True)
-        self._wake.set()
         deadline = time.monotonic() + timeout
         while self._segments():
-            if time.monotonic() > deadline or self._thread is None or not self._thread.is_alive():
+            if time.monotonic() > deadline or self._process is None or not self._process.is_alive():
                 return False
             time.sleep(POLL_SECONDS / 4)
         return True
@@ -176,26 +213,34 @@ class Archiver:
         return {
             "uri": self.uri,
             "segments_waiting": len(segments),
-            "wal_bytes": self._wal_bytes(segments),
+            "wal_bytes": _wal_bytes(self.directory, segments),
             "last_error": self.last_error,
         }
 
     def _run(self) -> None:
+        """Seal the log when due; count what the uploader reports."""
         while not self._stop.is_set():
             try:
                 self._seal(force=False)
-                uploaded = self._upload()
-            except Exception as error:  # e.g. the state volume unreadable: keep the thread, try again later
-                log.exception("archive thread: %s", error)
-                uploaded = False
-            if uploaded:
-                self._failures = 0
-                self._wake.wait(POLL_SECONDS)
-                self._wake.clear()
-            else:
-                self._failures += 1
-                first, longest = BACKOFF_SECONDS
-                self._stop.wait(min(longest, first * 2 ** (self._failures - 1)))
+            except OSError as error:  # e.g. the state volume unreadable: try again later
+                log.error("archive log: cannot seal %s: %s", self.current, error)
+            self._receive()
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+
+    def _receive(self) -> None:
+        """Apply the uploader's reports: counters, the log's size, the last error."""
+        import queue
+
+        while True:
+            try:
+                report = self._reports.get_nowait()
+            except (queue.Empty, OSError, ValueError):
+                return
+            for kind, outcome, count in report["counts"]:
+                _counter(kind, outcome).inc(count)
+            self.last_error = report["last_error"]
+            metrics.ARCHIVE_WAL_BYTES.set(report["wal_bytes"])
 
     def _seal(self, *, force: bool) -> None:
         """Rename ``current.jsonl`` into a segment when it is due (or, with ``force``, when not empty)."""
@@ -217,55 +262,138 @@ class Archiver:
                 os.replace(self.current, self.directory / sealed)
 
     def _segments(self) -> list[Path]:
-        """Sealed segments, oldest first (their names start with the time they were sealed)."""
-        try:
-            return sorted(path for path in self.directory.glob("*.jsonl") if path.name != CURRENT)
-        except OSError:
-            return []
+        return segments_of(self.directory)
 
-    def _wal_bytes(self, segments: list[Path]) -> int:
-        paths = [*segments, self.current]
-        return sum(path.stat().st_size for path in paths if path.exists())
 
-    def _upload(self) -> bool:
+def segments_of(directory: Path) -> list[Path]:
+    """Sealed segments, oldest first (their names start with the time they were sealed)."""
+    try:
+        return sorted(path for path in directory.glob("*.jsonl") if path.name != CURRENT)
+    except OSError:
+        return []
+
+
+def _wal_bytes(directory: Path, segments: list[Path]) -> int:
+    paths = [*segments, directory / CURRENT]
+    total = 0
+    for path in paths:
+        with contextlib.suppress(OSError):  # uploaded and deleted meanwhile
+            total += path.stat().st_size
+    return total
+
+
+class Uploader:
+    """Uploads sealed segments as Parquet files, oldest first (runs in the uploader process).
+
+    Args:
+        uri: The archive's location.
+        directory: The write-ahead log's directory.
+        max_wal_bytes: Sealed segments kept at most while uploads fail; the oldest beyond are dropped.
+    """
+
+    def __init__(self, uri: str, directory: Path, max_wal_bytes: int) -> None:
+        self.uri = uri
+        self.directory = directory
+        self.max_wal_bytes = max_wal_bytes
+        self.outliers: OutlierDetector | None = None
+        self.last_error: str | None = None
+        self.counts: list[tuple[str, str, int]] = []  # since the last report
+        self._store: Any = None
+
+    def upload(self) -> bool:
         """Upload the sealed segments, oldest first; ``False`` at the first failure (the rest wait)."""
-        segments = self._bound(self._segments())
-        try:
-            for path in segments:
+        for path in self._bound(segments_of(self.directory)):
+            try:
                 rows, labels = read_segment(path)
-                files = {**row_files(path.stem, rows, self.outliers), **label_files(path.stem, labels)}
-                try:
-                    if self._store is None:
-                        self._store = open_store(self.uri, **CLIENT_OPTIONS)
-                    for name, data in files.items():
-                        self._store.put(name, data)
-                except Exception as error:  # any failure of the store: the segment waits, nothing is lost
-                    self.last_error = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
-                    log.warning("archive upload to %s failed (%s); back-off", self.uri, self.last_error)
-                    _count(rows, labels, "retried")
-                    return False
-                path.unlink(missing_ok=True)
-                self.last_error = None
-                _count(rows, labels, "archived")
-            return True
-        finally:
-            metrics.ARCHIVE_WAL_BYTES.set(self._wal_bytes(self._segments()))
+            except FileNotFoundError:  # uploaded by the uploader of a detector killed a moment ago
+                continue
+            files = {**row_files(path.stem, rows, self.outliers), **label_files(path.stem, labels)}
+            try:
+                if self._store is None:
+                    self._store = open_store(self.uri, **CLIENT_OPTIONS)
+                for name, data in files.items():
+                    self._store.put(name, data)
+            except Exception as error:  # any failure of the store: the segment waits, nothing is lost
+                self.last_error = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+                log.warning("archive upload to %s failed (%s); back-off", self.uri, self.last_error)
+                self._count(rows, labels, "retried")
+                return False
+            path.unlink(missing_ok=True)
+            self.last_error = None
+            self._count(rows, labels, "archived")
+        return True
+
+    def report(self) -> dict[str, Any]:
+        """What happened since the last report, for the detector's metrics and ``/status``."""
+        counts, self.counts = self.counts, []
+        wal_bytes = _wal_bytes(self.directory, segments_of(self.directory))
+        return {"counts": counts, "last_error": self.last_error, "wal_bytes": wal_bytes}
 
     def _bound(self, segments: list[Path]) -> list[Path]:
         """Drop the oldest segments while the log is over ``max_wal_bytes`` (counted ``dropped``)."""
-        total = self._wal_bytes(segments)
+        total = _wal_bytes(self.directory, segments)
         while segments and total > self.max_wal_bytes:
             oldest = segments.pop(0)
             total -= oldest.stat().st_size
             rows, labels = read_segment(oldest)
             oldest.unlink()
-            _count(rows, labels, "dropped")
+            self._count(rows, labels, "dropped")
             log.error("archive log over %d bytes: dropped segment %s", self.max_wal_bytes, oldest.name)
         return segments
 
+    def _count(self, rows: list[RowRecord], labels: list[LabelRecord], outcome: str) -> None:
+        self.counts += [
+            ("rows", outcome, sum(len(record.predictions) for record in rows)),
+            ("labels", outcome, sum(len(record.values) for record in labels)),
+        ]
 
-def encode(rows: list[RowRecord], labels: list[LabelRecord]) -> str:
-    """One log line (JSON) for a commit's records: the rows' numbers as base64 float64, not JSON numbers.
+
+def upload_forever(
+    uri: str, directory: Path, max_wal_bytes: int, commands: Any, reports: Any, parent: int, level: str
+) -> None:
+    """The uploader process: upload what is sealed, report, wait; until told to stop or orphaned.
+
+    After a failure it backs off (1 s doubling to 30 s). When the detector is gone (``kill -9``), it stops
+    at once: the next detector's uploader takes the log over.
+    """
+    import queue
+
+    from model.outliers import OutlierDetector
+    from serving.logs import configure_logging
+
+    configure_logging(level)
+    # Below the ingest's priority: in a burst the uploader yields the CPU and catches up after (the log on
+    # disk absorbs the difference, bounded by max_wal_bytes); when the CPU is free it runs at full speed.
+    os.nice(UPLOADER_NICENESS)
+    uploader = Uploader(uri, directory, max_wal_bytes)
+    failures, stopping = 0, False
+    while not stopping and os.getppid() == parent:
+        try:
+            uploaded = uploader.upload()
+        except Exception as error:  # e.g. the state volume unreadable: keep going, try again later
+            log.exception("archive uploader: %s", error)
+            uploaded = False
+        reports.put(uploader.report())
+        failures = 0 if uploaded else failures + 1
+        first, longest = BACKOFF_SECONDS
+        wait = POLL_SECONDS if uploaded else min(longest, first * 2 ** (failures - 1))
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0 and not stopping:
+            try:
+                command, value = commands.get(timeout=left)
+            except queue.Empty:
+                break
+            if command == "outliers":
+                uploader.outliers = OutlierDetector.from_bytes(value)
+            elif command == "stop":
+                stopping = True
+    if stopping:  # one last pass over what the detector sealed on its way out
+        uploader.upload()
+        reports.put(uploader.report())
+
+
+def encode(rows: list[RowRecord], labels: list[LabelRecord]) -> bytes:
+    """One log line (JSON, by orjson) for a commit's records: the rows' numbers as base64 float64.
 
     Writing floats as decimal text cost as much as the rest of the ingest (``python -m benchmarks archive``);
     their bytes cost a copy. The rows of one process share the model's inputs (``features``).
@@ -284,12 +412,12 @@ def encode(rows: list[RowRecord], labels: list[LabelRecord]) -> str:
         document["predictions"] = _bytes(
             np.concatenate([np.asarray(item.predictions, dtype="<f8") for item in rows])
         )
-    return json.dumps(document, separators=(",", ":")) + "\n"
+    return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
 
 
-def decode(line: str) -> tuple[list[RowRecord], list[LabelRecord]]:
+def decode(line: bytes) -> tuple[list[RowRecord], list[LabelRecord]]:
     """The records of one log line (see :func:`encode`)."""
-    document = json.loads(line)
+    document = orjson.loads(line)
     labels = [LabelRecord(*item) for item in document["labels"]]
     rows = []
     if "requests" in document:
@@ -313,7 +441,7 @@ def read_segment(path: Path) -> tuple[list[RowRecord], list[LabelRecord]]:
     """The records of one log segment (a line per commit); a line cut short by a crash is skipped."""
     rows: list[RowRecord] = []
     labels: list[LabelRecord] = []
-    with open(path, encoding="utf-8") as handle:
+    with open(path, "rb") as handle:
         for number, line in enumerate(handle, 1):
             try:
                 found, labelled = decode(line)
@@ -323,16 +451,6 @@ def read_segment(path: Path) -> tuple[list[RowRecord], list[LabelRecord]]:
             rows.extend(found)
             labels.extend(labelled)
     return rows, labels
-
-
-def _count(rows: list[RowRecord], labels: list[LabelRecord], outcome: str) -> None:
-    counts = {
-        "rows": sum(len(record.predictions) for record in rows),
-        "labels": sum(len(record.values) for record in labels),
-    }
-    for kind, count in counts.items():
-        if count:
-            _counter(kind, outcome).inc(count)
 
 
 @functools.lru_cache(maxsize=16)

@@ -6,6 +6,9 @@ KS tests and the tests use a second core.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -16,9 +19,17 @@ _tester: DriftTester | None = None
 
 
 def start(reference: Reference, options: dict[str, Any]) -> None:
-    """Build the tester (the pool's initializer)."""
+    """Build the tester (the pool's initializer); exit with the detector."""
     global _tester
     _tester = DriftTester(reference, **options)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Exit once the detector is gone: after its ``kill -9`` a pool worker would wait for work forever."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def ready() -> bool:

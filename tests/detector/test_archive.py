@@ -141,14 +141,25 @@ def test_a_detector_killed_with_sigkill_uploads_its_write_ahead_log_when_restart
     assert label(detector, {"id": "killed-3", "value": 7.5}) == 200
     assert archived(str(archive)) is None
     assert detector.service.process is not None
+    import psutil
+
+    children = psutil.Process(detector.service.process.pid).children()  # the uploader among them
+    assert len(children) >= 2
     os.kill(detector.service.process.pid, signal.SIGKILL)
     detector.service.process.wait(timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"left behind by kill -9: {[child.cmdline() for child in alive]}"
 
     restarted = start_detector(*flags, state_dir=state, name="restarted")
     frame = wait_for_rows(str(archive), 25, labels=1)
     assert sorted(frame["request_id"]) == sorted(f"killed-{index}" for index in range(25))
     assert frame.set_index("request_id").loc["killed-3", "medv"] == 7.5
-    assert restarted.metric("housing_archive_rows_total", kind="rows", outcome="archived") == 25
+    # The uploader's counts reach the detector's metrics within its poll (0.2 s) of the upload.
+    wait_until(
+        lambda: restarted.metric("housing_archive_rows_total", kind="rows", outcome="archived") == 25,
+        timeout=10,
+        what="the upload counted",
+    )
     assert not [path for path in (state / "archive-wal").iterdir() if path.stat().st_size > 0]
 
 
