@@ -354,7 +354,7 @@ def upload_forever(
     """The uploader process: upload what is sealed, report, wait; until told to stop or orphaned.
 
     After a failure it backs off (1 s doubling to 30 s). When the detector is gone (``kill -9``), it stops
-    at once: the next detector's uploader takes the log over.
+    before its next pass (within 0.2 s, or its back-off): the next detector's uploader takes the log over.
     """
     import queue
 

@@ -98,8 +98,6 @@ def shifted_houses(
 
     Drawn with replacement (a kind of house sells again); the labels and ``tax`` are changed, the rest kept.
     """
-    import numpy as np
-
     from model.schema import TARGET, TARGET_CENSORED_AT
 
     cheap = (pool["lstat"] > median_lstat).to_numpy()
@@ -108,7 +106,7 @@ def shifted_houses(
     # The data set records prices of 50 or more as 50 (and the detector refuses more): so does the market.
     houses[TARGET] = (houses[TARGET] * (1 + INFLATION)).clip(upper=TARGET_CENSORED_AT)
     houses["tax"] = houses["tax"] / (1 + INFLATION)
-    return houses.reset_index(drop=True).astype({"tax": np.float64})
+    return houses.reset_index(drop=True)
 
 
 def split(frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
