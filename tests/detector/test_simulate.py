@@ -52,7 +52,8 @@ def test_the_loop_flags_the_shift_retrains_on_the_archive_shadows_and_promotes(
     assert re.search(drift, output)
     assert "retrain fired: reason drift, after 200 labels" in output
     trained = re.search(r"(\d+) rows from bundled \+ \S+, (\d+) of them archived traffic", output)
-    assert trained and int(trained.group(2)) >= 250 and int(trained.group(1)) == 506 + int(trained.group(2))
+    # At least the 200 labels awaited were joined, and flushed to the archive, before the retrain started.
+    assert trained and int(trained.group(2)) >= 200 and int(trained.group(1)) == 506 + int(trained.group(2))
     assert "WINNER: the challenger (shadow/1)" in output
     figure = re.search(r"challenger MAE ([0-9.]+)% lower than the champion's", output)
     assert figure and float(figure.group(1)) / 100 >= TARGET_IMPROVEMENT, output
