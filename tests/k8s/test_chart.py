@@ -201,6 +201,29 @@ def test_detector_runs_the_contract_command(renders: dict[str, Render]) -> None:
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
+def test_kserve_leaves_the_detector_and_its_jobs_alone(renders: dict[str, Render]) -> None:
+    """The detector is a plain Deployment whose flags (``--retrain_min_labels`` and the others) reach it as
+    written: no KServe reconciler owns it, and KServe's pod mutator (the agent and storage-initializer
+    injector) only acts on pods labelled ``serving.kserve.io/inferenceservice``: kserve/kserve
+    config/webhook/manifests.yaml at aaac4e29 (``inferenceservice.kserve-webhook-server.pod-mutator``,
+    ``objectSelector: serving.kserve.io/inferenceservice Exists``). Neither the detector's pods nor the
+    retraining Jobs' may carry it."""
+    checked = 0
+    for name, rendered in renders.items():
+        jobs = [doc["data"]["job-template.yaml"] for doc in rendered.of_kind("ConfigMap")
+                if "job-template.yaml" in doc.get("data", {})]  # fmt: skip
+        pods = [yaml.safe_load(job)["spec"]["template"] for job in jobs]
+        workloads = [*rendered.of_kind("Deployment"), *rendered.of_kind("StatefulSet")]
+        pods += [doc["spec"]["template"] for doc in workloads if doc["metadata"]["name"].endswith("detector")]
+        pods += [job["spec"]["jobTemplate"]["spec"]["template"] for job in rendered.of_kind("CronJob")]
+        checked += len(pods)
+        for pod in pods:
+            assert "serving.kserve.io/inferenceservice" not in pod["metadata"].get("labels", {}), name
+        owned = [doc for doc in rendered.of_kind("Deployment") if doc["metadata"].get("ownerReferences")]
+        assert not owned, name
+    assert checked >= 3 * len(renders) // 2  # detector, Job template and CronJob in most scenarios
+
+
 def test_detector_role_may_only_create_and_follow_jobs(renders: dict[str, Render]) -> None:
     rendered = renders["defaults"]
     role = rendered.one("Role", f"{FULLNAME}-detector")
