@@ -27,7 +27,6 @@ did not decide; 1: a step failed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from housing.processes import HOST, Service, Stack, free_port, wait_until
+from model.artifact import read_metadata
 from model.paths import VAR_DIR_ENV, var_dir
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ class Loop:
         frame = load_dataset()
         pool, held_out = split(frame, self.args.seed)
         median = float(frame["lstat"].median())
-        version = self.version(self.champion_dir)
+        version = str(read_metadata(self.champion_dir)["version"])
         step(1, f"champion: version {version} ({self.champion_dir}); the run writes to {self.out}")
         self.start(self.champion_dir)
         print(f"shift: {LEAN:.0%} of houses from the cheaper half (lstat > {median:.2f}), "
@@ -202,7 +202,7 @@ class Loop:
         print(f"retrain fired: reason {firings[-1]['reason']}, after {self.args.min_labels} labels of the "
               "shifted traffic; training on the archive ...", flush=True)  # fmt: skip
         challenger_dir = self.await_artifact()
-        metadata = json.loads((challenger_dir / "model.json").read_text())
+        metadata = read_metadata(challenger_dir)
         params = metadata.get("params", {})
         step(3, f"retrained: version {metadata['version']} registered in MLflow as 'challenger' "
                 f"({out_path(self.out, challenger_dir)}); {params.get('data_rows')} rows from "
@@ -224,13 +224,14 @@ class Loop:
 
         detector = self.services["detector"].url
 
+        outcomes: dict[str, Any] = {}
+
         def labelled() -> bool:
-            return (
-                len(fetch_outcomes(detector).get(shadow_key, {}).get("true_values", [])) >= self.args.held_out
-            )
+            outcomes.update(fetch_outcomes(detector))
+            return len(outcomes.get(shadow_key, {}).get("true_values", [])) >= self.args.held_out
 
         wait_until(labelled, timeout=self.args.timeout, what="the shadow's labelled outcomes")
-        champion_errors, challenger_errors, _, _ = paired_errors(fetch_outcomes(detector), key, shadow_key)
+        champion_errors, challenger_errors, _, _ = paired_errors(outcomes, key, shadow_key)
         # Only the held-out houses: both models priced them, the challenger never trained on them.
         decision = decide(champion_errors, challenger_errors, paired=True)
         improvement = 1 - decision.mae_challenger / decision.mae_champion
@@ -265,15 +266,16 @@ class Loop:
             "--retrain_command", retrain, "--retrain_min_labels", str(self.args.min_labels),
             "--archive_flush_seconds", "1",
         ]  # fmt: skip
-        if shadow is not None:
+        if shadow is not None:  # a second predictor, started as the champion's is, pinned to its model.onnx
             http, grpc = free_port(), free_port()
-            specs["challenger"] = Service(
-                "challenger",
-                [sys.executable, "-m", "predictor", "--model_name", "housing", "--storage_uri", str(shadow),
-                 "--expected_sha256", self.onnx_sha256(shadow), "--http_port", str(http),
-                 "--grpc_port", str(grpc)],
-                http,
-            )  # fmt: skip
+            ports = argparse.Namespace(**vars(self.ports))
+            ports.predictor_port, ports.predictor_grpc_port = http, grpc
+            found = local_stack.services(ports, str(shadow), {})
+            challenger = next(spec for spec in found if spec.name == "predictor")
+            challenger.name = "challenger"
+            pin = read_metadata(shadow)["onnx_sha256"]
+            challenger.command = [*challenger.command, "--expected_sha256", pin]
+            specs["challenger"] = challenger
             shadow_flag = ["--shadow", f"challenger=100,{HOST}:{grpc},{HOST}:{http}"]
             specs["transformer"].command = [*specs["transformer"].command, *shadow_flag]
         restarted = [name for name in names if name in specs]
@@ -380,16 +382,6 @@ class Loop:
         artifact = latest_artifact()
         assert artifact is not None
         return artifact
-
-    @staticmethod
-    def version(artifact: Path) -> str:
-        """model.json's version."""
-        return str(json.loads((artifact / "model.json").read_text())["version"])
-
-    @staticmethod
-    def onnx_sha256(artifact: Path) -> str:
-        """The pin of the file the predictor serves (model.json ``onnx_sha256``)."""
-        return str(json.loads((artifact / "model.json").read_text())["onnx_sha256"])
 
     @staticmethod
     def live(status: dict[str, Any], key: str) -> str:
