@@ -3,8 +3,10 @@
 It reads the labelled predictions the detector has joined (``GET /outcomes``: per ``endpoint/model_version``,
 the true values and the predictions, oldest first) or a CSV of outcomes, and runs the always-valid test of
 :mod:`housing.sequential` on the absolute errors of the champion and the challenger. It may be run after every
-batch of labels without inflating false winners. Exit codes: 0 the challenger won, 1 error, 2 keep going,
-3 the champion won, 4 no difference.
+batch of labels without inflating false winners. The test is on absolute errors capped at the 95th percentile
+of the first 100 labels per arm (``--cap``), and spends 80% of ``--alpha`` against a false challenger win
+(``--challenger-share``): both let it decide sooner (docs/experiments.md). Exit codes: 0 the challenger won,
+1 error, 2 keep going, 3 the champion won, 4 no difference.
 
 ``--auto`` acts on a winner: the challenger's model version gets the MLflow alias ``champion``, and, with
 ``--name``, its canary is promoted on the cluster (``housing rollout promote``).
@@ -18,11 +20,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from housing.outcomes import OutcomesError, arm_errors, fetch_outcomes, paired_errors, read_csv
-from housing.sequential import CHALLENGER, CHAMPION, KEEP_GOING, NO_DIFFERENCE, Decision, decide
+from housing.sequential import (
+    CHALLENGER,
+    CHALLENGER_SHARE,
+    CHAMPION,
+    KEEP_GOING,
+    NO_DIFFERENCE,
+    Cap,
+    Decision,
+    decide,
+)
 
 HELP = "Decide an A/B test or a shadow on ground truth with an always-valid sequential test."
 EXIT_CODES = {CHALLENGER: 0, KEEP_GOING: 2, CHAMPION: 3, NO_DIFFERENCE: 4}
@@ -61,6 +73,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=1000,
         help="labels per arm where the interval is tightest; any value is valid (default: %(default)s)",
     )
+    analyze.add_argument(
+        "--cap",
+        type=_cap,
+        default="auto",
+        help="cap on absolute errors, USD 1000s: 'auto' (the 95th percentile of the first 100 labels per "
+        "arm), a number, or 'none' for the plain MAE (default: %(default)s)",
+    )
+    analyze.add_argument(
+        "--challenger-share",
+        type=float,
+        default=CHALLENGER_SHARE,
+        help="share of --alpha against a false challenger win, the rest against a false champion win "
+        "(default: %(default)s; 0.5 is symmetric)",
+    )
     analyze.add_argument("--json", action="store_true", help="print the decision as JSON")
     analyze.add_argument(
         "--auto",
@@ -73,6 +99,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     analyze.add_argument("--context", help="with --name: kubeconfig context")
 
 
+def _cap(value: str) -> Cap:
+    """``--cap``: ``auto``, ``none`` or a positive number."""
+    if value in ("auto", "none"):
+        return None if value == "none" else value
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be 'auto', 'none' or a positive number, got {value!r}")
+    return number
+
+
 def describe(decision: Decision, champion: str, challenger: str) -> str:
     """The decision as a few lines a person reads."""
     needed = "" if decision.labels_needed is None else f"; about {decision.labels_needed} more labels per arm"
@@ -82,11 +121,13 @@ def describe(decision: Decision, champion: str, challenger: str) -> str:
         NO_DIFFERENCE: "NO DIFFERENCE that matters",
         KEEP_GOING: f"KEEP GOING{needed}",
     }[decision.verdict]
+    capped = "" if decision.cap is None else f" with errors capped at {decision.cap:.2f}"
     return "\n".join(
         [
             f"champion   {champion}: MAE {decision.mae_champion:.3f} (USD 1000s)",
             f"challenger {challenger}: MAE {decision.mae_challenger:.3f}",
-            f"difference (champion - challenger) {decision.difference:+.3f} ({decision.relative:+.1%}), "
+            f"MAE difference (champion - challenger){capped} {decision.difference:+.3f} "
+            f"({decision.relative:+.1%}), "
             f"always-valid interval [{decision.low:+.3f}, {decision.high:+.3f}] on {decision.pairs} pairs",
             settled,
         ]
@@ -115,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
             alpha=args.alpha,
             margin=args.margin,
             planned=args.planned,
+            cap=args.cap,
+            challenger_share=args.challenger_share,
         )
     except (OutcomesError, ValueError) as error:
         print(f"housing experiment analyze: {error}", file=sys.stderr)

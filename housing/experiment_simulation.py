@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,24 +41,47 @@ class Outcome:
 
 
 def run_experiment(
-    draw: Draw, rng: np.random.Generator, *, paired: bool, maximum: int, step: int, alpha: float
+    draw: Draw,
+    rng: np.random.Generator,
+    *,
+    paired: bool,
+    maximum: int,
+    step: int,
+    alpha: float,
+    **options: Any,
 ) -> Outcome:
-    """Look after every ``step`` labels per arm until a verdict or ``maximum`` labels per arm."""
+    """Look after every ``step`` labels per arm until a verdict or ``maximum`` labels per arm.
+
+    ``options`` go to :func:`~housing.sequential.decide` (``cap``, ``challenger_share``).
+    """
     champion, challenger = draw(rng, maximum)
     for seen in range(step, maximum + 1, step):
-        decision = decide(champion[:seen], challenger[:seen], paired=paired, alpha=alpha, planned=maximum)
+        decision = decide(
+            champion[:seen], challenger[:seen], paired=paired, alpha=alpha, planned=maximum, **options
+        )
         if decision.verdict != KEEP_GOING:
             return Outcome(decision.verdict, seen)
     return Outcome(KEEP_GOING, maximum)
 
 
 def simulate(
-    draw: Draw, *, paired: bool, experiments: int, maximum: int, step: int, alpha: float, seed: int
+    draw: Draw,
+    *,
+    paired: bool,
+    experiments: int,
+    maximum: int,
+    step: int,
+    alpha: float,
+    seed: int,
+    **options: Any,
 ) -> list[Outcome]:
-    """``experiments`` independent experiments of at most ``maximum`` labels per arm."""
+    """``experiments`` independent experiments of at most ``maximum`` labels per arm.
+
+    ``options`` go to :func:`~housing.sequential.decide`, as in :func:`run_experiment`.
+    """
     rng = np.random.default_rng(seed)
     return [
-        run_experiment(draw, rng, paired=paired, maximum=maximum, step=step, alpha=alpha)
+        run_experiment(draw, rng, paired=paired, maximum=maximum, step=step, alpha=alpha, **options)
         for _ in range(experiments)
     ]
 

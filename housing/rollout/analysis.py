@@ -226,7 +226,8 @@ def accuracy_check(detector: str, alpha: float = 0.05) -> Check:
     except OutcomesError as error:
         log.warning("live accuracy: %s", error)
         return Check("live MAE", None, None, "not worse (sequential)", INCONCLUSIVE)
-    decision = decide(stable, canary, paired=False, alpha=alpha)
+    # Symmetric: here a canary worse than the stable predictor is the verdict acted on (a rollback).
+    decision = decide(stable, canary, paired=False, alpha=alpha, challenger_share=0.5)
     result = {KEEP_GOING: INCONCLUSIVE, CHAMPION: ROLLBACK}.get(decision.verdict, PROMOTE)
     return Check("live MAE", decision.mae_champion, decision.mae_challenger, "not worse (sequential)", result)
 
