@@ -16,8 +16,10 @@ Nothing here does I/O: the HTTP app (:mod:`detector.app`) feeds decoded events a
   the sender dropped under overload: an inference sent at ``housingsamplerate`` r stands for 1/r offered
   ones (``housing_events_unseen_total`` adds 1/r - 1). The sender drops whole inferences at random, so the
   windows stay an unbiased sample of the traffic; only their pace slows.
-- Labels posted to ``/feedback`` are matched to the prediction of the same request id; MAE, RMSE and R² are
-  computed over the last ``label_window`` labels of each key. Up to ``max_outcomes`` labelled predictions per
+- Labels posted to ``/feedback`` are matched to every prediction of the same request id (the answering
+  model's and any shadow's; a shadow's copy joined after its label is scored when it comes, the last
+  ``max_recent`` labels being kept by id); MAE, RMSE and R² are computed over the last ``label_window``
+  labels of each key. Up to ``max_outcomes`` labelled predictions per
   key are kept (and saved) for experiments (:meth:`Monitor.outcomes`, ``housing experiment analyze``).
 - Before labels arrive, each tested window's MAE and RMSE are estimated from its inputs and predictions by
   the artifact's loss estimator (:mod:`model.dle`, Direct Loss Estimation), when it has one.
@@ -128,6 +130,8 @@ class Monitor:
         self.labels_received: Counter[WindowKey] = Counter()  # ever, per key: the retrain's label count
         # Request id -> the predictions made for it, per key: a shadow's are logged under the same id.
         self.recent: OrderedDict[str, dict[WindowKey, np.ndarray]] = OrderedDict()
+        # Request id -> its true values, once labelled: a shadow's copy joined after the label is scored then.
+        self.labelled: OrderedDict[str, np.ndarray] = OrderedDict()
         self.queued: dict[int, Due] = {}
         self._handed_out: set[int] = set()
         self._sequence = 0
@@ -244,16 +248,25 @@ class Monitor:
             raise ValueError(f"value: must be {rows} finite number(s), one per predicted row")
         if self.archive is not None:
             self.archive.add(LabelRecord(request_id, truth, time.time()))
-        # Every model that priced this request is scored on the label: the answering one and any shadow.
+        # Every model that priced this request is scored on the label: the answering one and any shadow,
+        # whose copy may be joined after the label (then :meth:`_add` scores it).
         for key, predictions in found.items():
-            labels = self.labels.setdefault(key, deque(maxlen=self._kept_labels))
-            scored = zip(truth.tolist(), predictions.tolist(), strict=True)
-            labels.extend((value, prediction, request_id) for value, prediction in scored)
-            self.labels_received[key] += len(truth)
-            self._publish_live(key)
-            self._check(key)
+            self._score(key, request_id, truth, predictions)
+        self.labelled[request_id] = truth
+        self.labelled.move_to_end(request_id)
+        while len(self.labelled) > self.settings.max_recent:
+            self.labelled.popitem(last=False)
         metrics.EVENTS.labels(type="feedback", outcome="accepted").inc()
         return True
+
+    def _score(self, key: WindowKey, request_id: str, truth: np.ndarray, predictions: np.ndarray) -> None:
+        """Keep ``key``'s predictions of one request with their true values; update its live accuracy."""
+        labels = self.labels.setdefault(key, deque(maxlen=self._kept_labels))
+        scored = zip(truth.tolist(), predictions.tolist(), strict=True)
+        labels.extend((value, prediction, request_id) for value, prediction in scored)
+        self.labels_received[key] += len(truth)
+        self._publish_live(key)
+        self._check(key)
 
     def live(self, key: WindowKey) -> dict[str, float | int | None]:
         """MAE, RMSE and R² of the labelled predictions of ``key`` (R² needs two labels that differ)."""
@@ -349,6 +362,10 @@ class Monitor:
                 for request_id, by_key in self.recent.items()
                 for key, values in by_key.items()
             ],
+            "labelled": [
+                {"request_id": request_id, "true_values": values.tolist()}
+                for request_id, values in self.labelled.items()
+            ],
             "retrain": self.trigger.snapshot(),
             "history": [{**key.labels(), "entries": list(entries)} for key, entries in self.history.items()],
         }
@@ -394,6 +411,8 @@ class Monitor:
         for saved in state.get("recent", []):
             by_key = self.recent.setdefault(saved["request_id"], {})
             by_key[WindowKey.of(saved)] = np.asarray(saved["predictions"], dtype=float)
+        for saved in state.get("labelled", []):
+            self.labelled[saved["request_id"]] = np.asarray(saved["true_values"], dtype=float)
         log.info(
             "resumed state: %d pending, %d windows, %d results, %d label sets",
             len(self.pending),
@@ -403,10 +422,14 @@ class Monitor:
         )
 
     def _add(self, key: WindowKey, request_id: str, rows: np.ndarray, predictions: np.ndarray) -> None:
-        self.recent.setdefault(request_id, {})[key] = predictions
+        priced = self.recent.setdefault(request_id, {})
+        truth = self.labelled.get(request_id) if key not in priced else None
+        priced[key] = predictions
         self.recent.move_to_end(request_id)
         while len(self.recent) > self.settings.max_recent:
             self.recent.popitem(last=False)
+        if truth is not None and len(truth) == len(predictions):  # a shadow's copy, after the label
+            self._score(key, request_id, truth, predictions)
         window = self.windows.setdefault(key, Window())
         window.rows.append(rows)
         window.predictions.append(predictions)

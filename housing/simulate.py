@@ -174,7 +174,6 @@ class Loop:
             mlflow=False,
         )
         self.services: dict[str, Service] = {}
-        self.seen: dict[str, int] = {}  # the detector's joined inferences per endpoint, last read
 
     def run(self) -> int:
         """Shift, detect, retrain, shadow, analyse, promote; the exit code."""
@@ -212,7 +211,7 @@ class Loop:
         self.start(self.champion_dir, shadow=challenger_dir, names=("challenger", "transformer"))
         step(4, f"challenger {metadata['version']} served as a shadow: every request copied to it")
         houses = shifted_houses(held_out, self.args.held_out, self.rng, median)
-        self.send(houses, endpoints=("default", "shadow"))
+        self.send(houses)
         shadow_key = f"shadow/{metadata['version']}"
         return self.analyse_and_promote(key, shadow_key, challenger_dir, metadata["version"])
 
@@ -287,61 +286,38 @@ class Loop:
         for name in restarted:
             self.services[name].wait_ready(timeout=self.args.timeout)
 
-    def send(self, houses: pd.DataFrame, endpoints: tuple[str, ...] = ("default",)) -> None:
-        """Each house as one prediction; its label ``--label-delay`` requests later (the rest at the end).
-
-        A label goes only once every model in ``endpoints`` has priced its house at the detector: a shadow's
-        copy is sent after the client's answer, and a label that came first would score the champion alone.
-        """
+    def send(self, houses: pd.DataFrame) -> None:
+        """Each house as one prediction; its label ``--label-delay`` requests later (the rest at the end)."""
         import httpx
 
         from model.schema import DEFAULT_FEATURES, TARGET
 
         url = f"{self.services['transformer'].url}/v1/models/housing:predict"
         feedback = f"{self.services['detector'].url}/feedback"
-        before = {endpoint: self.joined(endpoint) for endpoint in endpoints}
-        waiting: list[tuple[int, str, float]] = []
+        waiting: list[tuple[str, float]] = []
         with httpx.Client(timeout=30) as client:
-            for number, (_, house) in enumerate(houses.iterrows(), start=1):
+            for _, house in houses.iterrows():
                 instance = {name: float(house[name]) for name in DEFAULT_FEATURES}
                 answer = client.post(url, json={"instances": [instance]})
                 answer.raise_for_status()
-                waiting.append((number, answer.headers["x-request-id"], float(house[TARGET])))
+                waiting.append((answer.headers["x-request-id"], float(house[TARGET])))
                 if len(waiting) > self.args.label_delay:
-                    self.label(client, feedback, *waiting.pop(0), before)
+                    self.label(client, feedback, *waiting.pop(0))
             for item in waiting:
-                self.label(client, feedback, *item, before)
+                self.label(client, feedback, *item)
         delay = self.args.label_delay
         print(f"sent {len(houses)} houses and their labels (each {delay} requests late)", flush=True)
 
-    def label(
-        self, client: Any, url: str, number: int, request_id: str, value: float, before: dict[str, int]
-    ) -> None:
-        """``POST /feedback`` for the ``number``-th request once the detector joined it for each endpoint."""
-        for endpoint, count in before.items():
+    def label(self, client: Any, url: str, request_id: str, value: float) -> None:
+        """``POST /feedback``, again while the detector answers 404: the request logger sends in batches."""
 
-            def arrived(endpoint: str = endpoint, count: int = count) -> bool:
-                if self.seen.get(endpoint, 0) - count < number:  # else known already: no request
-                    self.seen[endpoint] = self.joined(endpoint)
-                return self.seen[endpoint] - count >= number
+        def accepted() -> bool:
+            answer = client.post(url, json={"id": request_id, "value": value})
+            if answer.status_code not in (200, 404):
+                raise RuntimeError(f"/feedback answered {answer.status_code}: {answer.text[:200]}")
+            return bool(answer.status_code == 200)
 
-            what = f"{endpoint}'s inference {number} at the detector"
-            wait_until(arrived, timeout=self.args.timeout, what=what)
-        answer = client.post(url, json={"id": request_id, "value": value})
-        if answer.status_code != 200:
-            raise RuntimeError(f"/feedback answered {answer.status_code}: {answer.text[:200]}")
-
-    def joined(self, endpoint: str) -> int:
-        """Inferences of ``endpoint`` the detector has joined (``housing_detector_inferences_total``)."""
-        import httpx
-        from prometheus_client.parser import text_string_to_metric_families
-
-        text = httpx.get(self.services["detector"].url + "/metrics", timeout=10).text
-        for family in text_string_to_metric_families(text):
-            if family.name == "housing_detector_inferences":
-                totals = [sample for sample in family.samples if sample.name.endswith("_total")]
-                return sum(int(sample.value) for sample in totals if sample.labels["endpoint"] == endpoint)
-        return 0
+        wait_until(accepted, timeout=self.args.timeout, what=f"the detector to know request {request_id}")
 
     def predict_one(self) -> str:
         """One prediction through the transformer; the version that answered."""

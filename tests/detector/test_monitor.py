@@ -106,6 +106,36 @@ def test_with_min_labels_an_episode_fires_once_enough_labels_arrived_after_it_be
     assert [episode["key"] for episode in fired] == ["default/1", "canary/2"]
 
 
+def test_a_shadow_joined_after_the_label_is_scored_when_it_comes(
+    tester: DriftTester, artifact_dir: Path
+) -> None:
+    # The transformer sends a shadow's copy after the client's answer: its prediction may reach the detector
+    # after the label, which must still compare both models on the house.
+    row = held_out_rows(artifact_dir)[0]
+    monitor = Monitor(tester, Settings(), RetrainTrigger("none", None))
+    champion, shadow = WindowKey("default", "3"), WindowKey("shadow", "4")
+    monitor.ingest(request("r1", row), now=0)
+    monitor.ingest(response("r1", [20.0], version="3"), now=0)
+    assert monitor.feedback("r1", 24.0) and shadow not in monitor.labels
+    monitor.ingest(request("r1", row, endpoint="shadow"), now=1)
+    monitor.ingest(response("r1", [23.0], version="4"), now=1)
+    assert list(monitor.labels[shadow]) == [(24.0, 23.0, "r1")] and monitor.labels_received[shadow] == 1
+    assert monitor.live(shadow)["mae"] == 1.0 and monitor.live(champion)["mae"] == 4.0
+    monitor.ingest(request("r1", row, endpoint="shadow"), now=2)  # a duplicate is not scored twice
+    monitor.ingest(response("r1", [23.0], version="4"), now=2)
+    assert len(monitor.labels[shadow]) == 1 and len(monitor.labels[champion]) == 1
+    # The labels kept by id survive a restart.
+    monitor.ingest(request("r2", row), now=3)
+    monitor.ingest(response("r2", [30.0], version="3"), now=3)
+    assert monitor.feedback("r2", 25.0)
+    restored = Monitor(
+        tester, Settings(), RetrainTrigger("none", None), json.loads(json.dumps(monitor.snapshot()))
+    )
+    restored.ingest(request("r2", row, endpoint="shadow"), now=4)
+    restored.ingest(response("r2", [26.0], version="4"), now=4)
+    assert list(restored.labels[shadow]) == [(24.0, 23.0, "r1"), (25.0, 26.0, "r2")]
+
+
 def test_windows_are_tested_when_full_and_state_round_trips(tester: DriftTester, artifact_dir: Path) -> None:
     rows = held_out_rows(artifact_dir)[:25]
     monitor = Monitor(tester, Settings(window_size=10), RetrainTrigger("none", None))
