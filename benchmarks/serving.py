@@ -171,6 +171,17 @@ def pinned(
     )  # fmt: skip
 
 
+def predictor_service(
+    name: str, artifact: Path, log_dir: Path, core: str | None = None
+) -> tuple[Service, int]:
+    """A predictor of ``artifact`` on free ports, on ``core`` if given: the service and its gRPC port."""
+    http, grpc = free_port(), free_port()
+    command = [*(["taskset", "-c", core] if core else []), sys.executable, "-m", "predictor",
+               "--storage_uri", str(artifact), "--http_port", str(http),
+               "--grpc_port", str(grpc)]  # fmt: skip
+    return Service(name, command, http, log_path=log_dir / f"{name}.log", ready_path="/v2/health/ready"), grpc
+
+
 def run_wrk(
     url: str,
     concurrency: int,

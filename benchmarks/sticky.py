@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.serving import predictor_service
 from housing.processes import Service, Stack, free_port
 
 
@@ -43,16 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     versions = {name: load_artifact(path).version for name, path in artifacts.items()}
     houses = load_dataset()[list(DEFAULT_FEATURES)].to_dict(orient="records")
     stack = Stack(work)
-
-    def predictor(name: str) -> tuple[Service, int]:
-        http, grpc = free_port(), free_port()
-        command = [sys.executable, "-m", "predictor", "--storage_uri", str(artifacts[name]),
-                   "--http_port", str(http), "--grpc_port", str(grpc)]  # fmt: skip
-        return Service(
-            name, command, http, log_path=work / f"{name}.log", ready_path="/v2/health/ready"
-        ), grpc
-
-    (stable, stable_grpc), (canary, canary_grpc) = predictor("a"), predictor("b")
+    (stable, stable_grpc), (canary, canary_grpc) = (predictor_service(n, artifacts[n], work) for n in "ab")
     port = free_port()
     transformer = Service(
         "transformer",
