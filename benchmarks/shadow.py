@@ -17,8 +17,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.serving import CONCURRENCY, SERVER_CORE, V1_PATH, Target, pinned, v1_named_body, wrk
-from housing.processes import Service, Stack, free_port
+from benchmarks.serving import (
+    CONCURRENCY,
+    SERVER_CORE,
+    V1_PATH,
+    Target,
+    pinned,
+    predictor_service,
+    v1_named_body,
+    wrk,
+)
+from housing.processes import Stack, free_port
 
 LOAD_CORE = "1"
 
@@ -57,17 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     row = load_dataset()[list(DEFAULT_FEATURES)].to_numpy()[:1]
     body = v1_named_body(row, names)
     stack = Stack(work)
-
-    def predictor(name: str, artifact: Path, core: str) -> tuple[Service, int]:
-        http, grpc = free_port(), free_port()
-        command = ["taskset", "-c", core, sys.executable, "-m", "predictor", "--storage_uri", str(artifact),
-                   "--http_port", str(http), "--grpc_port", str(grpc)]  # fmt: skip
-        return Service(
-            name, command, http, log_path=work / f"{name}.log", ready_path="/v2/health/ready"
-        ), grpc
-
-    main_predictor, main_grpc = predictor("champion", champion, SERVER_CORE)
-    shadow_predictor, shadow_grpc = predictor("shadow", challenger, LOAD_CORE)
+    main_predictor, main_grpc = predictor_service("champion", champion, work, SERVER_CORE)
+    shadow_predictor, shadow_grpc = predictor_service("shadow", challenger, work, LOAD_CORE)
 
     def transformer(name: str, *extra: str) -> Target:
         port = free_port()
@@ -94,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for target in (plain, shadowed):
                 runs[target.name].append(wrk(target, CONCURRENCY, args.seconds, 1, work))
-        answered = metric_total(shadowed.service.url, "housing_shadow_requests_total", outcome="answered")
+        answered, dropped = (
+            metric_total(shadowed.service.url, "housing_shadow_requests_total", outcome=outcome)
+            for outcome in ("answered", "dropped")
+        )
         print(
             f"| transformer ({args.rounds} rounds of {args.seconds:g} s) | req/s | p50 ms | p99 ms | errors |"
         )
@@ -112,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         p99 = [s.p99_ms / p.p99_ms for p, s in zip(runs[plain.name], runs[shadowed.name], strict=True)]
         print(
             f"shadow 100%: throughput {statistics.median(ratios):.1%} of no shadow (target >= 85%), "
-            f"p99 {statistics.median(p99):.2f}x (target <= 1.10x); copies answered {answered:.0f}"
+            f"p99 {statistics.median(p99):.2f}x (target <= 1.10x); copies answered {answered:.0f}, "
+            f"dropped {dropped:.0f}"
         )
 
         assert shadow_predictor.process is not None

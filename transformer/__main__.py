@@ -36,6 +36,7 @@ from transformer.routing import (
 )
 from transformer.seed_api import PROTECTED, seed_router
 from transformer.shadow import DEFAULT_MAX_IN_FLIGHT as SHADOW_MAX_IN_FLIGHT
+from transformer.shadow import LINGER_SECONDS as SHADOW_LINGER_SECONDS
 from transformer.shadow import Shadow
 
 log = logging.getLogger("transformer")
@@ -191,7 +192,7 @@ def shadow(
     """The shadow predictor that ``--shadow`` names, or ``None``."""
     if args.shadow is None:
         return None
-    arm = build_arm(args.shadow, settings)
+    arm = build_arm(args.shadow, settings, linger=SHADOW_LINGER_SECONDS)
     spec = args.shadow
     log.info("copying %d%% of requests to the shadow %s at %s", spec.percent, spec.name, spec.host)
     return Shadow(

@@ -45,14 +45,17 @@ class Coalescer:
             headers of a lone request).
         max_rows: The most rows merged into one call (a larger single request still goes, alone).
         max_in_flight: Calls allowed to run at once; requests beyond them wait and are merged.
+        linger: Seconds a call waits before it goes, taking in the requests that come meanwhile: 0 for
+            clients (nothing waits to fill a batch); a shadow's copies, which nobody waits for, linger.
     """
 
-    def __init__(self, call: PredictorCall, *, max_rows: int, max_in_flight: int = 2):
-        if max_rows < 1 or max_in_flight < 1:
-            raise ValueError("max_rows and max_in_flight must be at least 1")
+    def __init__(self, call: PredictorCall, *, max_rows: int, max_in_flight: int = 2, linger: float = 0.0):
+        if max_rows < 1 or max_in_flight < 1 or linger < 0:
+            raise ValueError("max_rows and max_in_flight must be at least 1, linger at least 0")
         self.call = call
         self.max_rows = max_rows
         self.max_in_flight = max_in_flight
+        self.linger = linger
         self._waiting: deque[_Waiting] = deque()
         self._running: set[asyncio.Task[None]] = set()
 
@@ -80,27 +83,34 @@ class Coalescer:
     def _start_calls(self) -> None:
         while self._waiting and len(self._running) < self.max_in_flight:
             batch = [self._waiting.popleft()]
-            size = len(batch[0].rows)
-            while (
-                self._waiting
-                and self._waiting[0].key == batch[0].key
-                and size + len(self._waiting[0].rows) <= self.max_rows
-            ):
-                size += len(self._waiting[0].rows)
-                batch.append(self._waiting.popleft())
+            self._fill(batch)
             task = asyncio.create_task(self._run(batch))
             self._running.add(task)
             task.add_done_callback(self._finished)
+
+    def _fill(self, batch: list[_Waiting]) -> None:
+        """Move the waiting requests that may share ``batch``'s call into it, in order, up to ``max_rows``."""
+        size = sum(len(request.rows) for request in batch)
+        while (
+            self._waiting
+            and self._waiting[0].key == batch[0].key
+            and size + len(self._waiting[0].rows) <= self.max_rows
+        ):
+            size += len(self._waiting[0].rows)
+            batch.append(self._waiting.popleft())
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         self._start_calls()
 
     async def _run(self, batch: list[_Waiting]) -> None:
-        batch = [request for request in batch if not request.future.done()]  # callers gone: skip them
-        if not batch:
-            return
         try:
+            if self.linger:
+                await asyncio.sleep(self.linger)
+                self._fill(batch)
+            batch = [request for request in batch if not request.future.done()]  # callers gone: skip them
+            if not batch:
+                return
             rows = batch[0].rows if len(batch) == 1 else np.concatenate([request.rows for request in batch])
             values, note = await self.call(rows, [request.context for request in batch])
             if len(values) != len(rows):

@@ -62,7 +62,7 @@ class ValidatedRequest:
     reply_v2: bool
     deadline: Deadline
     binary_outputs: bool = False
-    payload: Any = None  # as the client sent it: a shadow validates it again for its own model
+    payload: Any = None  # as the client sent it: a shadow with other features validates it for its own
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ class HousingTransformer(Model):
                 endpoint=batch.arm.endpoint,
             )
         if self.shadow is not None:  # after the answer is ready: the client never waits for the copy
-            self.shadow.mirror(batch.payload, batch.request_id, headers)
+            self.shadow.mirror(batch, headers)
         if response_headers is not None:  # REST only: KServe's gRPC server drops them (V2 has ``id``)
             response_headers[REQUEST_ID_HEADER] = batch.request_id
             response_headers[MODEL_VERSION_HEADER] = answer.model_version

@@ -154,6 +154,7 @@ class PredictorArm:
         model_name: The model name on the predictor (``housing``).
         coalesce_rows: Merge waiting requests into calls of up to this many rows; 0 sends each on its own.
         breaker: When its circuit breaker opens, and for how long.
+        linger: Seconds a call waits for more requests to merge (see :class:`Coalescer`); 0 for clients.
     """
 
     def __init__(
@@ -164,6 +165,7 @@ class PredictorArm:
         model_name: str,
         coalesce_rows: int,
         breaker: BreakerSettings | None = None,
+        linger: float = 0.0,
     ):
         self.spec = spec
         self.config = config
@@ -176,7 +178,9 @@ class PredictorArm:
         self._reading: asyncio.Task[PredictorMetadata] | None = None
         self._rest: InferenceRESTClient | None = None
         self._grpc: InferenceGRPCClient | None = None
-        self._coalescer = Coalescer(self._call_merged, max_rows=coalesce_rows) if coalesce_rows > 0 else None
+        self._coalescer = (
+            Coalescer(self._call_merged, max_rows=coalesce_rows, linger=linger) if coalesce_rows > 0 else None
+        )
         settings = breaker or BreakerSettings()
         state = BREAKER_STATE.labels(model_name, spec.name)
         state.set(0)
@@ -509,8 +513,11 @@ def build_router(
     return Router(arms, sticky_header=sticky_header)
 
 
-def build_arm(spec: ArmSpec, settings: ArmSettings) -> PredictorArm:
-    """One predictor arm: a stable predictor, a canary, or what a shadow is sent through."""
+def build_arm(spec: ArmSpec, settings: ArmSettings, linger: float = 0.0) -> PredictorArm:
+    """One predictor arm: a stable predictor, a canary, or what a shadow is sent through.
+
+    ``linger``: see :class:`PredictorArm`.
+    """
     config = PredictorConfig(
         predictor_host=spec.host,
         predictor_protocol=settings.protocol,
@@ -524,4 +531,5 @@ def build_arm(spec: ArmSpec, settings: ArmSettings) -> PredictorArm:
         model_name=settings.model_name,
         coalesce_rows=settings.coalesce_rows,
         breaker=settings.breaker,
+        linger=linger,
     )

@@ -131,9 +131,29 @@ def test_a_wrong_number_of_predictions_is_an_error_not_a_misaligned_answer():
     asyncio.run(scenario())
 
 
+def test_with_linger_a_call_waits_and_takes_in_the_requests_that_come_meanwhile():
+    # A shadow's copies: nobody waits for them, so a call lingers to carry more rows.
+    async def scenario() -> None:
+        predictor = Predictor()
+        predictor.release.set()
+        coalescer = Coalescer(predictor, max_rows=3, max_in_flight=1, linger=0.05)
+        first = asyncio.create_task(coalescer.predict(rows(1), context="a"))
+        await settle()
+        assert predictor.calls == []  # lingering, not yet sent
+        later = [asyncio.create_task(coalescer.predict(rows(value), context=value)) for value in (2, 3, 4)]
+        results = await asyncio.gather(first, *later)
+        assert [values.tolist() for values, _ in results] == [[10], [20], [30], [40]]
+        # The first call took in 2 and 3 up to max_rows; the fourth went in the next (lingering) call.
+        assert predictor.calls == [(3, ["a", 2, 3]), (1, [4])]
+
+    asyncio.run(scenario())
+
+
 def test_limits_must_be_positive():
     with pytest.raises(ValueError, match="at least 1"):
         Coalescer(Predictor(), max_rows=0)
+    with pytest.raises(ValueError, match="linger at least 0"):
+        Coalescer(Predictor(), max_rows=1, linger=-1)
 
 
 # --- through real servers -------------------------------------------------------------------------------
