@@ -87,6 +87,13 @@ def test_explain_over_http_names_the_model_it_explained(
     assert answer["unit"] == "USD 1000s"
 
 
+def test_predict_on_the_explainer_is_a_501_that_points_to_the_predictor(explainer: Service) -> None:
+    # Deliberate: the explainer only explains; KServe answers a model's NotImplementedError with 501.
+    response = httpx.post(f"{explainer.url}/v1/models/{MODEL}:predict", json={"instances": [[0] * 12]})
+    assert response.status_code == 501, response.text
+    assert "predictions come from the predictor" in response.text
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
