@@ -223,7 +223,9 @@ class HousingTransformer(Model):
                 endpoint=batch.arm.endpoint,
             )
         if self.shadow is not None:  # after the answer is ready: the client never waits for the copy
-            self.shadow.mirror(batch, headers)
+            self.shadow.mirror(
+                batch.payload, batch.rows, batch.model.feature_names, batch.request_id, headers
+            )
         if response_headers is not None:  # REST only: KServe's gRPC server drops them (V2 has ``id``)
             response_headers[REQUEST_ID_HEADER] = batch.request_id
             response_headers[MODEL_VERSION_HEADER] = answer.model_version

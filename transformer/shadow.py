@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import TYPE_CHECKING
+from typing import Any
+
+import numpy as np
 
 from serving.errors import PredictorTimeoutError, PredictorUnavailableError, UpstreamError
 from serving.events import SHADOW_ENDPOINT
@@ -31,9 +33,6 @@ from transformer.payload import PayloadError, rows_from
 from transformer.request_logger import RequestLogger
 from transformer.resilience import Deadline
 from transformer.routing import PredictorArm
-
-if TYPE_CHECKING:  # transformer.model imports this module
-    from transformer.model import ValidatedRequest
 
 log = logging.getLogger(__name__)
 
@@ -74,28 +73,49 @@ class Shadow:
             for outcome in ("answered", "dropped", "refused", "timeout", "unavailable", "error")
         }
 
-    def mirror(self, batch: ValidatedRequest, headers: dict[str, str] | None) -> None:
-        """Send a copy of this request to the shadow, in the background, if it is drawn and there is room."""
+    def mirror(
+        self,
+        payload: Any,
+        rows: np.ndarray,
+        features: tuple[str, ...],
+        request_id: str,
+        headers: dict[str, str] | None,
+    ) -> None:
+        """Send a copy of this request to the shadow, in the background, if it is drawn and there is room.
+
+        Args:
+            payload: The request as the client sent it.
+            rows: Its rows as validated for the champion, in the order ``features``.
+            features: The champion's feature order.
+            request_id: The client's request id, under which the shadow's predictions are logged.
+            headers: The client's headers (credentials and trace ids are forwarded).
+        """
         if self.percent < 100 and random.uniform(0, 100) >= self.percent:
             return
         if len(self._tasks) >= self.max_in_flight:
             self._outcomes["dropped"].inc()
             return
-        task = asyncio.create_task(self._copy(batch, dict(headers or {})))
+        copy = self._copy(payload, rows, features, request_id, dict(headers or {}))
+        task = asyncio.create_task(copy)
         self._tasks.add(task)  # a reference until it ends: the event loop keeps only weak ones
         task.add_done_callback(self._tasks.discard)
 
-    async def _copy(self, batch: ValidatedRequest, headers: dict[str, str]) -> None:
-        outcome, request_id = "error", batch.request_id
+    async def _copy(
+        self,
+        payload: Any,
+        rows: np.ndarray,
+        features: tuple[str, ...],
+        request_id: str,
+        headers: dict[str, str],
+    ) -> None:
+        outcome = "error"
         try:
             deadline = Deadline.start(self.arm.timeout, None)
             model = await self.arm.model(deadline)
             # Validated for the champion already: the same rows serve a shadow that reads the same columns
             # in the same order; a shadow with other features validates the request for its own.
-            if model.feature_names == batch.model.feature_names:
-                rows = batch.rows
-            else:
-                rows = rows_from(batch.payload, model.feature_names, self.max_rows)
+            if model.feature_names != features:
+                rows = rows_from(payload, model.feature_names, self.max_rows)
             answer = await self.arm.predict(rows, model, request_id, headers, deadline)
         except PayloadError as error:  # valid for the champion, not for the shadow's model
             outcome = "refused"
