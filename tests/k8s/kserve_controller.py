@@ -121,7 +121,9 @@ def _check_extension(name: str, spec: dict[str, Any], annotations: dict[str, str
         metric = metric or "cpu"
         if metric not in HPA_METRICS:
             raise AdmissionError(f"[{metric}] is not a supported metric")
-        # `metric == MetricCPU && target < 1 || target > 100`: Go's precedence refuses > 100 for memory too.
+        # validateScalingHPACompExtension: `metric == MetricCPU && target < 1 || target > 100`; Go's
+        # precedence refuses > 100 for memory too, and the HPA reads a memory target as AverageUtilization, a
+        # percentage of the request (reconcilers/hpa/hpa_reconciler.go getHPAMetrics).
         if target is not None and ((metric == "cpu" and target < 1) or target > 100):
             raise AdmissionError("the target utilization percentage should be a [1-100] integer")
         return
