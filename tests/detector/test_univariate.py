@@ -1,0 +1,182 @@
+"""The scipy backend against alibi-detect: the same p-values and the same decisions, window by window.
+
+Both backends run on the same 2,100 windows: same population, shifted by 0.05 to 1.5 standard deviations (so
+that decisions fall on both sides, and FDR passes some features but not all), tiny windows (1 to 5 rows), ties
+with the reference, a constant feature, a binary feature that is constant in the reference, and windows larger
+than the reference; the continuous features under FDR, Bonferroni and no correction, the binary one under the
+chi-squared test. Then whole :class:`detector.stats.DriftTester` results on the trained artifact's reference.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import detector
+from detector import alibi_tests, univariate
+from detector.stats import DriftTester, Reference, backend_problem
+from model.artifact import read_metadata
+from tests.detector.conftest import held_out_rows
+
+TOLERANCE = 1e-9
+WINDOWS = 2100
+CORRECTIONS = ("fdr", "bonferroni", None)
+
+
+class Recorded:
+    """A real alibi-detect detector that keeps its last ``predict`` answer (its own batch verdict)."""
+
+    def __init__(self, detector: Any) -> None:
+        self.detector = detector
+        self.correction = detector.correction
+        self.last: dict[str, Any] = {}
+
+    def predict(self, window: np.ndarray, drift_type: str) -> dict[str, Any]:
+        self.last = self.detector.predict(window, drift_type=drift_type)
+        return self.last
+
+
+def references(generator: np.random.Generator) -> dict[str, np.ndarray]:
+    """300 rows: continuous columns (normal, skewed with ties and zeros, constant), binary ones."""
+    rows = 300
+    skewed = np.round(generator.lognormal(1.0, 0.8, rows), 1) * (generator.random(rows) > 0.3)
+    continuous = np.column_stack([generator.normal(10.0, 2.0, rows), skewed, np.full(rows, 5.0)])
+    binary = (generator.random((rows, 1)) < 0.07).astype(int)
+    return {"continuous": continuous, "binary": binary, "binary_constant": np.zeros((rows, 1), dtype=int)}
+
+
+def windows(generator: np.random.Generator, reference: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
+    """The windows, each with its scenario's name: continuous columns and a binary column."""
+    continuous = reference["continuous"]
+    sd = continuous.std(axis=0)
+    sd[sd == 0] = 1.0  # the constant column moves by 1
+    for index in range(WINDOWS):
+        scenario = ("same", "shifted", "shifted", "small", "ties", "constant_moved", "binary_constant")[
+            index % 7
+        ]
+        size = (
+            int(generator.choice([20, 50, 100, 200]))
+            if scenario != "small"
+            else int(generator.integers(1, 6))
+        )
+        if index % 300 == 0:
+            size = 1000  # a window larger than the reference
+        rows = generator.normal(10.0, 2.0, size)
+        skewed = np.round(generator.lognormal(1.0, 0.8, size), 1) * (generator.random(size) > 0.3)
+        window = np.column_stack([rows, skewed, np.full(size, 5.0)])
+        flags = (generator.random((size, 1)) < 0.07).astype(int)
+        if scenario == "shifted":  # 0.05 to 1.5 SD on one to all three columns: both sides of every cut-off
+            moved = generator.random(3) < 0.6
+            window[:, moved] += generator.uniform(0.05, 1.5) * sd[moved]
+            flags = (generator.random((size, 1)) < generator.uniform(0.0, 0.5)).astype(int)
+        elif (
+            scenario == "ties"
+        ):  # values drawn from the reference itself: every one ties with a reference row
+            window = continuous[generator.integers(0, len(continuous), size)]
+        elif scenario == "constant_moved":
+            window[:, 2] += generator.choice([1e-9, 0.5, 1.0])
+        yield {"scenario": scenario, "continuous": window, "binary": flags}
+
+
+def both(reference: np.ndarray, correction: str | None, kind: str) -> tuple[Any, Any, Recorded]:
+    """The scipy test and the alibi-detect test of ``reference``, the latter recording alibi's own answers."""
+    if kind == "ks":
+        alibi = alibi_tests.ks_test(reference, 0.05, correction)
+        scipy = univariate.ks_test(reference, 0.05, correction)
+    else:
+        alibi = alibi_tests.chi2_test(reference, 0.05)
+        scipy = univariate.chi2_test(reference, 0.05)
+    recorded = Recorded(alibi.detector)
+    alibi.detector = recorded
+    return scipy, alibi, recorded
+
+
+def compare(scipy: Any, alibi: Any, recorded: Recorded, window: np.ndarray) -> bool:
+    """Assert the same p-values, statistics and decisions; the decision (any feature significant)."""
+    ours, theirs = scipy.test(window), alibi.test(window)
+    assert np.max(np.abs(ours.p_values.astype(float) - theirs.p_values.astype(float))) <= TOLERANCE
+    assert np.max(np.abs(ours.statistics.astype(float) - theirs.statistics.astype(float))) <= TOLERANCE
+    assert ours.significant.tolist() == theirs.significant.tolist()
+    verdict = recorded.last["data"]["is_drift"]  # alibi's own: an int for a batch, an array per feature
+    assert (
+        (theirs.significant.tolist() == np.asarray(verdict).tolist())
+        if np.ndim(verdict)
+        else (bool(theirs.significant.any()) == bool(verdict))
+    )
+    return bool(ours.significant.any())
+
+
+def test_scipy_backend_decides_as_alibi_detect_on_2100_windows() -> None:
+    generator = np.random.default_rng(20260101)
+    reference = references(generator)
+    ks = {correction: both(reference["continuous"], correction, "ks") for correction in CORRECTIONS}
+    chi2 = {name: both(reference[name], None, "chi2") for name in ("binary", "binary_constant")}
+    decisions: Counter[tuple[str, str, bool]] = Counter()
+    partial_fdr = 0
+    for index, window in enumerate(windows(generator, reference)):
+        correction = CORRECTIONS[index % 3]
+        drifted = compare(*ks[correction], window["continuous"])
+        decisions[(window["scenario"], str(correction), drifted)] += 1
+        binary = "binary_constant" if window["scenario"] == "binary_constant" else "binary"
+        flags = (
+            np.zeros_like(window["binary"]) if binary == "binary_constant" and index % 2 else window["binary"]
+        )
+        decisions[(binary, "chi2", compare(*chi2[binary], flags))] += 1
+        if correction == "fdr":
+            outcome = ks["fdr"][0].test(window["continuous"])
+            partial_fdr += 0 < outcome.significant.sum() < 3
+    # The windows put decisions on both sides under each correction, and FDR passed some features but not all.
+    for correction in ("fdr", "bonferroni", "None", "chi2"):
+        assert sum(n for (_, c, d), n in decisions.items() if c == correction and d) > 50, decisions
+        assert sum(n for (_, c, d), n in decisions.items() if c == correction and not d) > 50, decisions
+    assert partial_fdr > 50
+    assert sum(decisions.values()) == 2 * WINDOWS
+
+
+def test_whole_results_agree_on_the_artifacts_reference(artifact_dir: Path) -> None:
+    metadata = read_metadata(artifact_dir)
+    reference = Reference.from_metadata(metadata)
+    assert reference.predictions is not None
+    rows = held_out_rows(artifact_dir)
+    generator = np.random.default_rng(7)
+    for correction in ("fdr", "bonferroni"):
+        alibi = DriftTester(reference, correction=correction, backend="alibi-detect")
+        scipy = DriftTester(reference, correction=correction, backend="scipy")
+        verdicts = set()
+        for index in range(60):
+            window = rows[generator.integers(0, len(rows), int(generator.choice([10, 50, 200])))].copy()
+            window[:, generator.integers(0, window.shape[1])] *= 1 + 0.02 * (index % 10)
+            predictions = generator.normal(22.0 + 0.3 * (index % 10), 8.0, len(window))
+            ours, theirs = scipy.test(window, predictions), alibi.test(window, predictions)
+            assert ours.drifted == theirs.drifted and ours.score == theirs.score
+            assert ours.prediction is not None and theirs.prediction is not None
+            pairs = zip([*ours.features, ours.prediction], [*theirs.features, theirs.prediction], strict=True)
+            for mine, other in pairs:
+                assert (mine.name, mine.significant, mine.drifted) == (
+                    other.name,
+                    other.significant,
+                    other.drifted,
+                )
+                assert abs(mine.p_value - other.p_value) <= TOLERANCE
+            verdicts.add(ours.drifted)
+        assert verdicts == {True, False}
+
+
+def test_an_environment_without_alibi_detect(monkeypatch: pytest.MonkeyPatch, artifact_dir: Path) -> None:
+    """``sys.modules[name] = None`` is how Python marks a module absent: importing it raises ImportError."""
+    monkeypatch.setitem(sys.modules, "alibi_detect", None)
+    monkeypatch.delitem(sys.modules, "detector.alibi_tests")  # imported anew, as in a fresh process
+    monkeypatch.delattr(detector, "alibi_tests")
+    reference = Reference.from_metadata(read_metadata(artifact_dir))
+    problem = backend_problem("alibi-detect")
+    assert problem is not None and "STATS_BACKEND=scipy" in problem
+    assert backend_problem("scipy") is None and "one of" in str(backend_problem("sklearn"))
+    with pytest.raises(ImportError):
+        DriftTester(reference, backend="alibi-detect")
+    assert DriftTester(reference, backend="scipy").test(reference.rows[:50]).rows == 50
