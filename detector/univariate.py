@@ -143,9 +143,13 @@ class UnivariateTest:
 
 def ks_test(reference: np.ndarray, level: float, correction: str | None) -> UnivariateTest:
     """KS on each continuous feature (alibi-detect's ``KSDrift``)."""
+    import scipy.stats  # noqa: F401 (now, with the tests, rather than in the first window's 0.5 s)
+
     return UnivariateTest(reference, ks_score, level, correction)
 
 
 def chi2_test(reference: np.ndarray, level: float) -> UnivariateTest:
     """Chi-squared on each categorical feature (integer codes), each at ``level`` (``ChiSquareDrift``)."""
+    import scipy.stats  # noqa: F401 (see ks_test)
+
     return UnivariateTest(reference, chi2_score, level, None)

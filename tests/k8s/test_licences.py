@@ -174,3 +174,23 @@ def test_bad_expressions_are_refused() -> None:
     for text in ("MIT AND", "(MIT", "MIT OR OR BSD", "Apache 2.0"):
         with pytest.raises(ValueError):
             script.parse_expression(text)
+
+
+def test_the_chart_selects_the_stats_backend(tmp_path: Path) -> None:
+    from tests.k8s.conftest import parse, render
+
+    def args(values: dict[str, Any]) -> list[str]:
+        completed = render({"detector": values}, tmp_path, "backend")
+        assert completed.returncode == 0, completed.stderr
+        deployment = next(
+            doc
+            for doc in parse(completed.stdout)
+            if doc["kind"] == "Deployment" and doc["metadata"]["name"].endswith("-detector")
+        )
+        return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    default, scipy = args({}), args({"statsBackend": "scipy"})
+    assert default[default.index("--stats_backend") + 1] == "alibi-detect"
+    assert scipy[scipy.index("--stats_backend") + 1] == "scipy"
+    refused = render({"detector": {"statsBackend": "sklearn"}}, tmp_path, "bad")
+    assert refused.returncode != 0 and "detector.statsBackend" in refused.stderr
