@@ -205,6 +205,7 @@ def test_the_service_tests_windows_without_alibi_detect(
     result = detector.status()["keys"][f"default/{version}"]["last_result"]
     assert [feature["name"] for feature in result["features"] if feature["drifted"]] == ["lstat"]
     log = detector.service.log_path.read_text()
+    assert "stats backend scipy" in log
     assert "in-process" not in log and "Traceback" not in log  # the worker tested them, without a failure
 
 
