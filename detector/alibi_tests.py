@@ -3,7 +3,8 @@
 The only module that imports alibi-detect (an import-linter contract in pyproject.toml keeps it so), and only
 :class:`detector.stats.DriftTester` with ``backend="alibi-detect"`` imports it: the scipy backend
 (:mod:`detector.univariate`) and the rest of the detector run without alibi-detect installed. alibi-detect
-0.12 and later is under the Business Source License 1.1 (README, "Licences").
+0.12 and later is under the Business Source License 1.1 (docs/detector.md, "Statistics backends and
+licences").
 
 Importing alibi-detect imports transformers, which warns on every start that none of PyTorch, TensorFlow or
 Flax is installed (none is needed for these tests); the warning is kept back unless logging is at DEBUG.
