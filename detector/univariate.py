@@ -94,21 +94,26 @@ def chi2_score(reference: np.ndarray, window: np.ndarray) -> tuple[float, float]
     return float(p), float(statistic)
 
 
+def check_correction(correction: str | None) -> None:
+    """Refuse a correction other than those of :data:`CORRECTIONS` or ``None``."""
+    if correction is not None and correction not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {CORRECTIONS} or None, got {correction!r}")
+
+
 def significant(p_values: np.ndarray, level: float, correction: str | None) -> np.ndarray:
     """Which float32 p-values reject at ``level`` after ``correction`` (see the module docstring)."""
+    check_correction(correction)
     level = float(level)  # a Python float: compared with float32 p-values in float32, as alibi-detect does
     if correction is None:
         return np.asarray(p_values < level)
     if correction == "bonferroni":
         return np.asarray(p_values < level / len(p_values))
-    if correction == "fdr":
-        count = len(p_values)
-        levels = level * np.arange(1, count + 1) / count
-        passing = np.flatnonzero(np.sort(p_values) < levels)
-        if not len(passing):
-            return np.zeros(count, dtype=bool)
-        return np.asarray(p_values.astype(np.float64) < levels[passing.max()])
-    raise ValueError(f"correction must be one of {CORRECTIONS} or None, got {correction!r}")
+    count = len(p_values)  # fdr
+    levels = level * np.arange(1, count + 1) / count
+    passing = np.flatnonzero(np.sort(p_values) < levels)
+    if not len(passing):
+        return np.zeros(count, dtype=bool)
+    return np.asarray(p_values.astype(np.float64) < levels[passing.max()])
 
 
 class UnivariateTest:
@@ -122,8 +127,7 @@ class UnivariateTest:
     """
 
     def __init__(self, reference: np.ndarray, score: Score, level: float, correction: str | None) -> None:
-        if correction is not None and correction not in CORRECTIONS:
-            raise ValueError(f"correction must be one of {CORRECTIONS} or None, got {correction!r}")
+        check_correction(correction)
         self.reference = np.asarray(reference)
         self.score = score
         self.level = level

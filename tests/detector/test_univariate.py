@@ -219,3 +219,15 @@ def test_the_detector_refuses_a_backend_it_cannot_run(tmp_path: Path) -> None:
         command, capture_output=True, text=True, timeout=120, env={**environment, "STATS_BACKEND": "sklearn"}
     )
     assert done.returncode != 0 and "stats backend must be one of" in done.stderr
+
+
+def test_the_corrections_by_hand() -> None:
+    """Benjamini-Hochberg at 5 % over four features steps up: rank 3 passes (0.035 < 0.0375), so rank 2 counts
+    too although 0.03 > 0.025; Bonferroni keeps only p < 0.0125."""
+    p_values = np.array([0.035, 0.001, 0.9, 0.03], dtype=np.float32)
+    assert univariate.significant(p_values, 0.05, "fdr").tolist() == [True, True, False, True]
+    assert univariate.significant(p_values, 0.05, "bonferroni").tolist() == [False, True, False, False]
+    assert univariate.significant(p_values, 0.05, None).tolist() == [True, True, False, True]
+    assert not univariate.significant(np.array([0.2, 0.9], dtype=np.float32), 0.05, "fdr").any()
+    with pytest.raises(ValueError, match="correction must be one of"):
+        univariate.ks_test(np.zeros((5, 1)), 0.05, "holm")
