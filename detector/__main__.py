@@ -16,7 +16,7 @@ from typing import Any
 
 from detector.retrain import ACTIONS, DEFAULT_COMMAND
 from detector.settings import Config, Settings
-from detector.stats import CORRECTIONS
+from detector.stats import BACKEND_HELP, BACKENDS, CORRECTIONS, backend_problem
 from serving.edge import add_edge_arguments, edge_settings, install_edge
 
 PROTECTED = {r"^/feedback$": "feedback"}
@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     windows.add_argument(
         "--bins", type=int, default=Config.bins, help="reference-quantile bins for PSI and JS"
+    )
+    windows.add_argument(
+        "--stats_backend",
+        choices=BACKENDS,
+        default=os.environ.get("STATS_BACKEND", Config.stats_backend),
+        help=BACKEND_HELP,
     )
     windows.add_argument(
         "--pending_ttl",
@@ -207,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--storage_uri (or STORAGE_URI) is required: the artifact holding the reference")
     if args.archive_flush_rows < 1 or args.archive_flush_seconds <= 0 or args.archive_max_wal_bytes < 1:
         raise SystemExit("--archive_flush_rows, --archive_flush_seconds, --archive_max_wal_bytes: must be >0")
+    problem = backend_problem(args.stats_backend)  # STATS_BACKEND is not checked against the choices
+    if problem:
+        raise SystemExit(problem)
     configure_logging(args.log_level)
     settings = Settings(
         window_size=args.window_size,
@@ -227,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p_value=args.p_value,
         correction=args.correction,
         bins=args.bins,
+        stats_backend=args.stats_backend,
         cooldown=args.cooldown,
         retrain_min_labels=args.retrain_min_labels,
         flush_interval=args.flush_interval,

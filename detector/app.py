@@ -157,10 +157,11 @@ class Detector:
                 )
                 self.error = None
                 log.info(
-                    "reference loaded: model version %s, %d rows, features %s",
+                    "reference loaded: model version %s, %d rows, features %s, stats backend %s",
                     reference.version,
                     len(reference.rows),
                     list(reference.features),
+                    tester.backend,
                 )
             except Exception as error:  # storage down or artifact broken: say so in readiness and retry
                 self.error = f"cannot load the reference from {self.config.storage_uri}: {error}"

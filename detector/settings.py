@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from detector.retrain import DEFAULT_COOLDOWN
-from detector.stats import DEFAULT_BINS, DEFAULT_CORRECTION, DEFAULT_P_VALUE, DEFAULT_THRESHOLD
+from detector.stats import (
+    DEFAULT_BACKEND,
+    DEFAULT_BINS,
+    DEFAULT_CORRECTION,
+    DEFAULT_P_VALUE,
+    DEFAULT_THRESHOLD,
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,8 @@ class Config:
     p_value: float = DEFAULT_P_VALUE
     correction: str = DEFAULT_CORRECTION
     bins: int = DEFAULT_BINS
+    stats_backend: str = DEFAULT_BACKEND
+    """Where the KS and chi-squared tests come from: ``alibi-detect`` or ``scipy`` (same decisions)."""
     cooldown: float = DEFAULT_COOLDOWN
     retrain_min_labels: int = 0
     """Labels of a drifting key received since its episode began before the retrain fires (0: at once)."""
@@ -64,4 +72,5 @@ class Config:
             "p_value": self.p_value,
             "correction": self.correction,
             "bins": self.bins,
+            "backend": self.stats_backend,
         }
