@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from explainer.model import HousingExplainer
+from explainer.model import MAX_BATCH_ROWS, HousingExplainer
 from serving.loading import add_artifact_args, serve
 from serving.server import configure_server_logging, parse_server_args, server_parser
 
@@ -17,9 +17,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """KServe's ModelServer flags plus where the model is and which sha256 it must have."""
     parser = server_parser("python -m explainer", __doc__.splitlines()[0])
     add_artifact_args(parser)
+    parser.add_argument(
+        "--max_batch_rows",
+        type=int,
+        default=MAX_BATCH_ROWS,
+        help="most houses one :explain may hold; more get 400 before any is explained (default %(default)s)",
+    )
     args = parse_server_args(parser, argv)
     if not args.storage_uri:
         parser.error("--storage_uri (or STORAGE_URI) is required")
+    if args.max_batch_rows < 1:
+        parser.error(f"--max_batch_rows must be at least 1, got {args.max_batch_rows}")
     return args
 
 
@@ -27,7 +35,10 @@ def main(argv: list[str] | None = None) -> None:
     """Start the explainer server."""
     args = parse_args(argv)
     configure_server_logging(args.log_level, latency_logging=args.enable_latency_logging)
-    serve("explainer", HousingExplainer(args.model_name, args.storage_uri, args.expected_sha256), args)
+    explainer = HousingExplainer(
+        args.model_name, args.storage_uri, args.expected_sha256, max_batch_rows=args.max_batch_rows
+    )
+    serve("explainer", explainer, args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import os
 import threading
 
 from model.artifact import MODEL_FORMATS, ONNX
-from predictor.model import HousingModel
+from predictor.model import MAX_BATCH_ROWS, HousingModel
 from predictor.repository import ArtifactRepository, ConfigError, ModelPin, ModelsConfig, read_models_config
 from predictor.repository_api import add_repository_routes
 from serving.loading import add_artifact_args, load_with_backoff, serve
@@ -46,6 +46,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="threads of one onnxruntime call (default 1: fastest for small batches on few cores; "
         "env INTRA_OP_THREADS)",
     )
+    parser.add_argument(
+        "--max_batch_rows",
+        type=int,
+        default=int(os.environ.get("MAX_BATCH_ROWS", MAX_BATCH_ROWS)),
+        help="most rows one request may hold; more get 400 before any work (default %(default)s; env "
+        "MAX_BATCH_ROWS)",
+    )
     add_repository_args(parser)
     args = parse_server_args(parser, argv)
     if args.models_config or args.model:
@@ -69,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--storage_uri (or STORAGE_URI) is required")
     if args.intra_op_threads < 1:
         parser.error(f"--intra_op_threads must be at least 1, got {args.intra_op_threads}")
+    if args.max_batch_rows < 1:
+        parser.error(f"--max_batch_rows must be at least 1, got {args.max_batch_rows}")
     return args
 
 
@@ -122,7 +131,12 @@ def main(argv: list[str] | None = None) -> None:
 def housing_model(args: argparse.Namespace, name: str, storage_uri: str, sha256: str | None) -> HousingModel:
     """The model of one artifact (not loaded yet), in the form and with the threads the flags say."""
     return HousingModel(
-        name, storage_uri, sha256, model_format=args.model_format, intra_op_threads=args.intra_op_threads
+        name,
+        storage_uri,
+        sha256,
+        model_format=args.model_format,
+        intra_op_threads=args.intra_op_threads,
+        max_batch_rows=args.max_batch_rows,
     )
 
 

@@ -8,8 +8,11 @@ KServe's server already routes V1/V2 REST and gRPC, answers health, decodes payl
 - the serving metrics of :mod:`serving.metrics` (REST is measured around the whole HTTP exchange; gRPC at the
   data plane, with the status mapped to its HTTP equivalent by :func:`serving.errors.http_status`);
 - a 400 with a readable message for bodies that are not valid JSON (NaN/Infinity, which Python and JavaScript
-  emit, are parsed so that validation can name the field), and 503/504 when the transformer's predictor is
-  down or slow (:mod:`serving.errors`);
+  emit, are parsed so that validation can name the field) or nest too deeply, for request ids that cannot be
+  carried in a header (:mod:`serving.inputs`), and 503/504 when the transformer's predictor is down or slow
+  (:mod:`serving.errors`);
+- liveness that fails when a model says it cannot recover without a restart (the transformer's request
+  logger stopped), and readiness that fails when a model repository lacks the model it must serve;
 - V2 model metadata with ``versions`` and model-level ``parameters`` (feature names, units) over REST;
 - a heap frozen out of the garbage collector's full scans once the server is built (:func:`freeze_heap`);
 - logs in the project's logfmt shape, without KServe's per-request timing lines unless asked for.
@@ -21,7 +24,6 @@ import argparse
 import contextvars
 import functools
 import gc
-import json
 import logging
 import os
 import re
@@ -30,20 +32,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
-from kserve import ModelServer
-from kserve.errors import InvalidInput, ModelNotReady
+from kserve import InferRequest, ModelServer
+from kserve.errors import InvalidInput, ModelNotReady, ServerNotLive
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 
 from serving.errors import (
     ClientErrorLogFilter,
     UpstreamError,
     describe,
+    http_error_handler,
     http_status,
     request_validation_handler,
     upstream_error_handler,
 )
+from serving.inputs import REQUEST_ID_HEADER, check_request_id, parse_json
 from serving.logs import configure_logging, silence_fastapi_deprecation
 from serving.metrics import observe_request
 
@@ -62,9 +67,28 @@ class ServingDataPlane(DataPlane):
         self.component = component
 
     async def ready(self) -> bool:
-        """Ready when KServe's checks pass and every registered model is loaded."""
+        """Ready when KServe's checks pass, every registered model is loaded and none that must be is missing.
+
+        A repository that serves a model under an alias (:class:`predictor.repository.ArtifactRepository`)
+        says whether it does (``serving``): after the alias is unloaded its other models are all loaded, yet
+        requests for the alias answer 404.
+        """
         models = self.model_registry.get_models().values()
-        return bool(models) and all(model.ready for model in models) and await super().ready()
+        serving = getattr(self.model_registry, "serving", True)
+        return bool(models) and serving and all(model.ready for model in models) and await super().ready()
+
+    async def live(self) -> dict[str, str]:  # KServe's is a staticmethod: an instance one overrides it
+        """Alive unless a model says why it cannot do its job again without a restart (its ``dead()``).
+
+        Raises:
+            ServerNotLive: Such a model (KServe answers 503 on ``/`` and ``/v2/health/live``).
+        """
+        for model in self.model_registry.get_models().values():
+            dead = getattr(model, "dead", None)
+            reason = dead() if dead is not None else None
+            if reason:
+                raise ServerNotLive(reason)
+        return {"status": "alive"}
 
     async def get_model(self, name: str) -> Any:
         """The model, or ``ModelNotReady`` while it loads (never a load on the request path)."""
@@ -86,14 +110,14 @@ class ServingDataPlane(DataPlane):
             if not isinstance(body, bytes):
                 raise
             if "inference-header-content-length" not in str(error):
-                return super().decode(_lenient_json(body), headers, *args, **kwargs)
+                return super().decode(_parsed(body), headers, *args, **kwargs)
             try:  # a V2 JSON body sent without a JSON content type
-                request = InferenceRequest.model_validate(_lenient_json(body))
+                request = InferenceRequest.model_validate(_parsed(body))
             except ValidationError as invalid:
                 raise InvalidInput(f"invalid V2 inference request: {describe(invalid.errors())}") from None
             return super().decode(request, headers, *args, **kwargs)
         if isinstance(decoded, bytes):
-            return super().decode(_lenient_json(decoded), headers, *args, **kwargs)
+            return super().decode(_parsed(decoded), headers, *args, **kwargs)
         return decoded, attributes
 
     async def model_metadata(self, model_name: str) -> dict[str, Any]:
@@ -106,11 +130,17 @@ class ServingDataPlane(DataPlane):
         return metadata
 
     async def infer(self, model_name: str, request: Any, headers: Any = None) -> Any:
-        """Run inference; requests that did not come through REST (gRPC) are counted here."""
+        """Run inference; requests that did not come through REST (gRPC) are counted here.
+
+        Raises:
+            InvalidInput: The V2 ``id`` or the ``x-request-id`` header breaks :data:`serving.inputs.ID_RULE`.
+        """
         if _IN_REST_REQUEST.get():
+            _check_request_ids(request, headers)
             return await super().infer(model_name, request, headers)
         start, code = time.perf_counter(), 500
         try:
+            _check_request_ids(request, headers)
             result = await super().infer(model_name, request, headers)
             code = 200
             return result
@@ -119,6 +149,22 @@ class ServingDataPlane(DataPlane):
             raise
         finally:
             observe_request(self.component, model_name, code, time.perf_counter() - start)
+
+    async def explain(self, model_name: str, request: Any, headers: Any = None) -> Any:
+        """KServe's ``:explain``, once the request's ids are checked as for :meth:`infer`."""
+        _check_request_ids(request, headers)
+        return await super().explain(model_name, request, headers)
+
+
+def _check_request_ids(request: Any, headers: Any) -> None:
+    """The ids a request carries, checked before anything uses them (:mod:`serving.inputs`)."""
+    try:
+        if isinstance(request, InferRequest):
+            check_request_id(request.id, "id")
+        if headers:
+            check_request_id(headers.get(REQUEST_ID_HEADER), REQUEST_ID_HEADER)
+    except ValueError as error:
+        raise InvalidInput(str(error)) from None
 
 
 class RequestMetricsMiddleware:
@@ -183,6 +229,7 @@ class HousingModelServer(ModelServer):
         app.add_middleware(RequestMetricsMiddleware, component=self.component)
         app.add_exception_handler(UpstreamError, upstream_error_handler)
         app.add_exception_handler(RequestValidationError, request_validation_handler)
+        app.add_exception_handler(HTTPException, http_error_handler)
         app.add_api_route("/v2/models/{model_name}", self._model_metadata, methods=["GET"])
         if not self.enable_latency_logging:
             # KServe wraps its app in timing_asgi's TimingMiddleware whatever the flag says: per request it
@@ -264,8 +311,8 @@ def configure_server_logging(level: str, *, latency_logging: bool) -> None:
     silence_fastapi_deprecation()
 
 
-def _lenient_json(body: bytes) -> Any:
+def _parsed(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InvalidInput(f"request body is not valid JSON: {error}") from None
+        return parse_json(body)
+    except ValueError as error:
+        raise InvalidInput(str(error)) from None

@@ -2,7 +2,8 @@
 
 - ``GET /health``: 200 ``{"status": "healthy", "model_version": ...}`` once the stable predictor's model is
   known, else 503 ``{"status": "unhealthy", "reason": ...}`` (predictor unreachable, not ready, or its
-  circuit breaker open);
+  circuit breaker open; or the transformer itself cannot recover, as liveness says: its request logger
+  stopped);
 - ``POST /predict`` with one flat house (``{"crim": 0.00632, ..., "b": 396.9, "lstat": 4.98}``, ``b``
   accepted and ignored when the model does not use it) -> ``{"prediction": ..., "model_version": ...,
   "unit": "USD 1000s"}``;
@@ -21,7 +22,6 @@ they are counted in ``housing_requests_total``. The routes are FastAPI's, so the
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from model.schema import FEATURES, TARGET_DESCRIPTION, TARGET_UNIT
 from serving.errors import UpstreamError
+from serving.inputs import parse_json
 from transformer.model import MODEL_VERSION_HEADER, REQUEST_ID_HEADER, HousingTransformer
 from transformer.payload import PayloadError
 from transformer.resilience import Deadline
@@ -104,10 +105,13 @@ def seed_router(dataplane: DataPlane, model: HousingTransformer) -> APIRouter:
     async def health() -> Any:
         """200 with the model version once the predictor's model is known, else 503 with the reason."""
         try:
+            reason = model.dead()
             metadata = await model.router.stable.model(Deadline.start(HEALTH_SECONDS, None))
         except UpstreamError as error:
+            reason = str(error)
+        if reason:
             return JSONResponse(
-                {"status": "unhealthy", "model_name": model.name, "reason": str(error)}, status_code=503
+                {"status": "unhealthy", "model_name": model.name, "reason": reason}, status_code=503
             )
         return Health(status="healthy", model_name=model.name, model_version=metadata.version)
 
@@ -190,9 +194,9 @@ def _house(body: Any) -> dict[str, Any]:
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise PayloadError(f"body: not valid JSON: {error}", field="instances", rule="malformed") from None
+        return parse_json(body)
+    except ValueError as error:
+        raise PayloadError(str(error), field="instances", rule="malformed") from None
 
 
 def _version(headers: dict[str, str]) -> str:
