@@ -65,6 +65,12 @@ ENDPOINTS = (DEFAULT_ENDPOINT, CANARY_ENDPOINT)
 """The values of ``ce-endpoint``, and of the ``endpoint`` label of every metric and scrape target."""
 SHADOW_ENDPOINT = "shadow"
 """``ce-endpoint`` of a shadow's predictions: logged with the client's request id, answered to no client."""
+LOGGED_ENDPOINTS = (*ENDPOINTS, SHADOW_ENDPOINT)
+"""Every ``ce-endpoint`` a sender of this project logs: the detector takes these and refuses others."""
+
+MAX_ID_CHARS = 256
+"""The longest inference id carried (``ce-id``, a V2 ``id``, ``x-request-id``): the detector keeps ids in its
+state and archive, so one 1 MB id on 300 events grew it by 330 MB before ids were bounded."""
 
 
 def encode_metadata(values: Mapping[str, str]) -> str:
@@ -95,6 +101,21 @@ def _metadata_items(header: str) -> tuple[tuple[str, str], ...]:
         for key, value in document.items()
         if value not in (None, [])
     )
+
+
+def check_event_id(value: object) -> str | None:
+    """The rule an inference id breaks, or ``None`` when it may be carried and stored.
+
+    An id is a non-empty string of at most :data:`MAX_ID_CHARS` characters. Callers name the field:
+    ``f"ce-id: {rule}"``.
+    """
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if not value:
+        return "must not be empty"
+    if len(value) > MAX_ID_CHARS:
+        return f"must be at most {MAX_ID_CHARS} characters, got {len(value):,}"
+    return None
 
 
 def replica_for(event_id: str, replicas: int) -> int:
