@@ -226,7 +226,7 @@ def _name(event: Any, attribute: str, prefix: str, kind: str) -> str | None:
     value = event.get(attribute)
     if value is None:
         return None
-    text = str(value)
+    text = value if type(value) is str else str(value)
     if len(text) > MAX_NAME_CHARS:
         message = f"{prefix}{attribute}: must be at most {MAX_NAME_CHARS} characters, got {len(text):,}"
         raise InvalidEventError(message, kind)

@@ -147,8 +147,8 @@ class Monitor:
             metrics.BUFFER_BYTES.labels(buffer=buffer).set_function(
                 functools.partial(self._buffer_bytes.__getitem__, buffer)
             )
-        # Model version -> when an inference of it was last joined, least recent first (max_model_versions).
-        self.versions: OrderedDict[str, float] = OrderedDict()
+        # Model version -> when an inference of it was last joined (at most max_model_versions of them).
+        self.versions: dict[str, float] = {}
         self.windows: dict[WindowKey, Window] = {}
         self.results: dict[WindowKey, DriftResult] = {}
         self.labels: dict[WindowKey, deque[tuple[float, float, str]]] = {}  # truth, prediction, request id
@@ -193,8 +193,8 @@ class Monitor:
                 f"{event.endpoint[:40]!r}",
                 event.kind,
             )
-        if event.model_version is not None:  # refused now rather than held when it could never be joined
-            self._admit(event.model_version, now, event.kind, evict=False)
+        if event.model_version is not None and event.model_version not in self.versions:
+            self._admit(event.model_version, now, event.kind, evict=False)  # refused now if never joinable
         key = (event.component, event.id)
         partner = self._release(key)
         if partner is not None and partner.kind == event.kind:  # a duplicate: the older one will never pair
@@ -215,11 +215,14 @@ class Monitor:
                 event.kind,
             )
         version = response.model_version or request.model_version or self.tester.reference.version
-        try:
-            self._admit(version, now, event.kind)
-        except InvalidEventError:
-            metrics.EVENTS.labels(type=partner.kind, outcome="unmatched").inc()  # taken from the buffer: lost
-            raise
+        if version in self.versions:
+            self.versions[version] = now
+        else:
+            try:
+                self._admit(version, now, event.kind)
+            except InvalidEventError:
+                metrics.EVENTS.labels(type=partner.kind, outcome="unmatched").inc()  # taken from the buffer
+                raise
         metrics.events(event.kind, "accepted").inc()
         # Counted per inference: a sampled sender drops requests and responses together (serving/events.py).
         metrics.inferences(request.endpoint).inc()
@@ -277,7 +280,8 @@ class Monitor:
         """
         if version not in self.versions and len(self.versions) >= self.settings.max_model_versions:
             reference = self.tester.reference.version
-            oldest = next((seen for seen in self.versions if seen != reference), None)
+            idle = [(seen, tracked) for tracked, seen in self.versions.items() if tracked != reference]
+            oldest = min(idle)[1] if idle else None
             if oldest is None or self.versions[oldest] > now - self.settings.model_version_idle:
                 metrics.REFUSED.labels(reason="model_versions").inc()
                 settings = self.settings
@@ -292,7 +296,6 @@ class Monitor:
             self._forget(oldest)
         if evict:
             self.versions[version] = now
-            self.versions.move_to_end(version)
 
     def _forget(self, version: str) -> None:
         """Drop everything kept for ``version``: windows, results, labels, history, metric series."""
