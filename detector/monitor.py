@@ -56,7 +56,7 @@ import numpy as np
 from detector import metrics
 from detector.events import InferenceEvent, InvalidEventError
 from detector.keys import WindowKey
-from detector.labels import InvalidLabelError, Label
+from detector.labels import InvalidLabelError, Label, check_values
 from detector.retrain import RetrainTrigger
 from detector.settings import Settings
 from detector.state import STATE_FORMAT, json_safe
@@ -344,9 +344,7 @@ class Monitor:
         Raises:
             InvalidLabelError: A value breaks the label rule, or their number is not the predictions'.
         """
-        from detector.labels import check_values
-
-        return not self.label([Label(request_id, check_values(values, ""))])
+        return not self.label([Label(request_id, check_values(values))])
 
     def label(self, labels: Sequence[Label]) -> list[str]:
         """Record checked labels (:mod:`detector.labels`): all of them, or none.
@@ -441,27 +439,28 @@ class Monitor:
         Non-finite figures (an error squared past the float range, from a forged prediction of 1e300) are
         ``null``: nothing held can make ``/status`` fail to encode.
         """
+        return dict(json_safe(self._summary()))
+
+    def _summary(self) -> dict[str, Any]:
         keys = sorted({*self.windows, *self.results, *self.labels}, key=str)
-        return json_safe(
-            {
-                "reference_version": self.tester.reference.version,
-                "window_size": self.settings.window_size,
-                "threshold": self.tester.threshold,
-                "pending": len(self.pending),
-                "windows_queued": len(self.queued),
-                "keys": {
-                    str(key): {
-                        "window_rows": self.windows[key].count if key in self.windows else 0,
-                        "last_result": self.results[key].to_dict() if key in self.results else None,
-                        "live": self.live(key),
-                        "estimate": self.estimates.get(key),
-                        "outliers": self.outlier_rates.get(key),
-                    }
-                    for key in keys
-                },
-                "retrain": self.trigger.status(),
-            }
-        )
+        return {
+            "reference_version": self.tester.reference.version,
+            "window_size": self.settings.window_size,
+            "threshold": self.tester.threshold,
+            "pending": len(self.pending),
+            "windows_queued": len(self.queued),
+            "keys": {
+                str(key): {
+                    "window_rows": self.windows[key].count if key in self.windows else 0,
+                    "last_result": self.results[key].to_dict() if key in self.results else None,
+                    "live": self.live(key),
+                    "estimate": self.estimates.get(key),
+                    "outliers": self.outlier_rates.get(key),
+                }
+                for key in keys
+            },
+            "retrain": self.trigger.status(),
+        }
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state as JSON-safe data, every field named (restored by passing it back as ``state``)."""

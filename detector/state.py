@@ -48,7 +48,13 @@ def read_state(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(state, dict):
         return {}
-    return upgrade_format_1(state) if state.get("format") == 1 else state
+    if state.get("format") != 1:
+        return state
+    try:
+        return upgrade_format_1(state)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        log.error("state file %s: format 1 unreadable (%s): starting afresh", path, error)
+        return {}
 
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
@@ -262,7 +268,7 @@ def _kept(items: Any, section: str, check: Callable[[Any], Any], dropped: Counte
     for item in items:
         try:
             check(item)
-        except _InvalidEntryError as error:
+        except Exception as error:  # _InvalidEntryError, or an entry too malformed for a check to read
             dropped[section] += 1
             log.debug("saved state: %s entry dropped: %s", section, error)
         else:
