@@ -19,10 +19,10 @@ headers are the contract of :mod:`serving.events`. Anything else raises :class:`
 message naming the field and the rule broken.
 
 **Bounds.** Everything an event carries that the detector keeps is bounded here, before it is kept: the id
-(``ce-id``) by :func:`serving.events.check_event_id` (256 characters), the endpoint, component and model
-version by :data:`MAX_NAME_CHARS`, the ``ce-metadata`` header by :data:`MAX_METADATA_CHARS`; JSON nested past
-the parser's recursion limit is a 400, not a ``RecursionError``. Which endpoints and how many model versions
-are taken is the monitor's rule (:mod:`detector.monitor`).
+(``ce-id``) by :func:`serving.events.check_event_id` (1 to 256 printable ASCII characters), the endpoint,
+component and model version by :data:`MAX_NAME_CHARS`, the ``ce-metadata`` header by
+:data:`MAX_METADATA_CHARS`; JSON nested past the parser's recursion limit is a 400, not a ``RecursionError``.
+Which endpoints and how many model versions are taken is the monitor's rule (:mod:`detector.monitor`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A body is one label, ``{"id": ID, "value": V}``, or a batch, ``{"labels": [{"id": ID, "value": V}, ..]}``.
 
-- ``ID`` is an inference id (``ce-id``) by :func:`serving.events.check_event_id`: a non-empty string of at
-  most 256 characters.
+- ``ID`` is an inference id (``ce-id``) by :func:`serving.events.check_event_id`: 1 to 256 printable ASCII
+  characters, without spaces (what the servers take as a request id).
 - ``V`` is one value per predicted row of that request: a number for a one-row request, else a flat list of
   numbers. Each is a JSON number (not a string, boolean or null; not nested) in the target's domain,
   ``model.schema.TARGET_DOMAIN`` ((0, 50], USD 1000s): the one rule the training reader applies to the archive
