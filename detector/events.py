@@ -19,18 +19,17 @@ headers are the contract of :mod:`serving.events`. Anything else raises :class:`
 message naming the field and the rule broken.
 
 **Bounds.** Everything an event carries that the detector keeps is bounded here, before it is kept: the id
-(``ce-id``) by :func:`serving.events.check_event_id` (1 to 256 printable ASCII characters), the endpoint,
-component and model version by :data:`MAX_NAME_CHARS`, the ``ce-metadata`` header by
-:data:`MAX_METADATA_CHARS`; JSON nested past the parser's recursion limit is a 400, not a ``RecursionError``.
-Which endpoints and how many model versions are taken is the monitor's rule (:mod:`detector.monitor`).
+(``ce-id``) by the servers' rule for request ids (:func:`check_id`, :mod:`serving.inputs`: 1 to 256
+printable ASCII characters), the endpoint, component and model version by :data:`MAX_NAME_CHARS`, the
+``ce-metadata`` header by :data:`MAX_METADATA_CHARS`; JSON nested too deep is a 400 naming the rule
+(``serving.inputs.NESTING_RULE``), not a ``RecursionError``. Which endpoints and how many model versions are
+taken is the monitor's rule (:mod:`detector.monitor`).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,9 +46,9 @@ from serving.events import (
     RESPONSE_TYPE,
     SAMPLE_RATE,
     SPEC_VERSION,
-    check_event_id,
     decode_metadata,
 )
+from serving.inputs import ID_RULE, MAX_JSON_DEPTH, NESTING_RULE, check_request_id, nesting_depth, parse_json
 from serving.payload import instance_rows, stack_columns
 
 KINDS = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
@@ -165,13 +164,13 @@ def parse_event(headers: Mapping[str, str], body: bytes, features: Sequence[str]
     Raises:
         InvalidEventError: Not a CloudEvent, an unknown type, or a body that is not a usable V1/V2 payload.
     """
+    if nesting_depth(body) > MAX_JSON_DEPTH:  # before the SDK's json.loads, which recurses
+        raise InvalidEventError(NESTING_RULE)
     try:
         event = from_http(headers, body)  # a Mapping: the SDK reads it with .items(), no copy needed
-    except RecursionError:  # the SDK's own json.loads of a structured-mode envelope
-        raise InvalidEventError(f"body: {NESTING_RULE}") from None
+    except RecursionError:  # not reached past the depth check; never a 500 if it were
+        raise InvalidEventError(NESTING_RULE) from None
     except (GenericException, ValueError, TypeError) as error:
-        if "RecursionError" in str(error):  # of a binary-mode body, wrapped in DataUnmarshallerError
-            raise InvalidEventError(f"body: {NESTING_RULE}") from None
         raise InvalidEventError(f"not a CloudEvent 1.0: {_shown(str(error), 200)}") from None
     return _decode(event, event.get_data(), features, prefix="ce-")
 
@@ -183,9 +182,10 @@ def _decode(event: Any, data: Any, features: Sequence[str], prefix: str = "") ->
         raise InvalidEventError(
             f"{prefix}type: must be {REQUEST_TYPE} or {RESPONSE_TYPE}, got {_shown(event['type'])}"
         )
-    rule = check_event_id(event["id"])
-    if rule is not None:
-        raise InvalidEventError(f"{prefix}id: {rule}", kind)
+    try:
+        check_id(event["id"], f"{prefix}id")
+    except InvalidEventError as error:
+        raise InvalidEventError(str(error), kind) from None
     endpoint = _name(event, "endpoint", prefix, kind) or DEFAULT_ENDPOINT
     component = _name(event, "component", prefix, kind) or "unknown"
     metadata = decode_metadata(_metadata_header(event.get("metadata"), prefix, kind))
@@ -317,25 +317,41 @@ def decode_response(payload: Any) -> tuple[np.ndarray, str | None]:
     raise InvalidEventError("body: not a V1 ('predictions') or V2 ('outputs') inference response")
 
 
-NESTING_RULE = (
-    f"JSON nested too deeply: more levels than the parser's limit (about {sys.getrecursionlimit():,})"
-)
+def check_id(value: Any, field: str) -> str:
+    """``value``, checked as an inference id by the servers' rule (:data:`serving.inputs.ID_RULE`).
+
+    Raises:
+        InvalidEventError: It breaks the rule; the message names ``field`` and never echoes the id (it may
+            be a megabyte).
+    """
+    if not isinstance(value, str):
+        raise InvalidEventError(f"{field}: must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidEventError(f"{field}: must be {ID_RULE}; got 0 characters")
+    try:
+        check_request_id(value, field)
+    except ValueError as error:
+        raise InvalidEventError(str(error)) from None
+    return value
 
 
 def read_json(data: bytes | bytearray | str, field: str, expected: str) -> Any:
-    """``data`` parsed as JSON, or :class:`InvalidEventError` naming ``field`` and the rule it breaks.
+    """``data`` parsed as JSON by the servers' parser (:func:`serving.inputs.parse_json`).
 
-    Besides malformed JSON: nesting past the parser's recursion limit (``[[[[...]]]]``: a ``RecursionError``)
-    and integers of more than 4,300 digits (Python's limit on converting them) are refused, not a 500.
+    Raises:
+        InvalidEventError: Naming the rule: ``expected`` for what is not JSON,
+            ``serving.inputs.NESTING_RULE`` past the depth limit, Python's limit for an integer of more than
+            4,300 digits (a ``ValueError`` that was a 500).
     """
     try:
-        return json.loads(data)
-    except RecursionError:
-        raise InvalidEventError(f"{field}: {NESTING_RULE}") from None
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, the digits limit
-        if isinstance(error, json.JSONDecodeError | UnicodeDecodeError):
+        return parse_json(bytes(data) if isinstance(data, bytearray) else data)
+    except ValueError as error:
+        message = str(error)
+        if message == NESTING_RULE:
+            raise InvalidEventError(message) from None
+        if message.startswith("body: not valid JSON") or isinstance(error, UnicodeDecodeError):
             raise InvalidEventError(f"{field}: {expected}") from None
-        raise InvalidEventError(f"{field}: {expected} ({_shown(str(error), 120)})") from None
+        raise InvalidEventError(f"{field}: {expected} ({_shown(message, 120)})") from None
 
 
 def _shown(value: Any, limit: int = 40) -> str:

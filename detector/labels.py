@@ -2,8 +2,8 @@
 
 A body is one label, ``{"id": ID, "value": V}``, or a batch, ``{"labels": [{"id": ID, "value": V}, ..]}``.
 
-- ``ID`` is an inference id (``ce-id``) by :func:`serving.events.check_event_id`: 1 to 256 printable ASCII
-  characters, without spaces (what the servers take as a request id).
+- ``ID`` is an inference id (``ce-id``) by the servers' rule for request ids (:mod:`serving.inputs`): 1 to
+  256 printable ASCII characters, without spaces.
 - ``V`` is one value per predicted row of that request: a number for a one-row request, else a flat list of
   numbers. Each is a JSON number (not a string, boolean or null; not nested) in the target's domain,
   ``model.schema.TARGET_DOMAIN`` ((0, 50], USD 1000s): the one rule the training reader applies to the archive
@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from detector.events import InvalidEventError, read_json
+from detector.events import InvalidEventError, check_id, read_json
 from model.schema import TARGET, TARGET_CENSORED_AT, TARGET_DOMAIN, TARGET_UNIT
-from serving.events import check_event_id
 
 REASONS = ("malformed", "not_a_number", "out_of_range", "too_many", "duplicate", "rows")
 """Why a body was refused (``housing_feedback_rejected_total{reason}``): not the documented shape; a value
@@ -128,9 +127,10 @@ def _label(item: Any, field: str, max_values: int) -> Label:
     for name in ("id", "value"):
         if name not in item:
             raise InvalidLabelError(f"{field}{name}: required", "malformed")
-    rule = check_event_id(item["id"])
-    if rule is not None:
-        raise InvalidLabelError(f"{field}id: {rule}", "malformed")
+    try:
+        check_id(item["id"], f"{field}id")
+    except InvalidEventError as error:
+        raise InvalidLabelError(str(error), "malformed") from None
     return Label(item["id"], check_values(item["value"], field, max_values), field)
 
 

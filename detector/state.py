@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from detector import metrics
-from detector.events import MAX_NAME_CHARS
+from detector.events import MAX_NAME_CHARS, InvalidEventError, check_id
 from detector.keys import WindowKey
 from model.files import write_atomic
 from model.schema import TARGET_DOMAIN
-from serving.events import check_event_id
 
 if TYPE_CHECKING:
     from detector.settings import Settings
@@ -291,7 +290,7 @@ def _labels(saved: dict[str, Any], dropped: Counter[str]) -> dict[str, Any] | No
         for value, prediction, request_id in zip(truth, predictions, ids, strict=True)
         if TARGET_DOMAIN.violation(value) is None
         and _is_number(prediction)
-        and (request_id == "" or check_event_id(request_id) is None)
+        and (request_id == "" or _valid_id(request_id))
     ]
     dropped["labels"] += len(truth) - len(kept)
     if not kept:
@@ -327,7 +326,14 @@ def _finite(value: Any) -> None:
         raise _InvalidEntryError("holds a number that is not finite")
 
 
+def _valid_id(value: Any) -> bool:
+    try:
+        check_id(value, "request_id")
+    except InvalidEventError:
+        return False
+    return True
+
+
 def _id(value: Any) -> None:
-    rule = check_event_id(value)
-    if rule is not None:
-        raise _InvalidEntryError(f"request_id: {rule}")
+    if not _valid_id(value):
+        raise _InvalidEntryError("request_id: not an inference id")

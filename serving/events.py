@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import zlib
 from collections.abc import Mapping
 
@@ -69,14 +68,6 @@ SHADOW_ENDPOINT = "shadow"
 LOGGED_ENDPOINTS = (*ENDPOINTS, SHADOW_ENDPOINT)
 """Every ``ce-endpoint`` a sender of this project logs: the detector takes these and refuses others."""
 
-MAX_ID_CHARS = 256
-"""The longest inference id carried (``ce-id``, a V2 ``id``, ``x-request-id``): the detector keeps ids in its
-state and archive, so one 1 MB id on 300 events grew it by 330 MB before ids were bounded."""
-ID_RULE = f"1 to {MAX_ID_CHARS} printable ASCII characters, without spaces"
-"""What an inference id is: what an HTTP header and gRPC metadata carry unchanged (the servers' rule too)."""
-_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_ID_CHARS}}}")
-_OUTSIDE_ID = re.compile(r"[^\x21-\x7e]")
-
 
 def encode_metadata(values: Mapping[str, str]) -> str:
     """The ``ce-metadata`` header value: a JSON object of strings (e.g. ``model_version``)."""
@@ -106,23 +97,6 @@ def _metadata_items(header: str) -> tuple[tuple[str, str], ...]:
         for key, value in document.items()
         if value not in (None, [])
     )
-
-
-def check_event_id(value: object) -> str | None:
-    """The rule an inference id breaks, or ``None`` when it may be carried and stored (:data:`ID_RULE`).
-
-    Callers name the field: ``f"ce-id: {rule}"``. The message never holds the id itself (it may be a
-    megabyte, or hold control characters).
-    """
-    if not isinstance(value, str):
-        return f"must be a string, got {type(value).__name__}"
-    if _ID.fullmatch(value):
-        return None
-    if len(value) > MAX_ID_CHARS or not value:
-        return f"must be {ID_RULE}; got {len(value)} characters"
-    offending = _OUTSIDE_ID.search(value)
-    position = offending.start() if offending else 0
-    return f"must be {ID_RULE}; got U+{ord(value[position]):04X} at position {position}"
 
 
 def replica_for(event_id: str, replicas: int) -> int:
