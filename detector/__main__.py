@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from detector.events import MAX_NAME_CHARS
 from detector.retrain import ACTIONS, DEFAULT_COMMAND
 from detector.settings import Config, Settings
 from detector.stats import BACKEND_HELP, BACKENDS, CORRECTIONS, backend_problem
@@ -73,13 +74,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a request waits for its response (and vice versa)",
     )
     windows.add_argument(
-        "--max_pending", type=int, default=Settings.max_pending, help="pending events kept at most"
+        "--max_pending_bytes",
+        type=int,
+        default=Settings.max_pending_bytes,
+        help="memory of the events waiting for their partner; the oldest beyond are evicted (counted)",
     )
     windows.add_argument(
-        "--max_pending_per_endpoint",
+        "--max_pending_bytes_per_endpoint",
         type=int,
-        default=Settings.max_pending_per_endpoint,
-        help="pending events kept at most for one endpoint (one endpoint's flood pushes out only its own)",
+        default=Settings.max_pending_bytes_per_endpoint,
+        help="... of them for one endpoint (one endpoint's flood pushes out only its own)",
+    )
+    windows.add_argument(
+        "--endpoints",
+        type=_names,
+        default=",".join(Settings.endpoints),
+        help="the ce-endpoint values taken, comma-separated; events of another endpoint get 400",
+    )
+    windows.add_argument(
+        "--max_model_versions",
+        type=int,
+        default=Settings.max_model_versions,
+        help="model versions tracked at once; an inference of another gets 400 until one is idle",
+    )
+    windows.add_argument(
+        "--model_version_idle",
+        type=float,
+        default=Settings.model_version_idle,
+        help="seconds without inferences after which a model version (never the reference's) may be "
+        "forgotten, with its windows and labels, to make room for a new one",
     )
     labels = parser.add_argument_group("ground truth")
     labels.add_argument(
@@ -93,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=Settings.max_outcomes,
         help="labelled predictions kept per endpoint and model version for experiments (GET /outcomes)",
+    )
+    labels.add_argument(
+        "--max_recent_bytes",
+        type=int,
+        default=Settings.max_recent_bytes,
+        help="memory of the predictions waiting for their label; a label for one pushed out gets 404 and is "
+        "not archived",
     )
     labels.add_argument(
         "--min_labels",
@@ -182,6 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of names (``--endpoints default,canary``), each at most 128 characters."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names or any(len(name) > MAX_NAME_CHARS for name in names):
+        raise argparse.ArgumentTypeError(
+            f"must be names of 1 to {MAX_NAME_CHARS} characters, comma-separated"
+        )
+    return names
+
+
 def retrain_action(args: argparse.Namespace) -> Callable[[dict[str, Any]], None] | None:
     """The action ``--retrain_action`` names, checked now so that a bad setting fails at start-up."""
     from detector import retrain
@@ -216,12 +256,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = backend_problem(args.stats_backend)  # STATS_BACKEND is not checked against the choices
     if problem:
         raise SystemExit(problem)
+    bounds = (args.max_pending_bytes, args.max_pending_bytes_per_endpoint, args.max_recent_bytes)
+    if min(bounds) < 1 or args.max_model_versions < 1 or args.model_version_idle < 0:
+        raise SystemExit(
+            "--max_pending_bytes[_per_endpoint], --max_recent_bytes, --max_model_versions: must be >0; "
+            "--model_version_idle: must be >=0"
+        )
     configure_logging(args.log_level)
     settings = Settings(
         window_size=args.window_size,
         pending_ttl=args.pending_ttl,
-        max_pending=args.max_pending,
-        max_pending_per_endpoint=args.max_pending_per_endpoint,
+        max_pending_bytes=args.max_pending_bytes,
+        max_pending_bytes_per_endpoint=args.max_pending_bytes_per_endpoint,
+        max_recent_bytes=args.max_recent_bytes,
+        endpoints=args.endpoints,
+        max_model_versions=args.max_model_versions,
+        model_version_idle=args.model_version_idle,
         label_window=args.label_window,
         max_outcomes=args.max_outcomes,
         min_labels=args.min_labels,

@@ -9,8 +9,9 @@ Routes:
   each by index (``[3].instances: ...``), with ``accepted``: the count taken (do not resend the batch).
 - ``POST /feedback``: ground truth, ``{"id": ID, "value": V}`` or ``{"labels": [{"id": ID, "value": V}, ..]}``
   (``V`` one number per predicted row: a number, or a list for a multi-row request); 400 naming the label
-  for a value outside the target's domain (``model.schema.TARGET_DOMAIN``); with ``--auth``, the
-  ``feedback`` role (:mod:`serving.edge`).
+  and the rule it breaks (:mod:`detector.labels`: a finite JSON number in ``model.schema.TARGET_DOMAIN``),
+  nothing recorded; 404 for one label of an unknown id (not archived); with ``--auth``, the ``feedback``
+  role (:mod:`serving.edge`).
 - ``GET /status``: windows, last results, live metrics, retrain episodes (JSON).
 - ``GET /report``: the drift report, a self-contained HTML page (:mod:`detector.report`).
 - ``GET /metrics``: Prometheus; ``GET /healthz`` and ``/v2/health/live``: alive; ``GET /readyz`` and
@@ -29,9 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
-import math
 import multiprocessing
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -47,12 +46,12 @@ from starlette.routing import Route
 from detector import metrics, report, worker
 from detector.archive import WAL_DIR, Archiver
 from detector.events import InferenceEvent, InvalidEventError, is_batch, parse_batch, parse_event
+from detector.labels import InvalidLabelError, parse_feedback
 from detector.monitor import Due, Monitor
 from detector.retrain import RetrainTrigger
 from detector.settings import Config
-from detector.state import STATE_FILE, read_state, write_state
+from detector.state import STATE_FILE, read_state, validated, write_state
 from detector.stats import DriftResult
-from model.schema import TARGET, TARGET_CENSORED_AT, TARGET_DOMAIN, TARGET_UNIT
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +143,8 @@ class Detector:
                 started = self.executor.submit(worker.ready)  # the worker starts now, alongside the next line
                 tester = DriftTester(reference, **options)
                 started.result(timeout=600)
-                state = read_state(self.state_path)
+                state = validated(read_state(self.state_path), self.config.settings, len(reference.features),
+                                  reference.version)  # fmt: skip
                 trigger = RetrainTrigger(
                     self.action_name,
                     self._archive_first(self.action),
@@ -290,31 +290,19 @@ def create_app(detector: Detector) -> Starlette:
         body = await read_body(request, limit)
         if body is None:
             return too_large(limit)
-        try:
-            document = json.loads(body)
-            items = document["labels"] if isinstance(document, dict) and "labels" in document else [document]
-            if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-                raise ValueError("labels: must be a list of {'id': ..., 'value': ...} objects")
-            refused = _implausible_label(items, batch="labels" in document)
-            if refused is not None:  # nothing is recorded: one poisoned label may not slip in with good ones
-                metrics.FEEDBACK_REJECTED.labels(reason="out_of_range").inc()
-                return _invalid_feedback(refused)
-            unmatched = [
-                str(item["id"]) for item in items if not monitor.feedback(str(item["id"]), item["value"])
-            ]
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _invalid_feedback("body: must be JSON")
-        except KeyError as error:
-            return _invalid_feedback(f"{error.args[0]}: required")
-        except (TypeError, ValueError) as error:
+        try:  # every label checked (detector/labels.py), then all recorded or none
+            labels, batch = parse_feedback(body, detector.config.max_rows)
+            unmatched = monitor.label(labels)
+        except InvalidLabelError as error:
+            metrics.FEEDBACK_REJECTED.labels(reason=error.reason).inc()
             return _invalid_feedback(str(error))
         commit()
         detector.dirty = True
-        if "labels" not in document and unmatched:
+        if not batch and unmatched:
             return JSONResponse(
                 {"error": f"id: no recent prediction has id {unmatched[0]!r}"}, status_code=404
             )
-        return JSONResponse({"accepted": len(items) - len(unmatched), "unmatched": unmatched})
+        return JSONResponse({"accepted": len(labels) - len(unmatched), "unmatched": unmatched})
 
     async def status(request: Request) -> Response:
         if detector.monitor is None:
@@ -397,28 +385,6 @@ def too_large(limit: int) -> Response:
     """The 413 for a body over ``limit`` bytes, counted."""
     metrics.REFUSED.labels(reason="body_too_large").inc()
     return JSONResponse({"error": f"body: larger than the limit of {limit} bytes"}, status_code=413)
-
-
-def _implausible_label(items: list[dict[str, Any]], *, batch: bool) -> str | None:
-    """The first label outside the target's domain (``model.schema.TARGET_DOMAIN``), named, or ``None``.
-
-    Labels drive the live R² and may trigger retraining: a price outside what the data set can record is a
-    mistake or an attack, refused rather than averaged in. Values that are not finite numbers are left to
-    :meth:`Monitor.feedback`'s own message.
-    """
-    for index, item in enumerate(items):
-        values = item["value"] if isinstance(item["value"], list) else [item["value"]]
-        for value in values:
-            if type(value) not in (int, float) or not math.isfinite(value):
-                continue
-            rule = TARGET_DOMAIN.violation(value)
-            if rule is not None:
-                where = f"labels[{index}].value" if batch else "value"
-                return (
-                    f"{where}: {rule} ({TARGET}, {TARGET_UNIT}; the data set records 50 or more as "
-                    f"{TARGET_CENSORED_AT:g})"
-                )
-    return None
 
 
 def _invalid_feedback(message: str) -> Response:

@@ -18,6 +18,9 @@ from detector.stats import (
     DEFAULT_P_VALUE,
     DEFAULT_THRESHOLD,
 )
+from serving.events import LOGGED_ENDPOINTS
+
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,21 @@ class Settings:
 
     window_size: int = 200
     pending_ttl: float = 60.0
-    max_pending: int = 10_000
-    max_pending_per_endpoint: int = 5_000
+    max_pending_bytes: int = 16 * MIB
+    """Memory of the events waiting for their partner (docs/detector.md, "Input limits"); the oldest beyond
+    are evicted. The transformer sends a request and its response in one batch, so this is mostly empty."""
+    max_pending_bytes_per_endpoint: int = 8 * MIB
+    """... of them for one endpoint: a flood on one endpoint pushes out only its own oldest events."""
+    max_recent_bytes: int = 8 * MIB
+    """Memory of the predictions waiting for their label (and of labels waiting for a shadow's copy): about
+    10,000 one-row requests; a label for a prediction pushed out is answered 404 and not archived."""
+    endpoints: tuple[str, ...] = LOGGED_ENDPOINTS
+    """The ``ce-endpoint`` values taken; events naming another are refused (400)."""
+    max_model_versions: int = 8
+    """Model versions tracked at once (their windows, labels, metric series); see ``model_version_idle``."""
+    model_version_idle: float = 600.0
+    """Seconds without an inference after which a tracked model version (never the reference's) may be
+    forgotten to make room for a new one; until one is, inferences of a new version are refused (400)."""
     label_window: int = 100
     max_outcomes: int = 20_000
     min_labels: int = 30
@@ -35,7 +51,6 @@ class Settings:
     estimated_mae_threshold: float = 0.0
     """Retrain when a window's estimated MAE (USD 1000s) exceeds this while fewer than ``min_labels`` labels
     are in; 0 (the default) turns it off. 3.0 is the quality gate's MAE (docs/detector.md)."""
-    max_recent: int = 10_000
 
 
 @dataclass(frozen=True)

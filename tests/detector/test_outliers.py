@@ -34,7 +34,10 @@ def test_a_window_of_synthetic_houses_has_a_high_outlier_rate_and_real_ones_a_lo
 ) -> None:
     directory, train, held = split_artifact
     version = str(read_metadata(directory)["version"])
-    detector = start_detector("--window_size", "100", storage_uri=str(directory))
+    # Two endpoints of its own keep the two windows apart (any endpoint outside --endpoints is refused).
+    detector = start_detector(
+        "--window_size", "100", "--endpoints", "synthetic,real", storage_uri=str(directory)
+    )
     detector.send_rows(recombined(train, 100, 0), [22.0] * 100, prefix="s", endpoint="synthetic")
     detector.send_rows(held[:100], [22.0] * 100, prefix="r", endpoint="real")
 
