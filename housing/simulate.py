@@ -123,8 +123,6 @@ def step(number: int, text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the loop (see the module docstring)."""
-    import logging
-
     from housing.stack import latest_or_train
 
     if args.requests < args.window + args.min_labels:
@@ -132,7 +130,6 @@ def run(args: argparse.Namespace) -> int:
               f"({args.window + args.min_labels}): the retrain awaits its labels after the first window",
               file=sys.stderr)  # fmt: skip
         return 1
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line per request
     out = (args.out or var_dir() / "simulate" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")).resolve()
     champion_dir = (args.artifact or latest_or_train(fast=True)).resolve()
     previous = os.environ.get(VAR_DIR_ENV)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -263,7 +262,6 @@ def azurite_connection_string(port: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Start the stack, show a prediction, wait for Ctrl-C (or exit with ``--once``)."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     stack = Stack(args.log_dir or var_dir() / "stack")
     with _stop_on_signals():
         try:

@@ -104,6 +104,7 @@ def test_up_once_from_azurite(artifact_dir: Path, tmp_path: Path):
         r"publishing .* to http://127\.0\.0\.1:\d+/devstoreaccount1/models/housing/", done.stdout
     )
     assert printed_prediction(done.stdout) == pytest.approx(first_house_prediction(artifact_dir), abs=0.005)
+    assert "Request URL" not in done.stdout + done.stderr  # the Azure SDK's header dumps: only with --verbose
     pids = started_pids(done.stdout)
     assert len(pids) == 3  # azurite, predictor, transformer
     assert_gone(pids)
