@@ -9,8 +9,8 @@ transformer sends them (100 events, 50 inferences, per POST) with one label per 
    (``--rounds`` each, median), the detectors (with their child processes) on core 0 and this load generator
    on core 1: events/s while sending, and the HTTP process's CPU per event, read once the round is uploaded
    (both detectors get the same 4 s to settle). Target: ingest with the archive >= 90% of without, by both.
-   The archive's uploader is a child process at a lower CPU priority (``nice``): its CPU is printed beside,
-   with the window-test worker's ("with children").
+   The archive's uploader is a child process within a CPU budget (a tenth of a core until a segment is 30 s
+   old): its CPU is printed beside, with the window-test worker's ("with children").
 2. **Nothing lost.** ``--rate`` events/s (3,000) for ``--seconds`` (20: the issue asks for 60 s; scaled down
    so that the whole benchmark stays near 2.5 minutes on a shared 2-core machine) into the archiving detector;
    then rows archived (read back with :func:`model.archive.read_archive`, de-duplicated) = inferences joined,

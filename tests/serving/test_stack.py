@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from housing.processes import free_port
+from housing.processes import free_port, stop_process
 from model.artifact import load_artifact
 from model.dataset import load_dataset
 from tests.conftest import ROOT, require_tool
@@ -130,8 +130,8 @@ def serving(command: list[str], env: dict[str, str]) -> Iterator[list[str]]:
         process.send_signal(signal.SIGINT)
         output.append(process.communicate(timeout=60)[0])
     finally:
-        if process.poll() is None:
-            process.kill()
+        if process.poll() is None:  # the block failed: SIGTERM stops the stack it started, SIGKILL would not
+            stop_process(process, timeout=60)
     assert process.returncode == 0, "".join(output)
 
 
