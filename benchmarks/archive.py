@@ -1,6 +1,6 @@
 """Traffic archive benchmark: what archiving costs the detector's ingest, and whether any row is lost.
 
-``python -m benchmarks archive`` (about 2.5 minutes) starts Azurite and real ``python -m detector``
+``./dev bench archive`` (about 2.5 minutes) starts Azurite and real ``python -m detector``
 processes, the archive off and on (``--archive_uri`` into Azurite), and sends batched CloudEvents as the
 transformer sends them (100 events, 50 inferences, per POST) with one label per inference (``POST
 /feedback``, 50 per POST):
@@ -375,7 +375,7 @@ def killed(setup: Setup, archive: str, rate: float, seconds: float) -> dict[str,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the three parts; exit 1 when a target is missed."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks archive", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="./dev bench archive", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--storage_uri", type=Path, help="artifact directory (default: latest, else a fast one)"
     )

@@ -468,7 +468,7 @@ def warm_up() -> None:
 def encode(rows: list[RowRecord], labels: list[LabelRecord]) -> bytes:
     """One log line (JSON, by orjson) for a commit's records: the rows' numbers as base64 float64.
 
-    Writing floats as decimal text cost as much as the rest of the ingest (``python -m benchmarks archive``);
+    Writing floats as decimal text cost as much as the rest of the ingest (``./dev bench archive``);
     their bytes cost a copy. The rows of one process share the model's inputs (``features``).
     """
     document: dict[str, Any] = {

@@ -1,11 +1,12 @@
 """``housing up``: the serving stack on loopback, started the way the containers start it.
 
-Each service is a ``python -m <component>`` process with the container's own arguments (see
-:func:`services`); ``housing up`` waits until every one is ready, prints the URLs and
-a curl example, sends one real prediction, then keeps running until Ctrl-C (SIGINT) or SIGTERM, and stops
-every process it started. A component that exits meanwhile is restarted with exponential back-off (1 s,
-doubling to 30 s), its exit code and last log lines printed; the stack stops only when one crash-loops (five
-restarts within a minute), saying so (:class:`~housing.processes.Supervisor`).
+Each service is a ``python -m <component>`` process with the container's own arguments (see :func:`services`);
+``housing up`` starts the servers at once, waits until every one is ready, warms the transformer
+(:func:`warm_up`), prints the URLs and a curl example, sends one real prediction, starts MLflow (after it:
+:data:`AFTER_THE_PREDICTION`), prints a time line (:class:`TimeLine`), then keeps running until Ctrl-C
+(SIGINT) or SIGTERM, and stops every process it started. A component that exits meanwhile is restarted with
+exponential back-off (1 s, doubling to 30 s), its exit code and last log lines printed; the stack stops only
+when one crash-loops (five restarts within a minute), saying so (:class:`~housing.processes.Supervisor`).
 ``--once`` exits after the prediction (tests and CI).
 
 Default ports (all on 127.0.0.1): predictor HTTP 8080 / gRPC 8081, transformer HTTP 8090 / gRPC 8091,
@@ -43,7 +44,10 @@ from model.paths import latest_artifact, var_dir
 
 API_KEYS_ENV = "HOUSING_API_KEYS"  # pragma: allowlist secret (a variable name)
 """``serving.auth.API_KEYS_ENV``, repeated: ``housing --help`` need not import Starlette (a test checks)."""
-HELP = "Start predictor, transformer and detector on loopback, show a real prediction; Ctrl-C stops them."
+HELP = (
+    "Start the stack on loopback (predictor, transformer, explainer, detector; MLflow, Prometheus and "
+    "Azurite when asked), show a real prediction; Ctrl-C stops it."
+)
 AZURITE_ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key, published by Microsoft for the emulator: not a secret.
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -298,6 +302,7 @@ def run(args: argparse.Namespace) -> int:
             clock.show()
             if args.once:
                 return 0
+            _say_how_to_reach_housing()
             print("serving; press Ctrl-C to stop", flush=True)
             supervisor = Supervisor(stack)  # a component that exits is restarted, until one crash-loops
             while (reason := supervisor.check()) is None:
@@ -357,6 +362,14 @@ def warm_up(transformer: Service, timeout: float) -> None:
     predictor has answered; nothing is counted in the request metrics.
     """
     transformer.wait_ready(transformer.url + "/health", timeout=timeout)
+
+
+def _say_how_to_reach_housing() -> None:
+    """Outside an activated venv (``./dev up``), say how another shell gets ``housing`` and its tools."""
+    if os.environ.get("VIRTUAL_ENV") != sys.prefix:
+        activate = Path(sys.prefix) / "bin" / "activate"
+        print(f"in another shell: source {activate} (housing, its tools and the tests' on PATH), then "
+              "housing --help", flush=True)  # fmt: skip
 
 
 def _say_ready(service: Service) -> None:

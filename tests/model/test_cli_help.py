@@ -30,4 +30,3 @@ def test_each_training_command_has_help(command, expected):
     completed = subprocess.run(housing(command, "--help"), capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0
     assert expected in completed.stdout
-
