@@ -244,7 +244,9 @@ def test_up_restarts_a_killed_predictor_and_serving_resumes(artifact_dir: Path, 
         assert failing, "the kill was not noticed"
         assert after[-1][1] == 200
         resumed = next(at for at, code in after if code == 200 and at > failing[-1])
-        assert resumed < 10, after
+        # The supervisor's 1 s back-off, then the predictor's start-up: about 2 s on a quiet machine, 15.7 s
+        # seen at load average 20 on two cores; the guarantee is that serving resumes, within the 30 s.
+        assert resumed < 30, after
         time.sleep(1.5)  # housing up looks at its services every 0.5 s: let it notice the predictor is ready
     text = "".join(output)
     assert f"predictor (pid {predictor_pid}) exited: killed by SIGKILL; its last log lines:" in text, text
