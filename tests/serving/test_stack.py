@@ -64,10 +64,16 @@ def first_house_prediction(artifact_dir: Path) -> float:
 def test_up_once_serves_the_given_artifact(artifact_dir: Path, tmp_path: Path):
     done = subprocess.run(
         up_command("--once", "--artifact", str(artifact_dir)),
-        capture_output=True, text=True, timeout=180, cwd=ROOT, env=environment(tmp_path),
+        capture_output=True, text=True, timeout=180, cwd=ROOT,
+        env={**environment(tmp_path), "HOUSING_SETUP_SECONDS": "12.5"},  # as ./dev up passes it
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "curl -s -H 'Content-Type: application/json'" in done.stdout
+    timeline = re.search(r"time line: set-up 12\.5 s, .*start-up ([\d.]+) s, first prediction ([\d.]+) s; "
+                         r"([\d.]+) s to the first prediction", done.stdout)  # fmt: skip
+    assert timeline, done.stdout
+    start_up, first, total = map(float, timeline.groups())
+    assert total == pytest.approx(12.5 + start_up + first, abs=0.2)
     assert printed_prediction(done.stdout) == pytest.approx(first_house_prediction(artifact_dir), abs=0.005)
     pids = started_pids(done.stdout)
     assert len(pids) == 2
@@ -136,8 +142,11 @@ def serving(command: list[str], env: dict[str, str]) -> Iterator[list[str]]:
 
 
 def test_up_stops_everything_on_sigint(artifact_dir: Path, tmp_path: Path):
-    with serving(up_command("--artifact", str(artifact_dir)), environment(tmp_path)) as output:
+    env = {name: value for name, value in environment(tmp_path).items() if name != "VIRTUAL_ENV"}
+    with serving(up_command("--artifact", str(artifact_dir)), env) as output:
         pass
+    # How another shell reaches `housing` (./dev up runs it without an activated venv).
+    assert f"in another shell: source {Path(sys.executable).parent / 'activate'}" in "".join(output)
     pids = started_pids("".join(output))
     assert len(pids) == 2, "".join(output)
     assert_gone(pids)
