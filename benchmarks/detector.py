@@ -1,6 +1,6 @@
 """Detector benchmark: how well drift is caught, how often it is cried wrongly, and how fast events go in.
 
-``python -m benchmarks detector`` (or ``python -m benchmarks.detector``):
+``./dev bench detector``:
 
 1. **Quality.** Windows bootstrapped from held-out rows (the data set's rows that are not in the artifact's
    reference sample) give the false-alarm rate; the same windows with ``lstat`` or ``rm`` shifted by k
@@ -508,7 +508,7 @@ def side_by_side(throughputs: dict[str, dict[str, Any]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both parts; exit 1 when a target is missed."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks detector", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="./dev bench detector", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--storage_uri", type=Path, help="artifact directory (default: a fast one trained now)"
     )

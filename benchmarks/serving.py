@@ -1,6 +1,6 @@
 """Serving benchmark: our predictor against what users would pick instead, every server on the same core.
 
-``python -m benchmarks serving`` starts, each pinned to core 0 (``taskset -c 0``):
+``./dev bench serving`` starts, each pinned to core 0 (``taskset -c 0``):
 
 - **predictor**: ``python -m predictor``, serving the compiled form (``model.onnx``);
 - **end to end**: ``python -m transformer`` -> predictor over gRPC, as ``housing up`` runs them, with the
@@ -627,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] and argv[0] in helpers:
         helpers[argv[0]](argv[1:])
         return 0
-    parser = argparse.ArgumentParser(prog="python -m benchmarks serving", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="./dev bench serving", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--seconds", type=float, default=3.0, help="length of each run (default: %(default)s)"
     )

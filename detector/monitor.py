@@ -624,11 +624,11 @@ class Monitor:
         self.results[key] = result
         metrics.WINDOWS_TESTED.labels(**key.labels()).inc()
         self._publish_result(key, result)
-        if self.estimator is not None:  # about 1 ms for 200 rows (python -m benchmarks label_free)
+        if self.estimator is not None:  # about 1 ms for 200 rows (./dev bench label_free)
             self.estimates[key] = estimate = self.estimator.estimate(item.rows, item.predictions)
             metrics.ESTIMATED_MAE.labels(**key.labels()).set(estimate["mae"])
             metrics.ESTIMATED_RMSE.labels(**key.labels()).set(estimate["rmse"])
-        if self.outliers is not None:  # about 0.2 ms for 200 rows (python -m benchmarks outliers)
+        if self.outliers is not None:  # about 0.2 ms for 200 rows (./dev bench outliers)
             self._score_outliers(key, item.rows)
         drifted = [feature.name for feature in result.features if feature.drifted]
         log.info(

@@ -21,7 +21,7 @@ lies in [0, 1] and drift is declared when it exceeds the threshold (default 0.3,
 test keeps sampling noise of small windows from raising alarms; the JS distance keeps tiny but significant
 changes of large windows from raising them, and gives the score a meaning: how far the most changed input
 moved. The window also drifted when its reconstruction error is beyond the reference's (multivariate drift),
-whatever the score. The benchmark (``python -m benchmarks detector``) measures both error rates; see
+whatever the score. The benchmark (``./dev bench detector``) measures both error rates; see
 docs/detector.md.
 """
 

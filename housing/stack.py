@@ -1,11 +1,12 @@
 """``housing up``: the serving stack on loopback, started the way the containers start it.
 
-Each service is a ``python -m <component>`` process with the container's own arguments (see
-:func:`services`); ``housing up`` waits until every one is ready, prints the URLs and
-a curl example, sends one real prediction, then keeps running until Ctrl-C (SIGINT) or SIGTERM, and stops
-every process it started. A component that exits meanwhile is restarted with exponential back-off (1 s,
-doubling to 30 s), its exit code and last log lines printed; the stack stops only when one crash-loops (five
-restarts within a minute), saying so (:class:`~housing.processes.Supervisor`).
+Each service is a ``python -m <component>`` process with the container's own arguments (see :func:`services`);
+``housing up`` starts the servers at once, waits until every one is ready, warms the transformer
+(:func:`warm_up`), prints the URLs and a curl example, sends one real prediction, starts MLflow (after it:
+:data:`AFTER_THE_PREDICTION`), prints a time line (:class:`TimeLine`), then keeps running until Ctrl-C
+(SIGINT) or SIGTERM, and stops every process it started. A component that exits meanwhile is restarted with
+exponential back-off (1 s, doubling to 30 s), its exit code and last log lines printed; the stack stops only
+when one crash-loops (five restarts within a minute), saying so (:class:`~housing.processes.Supervisor`).
 ``--once`` exits after the prediction (tests and CI).
 
 Default ports (all on 127.0.0.1): predictor HTTP 8080 / gRPC 8081, transformer HTTP 8090 / gRPC 8091,
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -44,7 +44,10 @@ from model.paths import latest_artifact, var_dir
 
 API_KEYS_ENV = "HOUSING_API_KEYS"  # pragma: allowlist secret (a variable name)
 """``serving.auth.API_KEYS_ENV``, repeated: ``housing --help`` need not import Starlette (a test checks)."""
-HELP = "Start predictor, transformer and detector on loopback, show a real prediction; Ctrl-C stops them."
+HELP = (
+    "Start the stack on loopback (predictor, transformer, explainer, detector; MLflow, Prometheus and "
+    "Azurite when asked), show a real prediction; Ctrl-C stops it."
+)
 AZURITE_ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key, published by Microsoft for the emulator: not a secret.
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -263,28 +266,43 @@ def azurite_connection_string(port: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Start the stack, show a prediction, wait for Ctrl-C (or exit with ``--once``)."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     stack = Stack(args.log_dir or var_dir() / "stack")
+    clock = TimeLine()
     with _stop_on_signals():
         try:
+            must_train = args.artifact is None and latest_artifact() is None
             artifact = args.artifact or latest_or_train(fast=args.fast)
+            clock.lap("training" if must_train else "training (none: the model exists)")
             storage_uri, env = str(artifact), dict[str, str]()
             if args.azurite:
                 storage_uri, env = _serve_from_azurite(stack, artifact, args.azurite_port)
             sha256 = json.loads((artifact / "model.json").read_text()).get("sha256")
             headers = _auth_headers() if args.auth else {}
-            started = [
-                stack.start(service) for service in services(args, storage_uri, env, model_sha256=sha256)
-            ]
+            # The servers start at once (their imports overlap on the cores); Prometheus once they are ready
+            # (else HousingComponentDown counts their start-up); MLflow, which the prediction does not need,
+            # after the prediction (AFTER_THE_PREDICTION).
+            planned = services(args, storage_uri, env, model_sha256=sha256)
+            first = [service for service in planned if service.name not in AFTER_THE_PREDICTION]
+            started = [stack.start(service) for service in first]
             for service in started:
                 stack.wait_ready(service, args.ready_timeout)
                 print(f"ready: {service.name} at {service.url}", flush=True)
-            if args.monitoring:
-                _start_prometheus(stack, started, args)
+            later = [_start_prometheus(stack, started, args)] if args.monitoring else []
             transformer = next(service for service in started if service.name == "transformer")
+            warm_up(transformer, args.ready_timeout)
+            clock.lap("start-up")
             _show_prediction(transformer.url, explain=args.explainer, headers=headers)
+            clock.lap("first prediction")
+            later += [stack.start(service) for service in planned if service.name in AFTER_THE_PREDICTION]
+            for service in later:  # not needed for the prediction: longer on a busy machine (MLflow: 100 s)
+                stack.wait_ready(service, max(args.ready_timeout, LATER_READY_TIMEOUT))
+                _say_ready(service)
+            if later:
+                clock.lap(" and ".join(service.name for service in later) + " ready")
+            clock.show()
             if args.once:
                 return 0
+            _say_how_to_reach_housing()
             print("serving; press Ctrl-C to stop", flush=True)
             supervisor = Supervisor(stack)  # a component that exits is restarted, until one crash-loops
             while (reason := supervisor.check()) is None:
@@ -300,7 +318,68 @@ def run(args: argparse.Namespace) -> int:
             stack.stop()
 
 
-def _start_prometheus(stack: Stack, started: list[Service], args: argparse.Namespace) -> None:
+AFTER_THE_PREDICTION = ("mlflow",)
+"""Services started once the example prediction is printed: it does not need them, and MLflow's start-up
+(11 CPU seconds until ready, measured, against 1.6 for the predictor and 6.7 for the detector) would take
+the cores from the servers it needs."""
+LATER_READY_TIMEOUT = 300.0
+"""Seconds at least that the services started after the prediction may take to be ready."""
+SETUP_SECONDS_ENV = "HOUSING_SETUP_SECONDS"
+"""Set by ``./dev up``: the seconds its set-up took, the first entry of the time line."""
+
+
+class TimeLine:
+    """Where the seconds to the first prediction went: set-up (``./dev``), training, start-up, prediction."""
+
+    def __init__(self) -> None:
+        self.laps: list[tuple[str, float]] = []
+        setup = os.environ.get(SETUP_SECONDS_ENV)
+        if setup:
+            self.laps.append(("set-up", float(setup)))
+        self._last = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        """End the current step, naming it."""
+        now = time.monotonic()
+        self.laps.append((name, now - self._last))
+        self._last = now
+
+    def show(self) -> None:
+        """Print the time line, and the total to the first prediction."""
+        names = [name for name, _ in self.laps]
+        first = names.index("first prediction") + 1 if "first prediction" in names else len(names)
+        total = sum(seconds for _, seconds in self.laps[:first])
+        steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.laps)
+        print(f"time line: {steps}; {total:.1f} s to the first prediction", flush=True)
+
+
+def warm_up(transformer: Service, timeout: float) -> None:
+    """Have the transformer read its predictor's metadata (``GET /health``) before the first prediction.
+
+    The transformer reads it, and opens its clients, on the first request: cold, that request took 0.2-0.4 s
+    here and 1.9 s on a busy machine, which alone set HousingHighLatency pending on an idle stack. After this,
+    the example prediction takes milliseconds. ``/health`` (the original API's) answers 200 once the
+    predictor has answered; nothing is counted in the request metrics.
+    """
+    transformer.wait_ready(transformer.url + "/health", timeout=timeout)
+
+
+def _say_how_to_reach_housing() -> None:
+    """Outside an activated venv (``./dev up``), say how another shell gets ``housing`` and its tools."""
+    if os.environ.get("VIRTUAL_ENV") != sys.prefix:
+        activate = Path(sys.prefix) / "bin" / "activate"
+        print(f"in another shell: source {activate} (housing, its tools and the tests' on PATH), then "
+              "housing --help", flush=True)  # fmt: skip
+
+
+def _say_ready(service: Service) -> None:
+    if service.name == "prometheus":
+        print(f"prometheus: {service.url} (alerts: {service.url}/alerts; scraping every 5 s)", flush=True)
+    else:
+        print(f"ready: {service.name} at {service.url}", flush=True)
+
+
+def _start_prometheus(stack: Stack, started: list[Service], args: argparse.Namespace) -> Service:
     """``--monitoring``: Prometheus with the chart's alert rules, scraping each component every 5 s."""
     targets = [
         prometheus.Target(service.name, f"{HOST}:{service.port}")
@@ -308,13 +387,8 @@ def _start_prometheus(stack: Stack, started: list[Service], args: argparse.Names
         if service.name in prometheus.COMPONENTS
     ]
     config_file = prometheus.write_config(stack.log_dir / "prometheus", targets)
-    server = stack.start(prometheus.service(config_file, args.prometheus_port))
-    stack.wait_ready(server, args.ready_timeout)
-    print(
-        f"prometheus: {server.url} (alerts: {server.url}/alerts; scraping "
-        f"{', '.join(target.component for target in targets)} every 5 s; config {config_file})",
-        flush=True,
-    )
+    print(f"prometheus config {config_file}: scraping {', '.join(t.component for t in targets)}", flush=True)
+    return stack.start(prometheus.service(config_file, args.prometheus_port))
 
 
 def latest_or_train(fast: bool) -> Path:

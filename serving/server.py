@@ -303,8 +303,6 @@ def configure_server_logging(level: str, *, latency_logging: bool) -> None:
         logger.propagate = False
         logger.setLevel(level.upper())
     logging.getLogger("kserve").addFilter(ClientErrorLogFilter(access_lines=latency_logging))
-    for chatty in ("httpx", "azure"):  # a line per HTTP call (to the predictor, to Blob Storage) otherwise
-        logging.getLogger(chatty).setLevel(logging.WARNING)
     if not latency_logging:
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)

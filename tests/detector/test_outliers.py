@@ -43,7 +43,7 @@ def test_a_window_of_synthetic_houses_has_a_high_outlier_rate_and_real_ones_a_lo
 
     keys = detector.status()["keys"]
     synthetic, real = keys[f"synthetic/{version}"]["outliers"], keys[f"real/{version}"]["outliers"]
-    # The benchmark (python -m benchmarks outliers) measures about 95% and 3%; bounds for one window of 100.
+    # The benchmark (./dev bench outliers) measures about 95% and 3%; bounds for one window of 100.
     assert synthetic["rows"] == real["rows"] == 100
     assert synthetic["rate"] >= 0.8
     assert real["rate"] <= 0.12
