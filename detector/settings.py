@@ -12,6 +12,7 @@ from typing import Any
 
 from detector.retrain import DEFAULT_COOLDOWN
 from detector.stats import DEFAULT_BINS, DEFAULT_CORRECTION, DEFAULT_P_VALUE, DEFAULT_THRESHOLD
+from serving.policy import EVENTS
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,8 @@ class Config:
     """Labels of a drifting key received since its episode began before the retrain fires (0: at once)."""
     flush_interval: float = 1.0
     retry_interval: float = 10.0
-    max_body_bytes: int = 10 * 1024 * 1024
-    max_rows: int = 1000
+    max_body_bytes: int = EVENTS.body_bytes
+    max_rows: int = EVENTS.rows or 0
     archive_uri: str | None = None
     """Where joined rows and labels are archived (Blob URL or local directory); ``None``: no archive."""
     archive_flush_rows: int = 10_000

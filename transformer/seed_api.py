@@ -36,14 +36,6 @@ from transformer.model import MODEL_VERSION_HEADER, REQUEST_ID_HEADER, HousingTr
 from transformer.payload import PayloadError
 from transformer.resilience import Deadline
 
-PROTECTED = {
-    r"^/(predict(/batch)?|explain)$": "predict",
-    r"^/v1/models/[^/]+:(predict|explain)$": "predict",
-    r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$": "predict",
-}
-"""The transformer's routes that need the ``predict`` role when authentication is on (:mod:`serving.edge`);
-they are also the rate-limited ones. Health, readiness, metadata and metrics stay open."""
-
 HEALTH_SECONDS = 2.0
 """How long ``/health`` waits for the predictor's metadata at most."""
 
