@@ -485,7 +485,7 @@ class EdgeMiddleware:
             raise Refusal(
                 413,
                 "body_too_large",
-                f"body: {declared} bytes, more than the limit of {limit} for {route.path}",
+                f"body: {declared} bytes, more than the limit of {limit} bytes for {route.path}",
                 {"connection": "close"},
             )
         chunks: list[bytes] = []

@@ -61,16 +61,28 @@ _QUIET_LOGGERS = ("kserve.trace", "uvicorn.access")
 
 
 class ServingDataPlane(DataPlane):
-    """KServe's data plane with readiness tied to the models, and gRPC requests counted."""
+    """KServe's data plane with readiness tied to the models, and gRPC requests counted.
 
-    def __init__(self, component: str, **kwargs: Any):
+    Args:
+        component: The ``component`` label of the metrics.
+        upstream: Why what the server depends on does not serve now (``None`` when it does); the transformer
+            passes its predictor's model readiness, so that its readiness and ``/health`` agree.
+        **kwargs: KServe's ``DataPlane`` arguments.
+    """
+
+    def __init__(
+        self, component: str, upstream: Callable[[], Awaitable[str | None]] | None = None, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.component = component
+        self.upstream = upstream
 
     async def ready(self) -> bool:
-        """Ready when KServe's checks pass and every registered model is loaded."""
+        """Ready when KServe's checks pass, every registered model is loaded, and the upstream serves."""
         models = self.model_registry.get_models().values()
-        return bool(models) and all(model.ready for model in models) and await super().ready()
+        if not (models and all(model.ready for model in models) and await super().ready()):
+            return False
+        return self.upstream is None or await self.upstream() is None
 
     async def get_model(self, name: str) -> Any:
         """The model, or ``ModelNotReady`` while it loads (never a load on the request path)."""
@@ -186,6 +198,7 @@ class HousingModelServer(ModelServer):
             and whose rows of :mod:`serving.policy` its edge applies).
         edge: The edge's settings (default: everything off but the input limits, on loopback).
         enabled: The flags given that turn routes on (``--enable_repository_api``).
+        upstream: What readiness also waits for (:class:`ServingDataPlane`).
         **kwargs: Passed to ``kserve.ModelServer`` (ports, workers, predictor config, ...).
     """
 
@@ -195,13 +208,14 @@ class HousingModelServer(ModelServer):
         *,
         edge: EdgeSettings | None = None,
         enabled: frozenset[str] = frozenset(),
+        upstream: Callable[[], Awaitable[str | None]] | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.component = component
         self.edge = edge or EdgeSettings()
         self.enabled = enabled
-        self.dataplane = ServingDataPlane(component, model_registry=self.registered_models)
+        self.dataplane = ServingDataPlane(component, upstream, model_registry=self.registered_models)
         self.model_repository_extension = ClosedRepositoryExtension(model_registry=self.registered_models)
         if self.workers > 1:
             raise ValueError(

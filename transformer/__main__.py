@@ -12,6 +12,7 @@ With ``--auth`` locally, the request logger sends the key in ``HOUSING_LOGGER_AP
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 
@@ -35,7 +36,7 @@ from transformer.routing import (
     check_canaries,
     parse_canary,
 )
-from transformer.seed_api import seed_router
+from transformer.seed_api import HEALTH_SECONDS, seed_router
 from transformer.shadow import DEFAULT_MAX_IN_FLIGHT as SHADOW_MAX_IN_FLIGHT
 from transformer.shadow import LINGER_SECONDS as SHADOW_LINGER_SECONDS
 from transformer.shadow import Shadow
@@ -273,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     server = HousingModelServer(
         "transformer",
         edge=args.edge,
+        upstream=functools.partial(router.stable.unserved, HEALTH_SECONDS),  # /health's question too
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         workers=args.workers,

@@ -1,8 +1,8 @@
 """The original system's API, served by the transformer next to V1 and V2 (its users' scripts call it today).
 
-- ``GET /health``: 200 ``{"status": "healthy", "model_version": ...}`` once the stable predictor's model is
-  known, else 503 ``{"status": "unhealthy", "reason": ...}`` (predictor unreachable, not ready, or its
-  circuit breaker open);
+- ``GET /health``: 200 ``{"status": "healthy", "model_version": ...}`` while the stable predictor serves the
+  model, else 503 ``{"status": "unhealthy", "reason": ...}`` (predictor unreachable, its model not ready or
+  gone, or its circuit breaker open); the transformer's readiness asks the same question;
 - ``POST /predict`` with one flat house (``{"crim": 0.00632, ..., "b": 396.9, "lstat": 4.98}``, ``b``
   accepted and ignored when the model does not use it) -> ``{"prediction": ..., "model_version": ...,
   "unit": "USD 1000s"}``;
@@ -94,12 +94,16 @@ def seed_router(dataplane: DataPlane, model: HousingTransformer) -> APIRouter:
         "/health", response_model=Health, response_model_exclude_none=True, responses={503: {"model": Health}}
     )
     async def health() -> Any:
-        """200 with the model version once the predictor's model is known, else 503 with the reason."""
+        """200 with the model version while the predictor serves the model, else 503 with the reason."""
         try:
-            metadata = await model.router.stable.model(Deadline.start(HEALTH_SECONDS, None))
+            reason = await model.router.stable.unserved(HEALTH_SECONDS)
+            if reason is None:
+                metadata = await model.router.stable.model(Deadline.start(HEALTH_SECONDS, None))
         except UpstreamError as error:
+            reason = str(error)
+        if reason is not None:
             return JSONResponse(
-                {"status": "unhealthy", "model_name": model.name, "reason": str(error)}, status_code=503
+                {"status": "unhealthy", "model_name": model.name, "reason": reason}, status_code=503
             )
         return Health(status="healthy", model_name=model.name, model_version=metadata.version)
 

@@ -185,7 +185,7 @@ def test_hung_predictor_every_request_answered_within_its_deadline_then_the_brea
         metrics = httpx.get(f"{transformer.url}/metrics").text
         assert sample(metrics, "housing_predictor_breaker_state", model_name=MODEL, arm="stable") >= 1
         assert sample(metrics, "housing_predictor_short_circuits_total", model_name=MODEL, arm="stable") >= 1
-        assert httpx.get(f"{transformer.url}/v2/health/ready").status_code == 200  # ready while it is down
+        assert httpx.get(f"{transformer.url}/v2/health/ready").status_code == 503  # as /health: not served
 
         freeze(frozen_predictor, False)
         back = time.monotonic()
