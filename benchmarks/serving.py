@@ -9,6 +9,9 @@
 - **e2e, edge on**: the same with the local edge on (``--auth`` with an API key sent as a bearer token, and a
   rate limit high enough never to refuse, so that every request pays the bucket's bookkeeping): the cost of
   ``serving/auth.py`` and ``serving/ratelimit.py``, side by side with the row above;
+- **e2e, limits off** and **predictor, limits off**: the same two servers with ``--request_limits off``
+  (serving/edge.py: no byte, time or header limits of serving/policy.py), so that what the limits cost is
+  read side by side with the rows that have them on (target: at least 97 %);
 - **naive kserve.Model**: the smallest ``kserve.Model`` that serves ``model.joblib``
   (``pipeline.predict(get_predict_input(payload))``), on KServe's defaults;
 - **MLServer sklearn**: MLServer 1.7.1's scikit-learn runtime with ``parallel_workers: 0`` (its best on one
@@ -70,6 +73,8 @@ TARGETS = {
     "predictor_vs_noop_floor": 0.85,
     "e2e_vs_naive": 1.5,
     "e2e_edge_on_vs_off": 0.9,
+    "e2e_limits_on_vs_off": 0.97,
+    "predictor_limits_on_vs_off": 0.97,
     "e2e_p99_ms": 50.0,
     "e2e_1000_row_rows_per_second": 200_000.0,
     "compiled_predict_p50_us": 50.0,
@@ -307,7 +312,7 @@ def mlserver_service(artifact_dir: Path, log_dir: Path) -> Service:
 def servers(artifact_dir: Path, log_dir: Path, names: list[str], rows: np.ndarray) -> dict[str, Target]:
     """Every target of the one-row cell (and the detector the transformers log to), not yet started."""
     http, grpc, front, edge_front, detector = free_port(), free_port(), free_port(), free_port(), free_port()
-    ports = {name: free_port() for name in ("naive", "fastapi", "noop")}
+    ports = {name: free_port() for name in ("naive", "fastapi", "noop", "unlimited", "unlimited_predictor")}
     predictor = [sys.executable, "-m", "predictor", "--storage_uri", str(artifact_dir)]
     predictor += ["--http_port", str(http), "--grpc_port", str(grpc)]
     transformer = [sys.executable, "-m", "transformer", "--protocol", "grpc-v2"]
@@ -328,6 +333,12 @@ def servers(artifact_dir: Path, log_dir: Path, names: list[str], rows: np.ndarra
     ]
     edge[edge.index("--http_port") + 1] = str(edge_front)
     edge[edge.index("--grpc_port") + 1] = str(free_port())
+    unlimited = [*transformer, "--request_limits", "off"]
+    unlimited[unlimited.index("--http_port") + 1] = str(ports["unlimited"])
+    unlimited[unlimited.index("--grpc_port") + 1] = str(free_port())
+    unlimited_predictor = [*predictor, "--request_limits", "off"]
+    unlimited_predictor[unlimited_predictor.index("--http_port") + 1] = str(ports["unlimited_predictor"])
+    unlimited_predictor[unlimited_predictor.index("--grpc_port") + 1] = str(free_port())
     bench = [sys.executable, "-m", "benchmarks.serving"]
     naive = [*bench, "naive-server", str(artifact_dir), str(ports["naive"]), str(free_port())]
     fastapi = [*bench, "fastapi-server", str(artifact_dir), str(ports["fastapi"])]
@@ -336,6 +347,18 @@ def servers(artifact_dir: Path, log_dir: Path, names: list[str], rows: np.ndarra
     targets = [
         Target("predictor", pinned("predictor", predictor, http, log_dir), V2_PATH, v2),
         Target("end to end", pinned("transformer", transformer, front, log_dir), V1_PATH, v1),
+        Target(
+            "e2e, limits off",
+            pinned("transformer-unlimited", unlimited, ports["unlimited"], log_dir),
+            V1_PATH,
+            v1,
+        ),
+        Target(
+            "predictor, limits off",
+            pinned("predictor-unlimited", unlimited_predictor, ports["unlimited_predictor"], log_dir),
+            V2_PATH,
+            v2,
+        ),
         Target(
             "e2e, edge on",
             pinned("transformer-edge", edge, edge_front, log_dir),
@@ -511,6 +534,8 @@ def check_targets(figures: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "predictor_vs_noop_floor": ratio("predictor", "no-op kserve.Model"),
         "e2e_vs_naive": ratio("end to end", "naive kserve.Model"),
         "e2e_edge_on_vs_off": ratio("e2e, edge on", "end to end"),
+        "e2e_limits_on_vs_off": ratio("end to end", "e2e, limits off"),
+        "predictor_limits_on_vs_off": ratio("predictor", "predictor, limits off"),
         "e2e_p99_ms": by_name["end to end"]["p99_ms"],
         "e2e_1000_row_rows_per_second": figures["batches"]["rows_per_second"],
         "compiled_predict_p50_us": figures["compiled_predict_p50_us"],

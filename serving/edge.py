@@ -21,9 +21,13 @@ refuses contradictory values at start-up) and wraps its app (:func:`install_edge
      it arrives (413 once over), and one not complete within the route's seconds is 408. The app then
      gets the whole body at once: a slow client holds no place in the server's admission while it sends.
 
-The listener itself binds ``--bind_address`` (127.0.0.1 unless told otherwise) and trusts forwarding
-headers (``X-Forwarded-For``) only from ``--trusted_proxies`` (none by default; uvicorn's own proxy
-headers middleware does the rewriting): the address a client is limited by is then its own.
+The listener itself (:func:`uvicorn_options`) binds ``--bind_address`` (127.0.0.1 unless told otherwise),
+trusts forwarding headers (``X-Forwarded-For``) only from ``--trusted_proxies`` (none by default; uvicorn's
+own proxy headers middleware does the rewriting): the address a client is limited by is then its own; and
+bounds each request's head before the app sees it: uvicorn's httptools protocol buffers a header of any
+size (8 MB went through) and waits for a slow one for ever, so its subclass here answers 431 beyond eight
+times ``--max_header_bytes`` (64 KiB) and 408 when the head takes longer than
+:data:`serving.policy.HEAD_SECONDS`.
 
 On the cluster Istio does the same at the gateway and the sidecars (helm/housing-kserve/templates/edge.yaml,
 docs/security.md); authentication and rate limits are off by default on loopback, the input limits on.
@@ -277,11 +281,70 @@ def uvicorn_options(settings: EdgeSettings) -> dict[str, Any]:
     uvicorn believes ``X-Forwarded-For`` from 127.0.0.1 by default: any local process could then be any
     client to the rate limit. Here no one is believed unless ``--trusted_proxies`` names it.
     """
-    return {
+    options: dict[str, Any] = {
         "host": settings.bind_address,
         "proxy_headers": bool(settings.trusted_proxies),
         "forwarded_allow_ips": list(settings.trusted_proxies) or None,
     }
+    if settings.request_limits:
+        options.update(_bounded_head(8 * settings.max_header_bytes, policy.HEAD_SECONDS))
+    return options
+
+
+def _bounded_head(limit: int, seconds: float) -> dict[str, Any]:
+    """Uvicorn's HTTP protocol with each request's head bounded to ``limit`` bytes and ``seconds``.
+
+    Only a head that does not arrive complete in one read pays anything (a timer); without httptools,
+    uvicorn's h11 protocol and its own bound (``h11_max_incomplete_event_size``) do the byte part.
+    """
+    try:
+        from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+    except ImportError:
+        return {"http": "h11", "h11_max_incomplete_event_size": limit}
+
+    class BoundedHead(HttpToolsProtocol):
+        head: int | None = 0  # bytes of the head so far; None once it is complete
+        timer: asyncio.TimerHandle | None = None
+
+        def data_received(self, data: bytes) -> None:
+            if self.head is not None:
+                self.head += len(data)
+            super().data_received(data)
+            if self.head is None or self.transport.is_closing():
+                return
+            if self.head > limit:
+                self.refuse(431, f"request head over {limit} bytes")
+            elif self.timer is None:
+                self.timer = self.loop.call_later(
+                    seconds, self.refuse, 408, f"head not received in {seconds:g} s"
+                )
+
+        def on_headers_complete(self) -> None:
+            self.head = None
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self.head = 0
+
+        def refuse(self, status: int, message: str) -> None:
+            if self.head is None or self.transport.is_closing():
+                return
+            body = json.dumps({"error": message}).encode()
+            length = str(len(body)).encode()
+            head = b"content-type: application/json\r\nconnection: close\r\ncontent-length: " + length
+            self.transport.write(STATUS_LINE[status] + head + b"\r\n\r\n" + body)
+            self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.timer is not None:
+                self.timer.cancel()
+            super().connection_lost(exc)
+
+    return {"http": BoundedHead}
 
 
 def install_edge(app: Any, settings: EdgeSettings, component: str, enabled: Iterable[str] = ()) -> None:

@@ -61,6 +61,8 @@ ID_HEADER_BYTES = 256
 """The largest ``x-request-id``: it is carried into gRPC metadata, CloudEvents and the archive."""
 HEADER_LIMITS = {"x-request-id": ID_HEADER_BYTES}
 """Headers with a tighter bound than :data:`HEADER_BYTES`."""
+HEAD_SECONDS = 10.0
+"""The longest a client may take to send a request's line and headers (408 and closed beyond)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,9 @@ EXPLAIN = Limits(256 * KIB, 100, 10.0)
 TENSOR = Limits(1 * MIB, 1000, 10.0)
 """The predictor's input: a [N, 12] tensor from the transformer (1,000 rows: about 90 kB of V2 JSON)."""
 GRPC = Limits(2 * MIB, 1000, 10.0)
-"""gRPC messages (``grpc.max_receive_message_length``); a call's time is its deadline."""
+"""gRPC inference messages (the server's ``grpc.max_receive_message_length``); a call's time: its deadline."""
+GRPC_CALL = Limits(GRPC.body_bytes, None, GRPC.body_seconds)
+"""The other gRPC calls: the same message limit, no rows."""
 EVENTS = Limits(10 * MIB, 1000, 10.0)
 """Inference-log CloudEvents: a batch of up to 1,000 events, each of at most 1,000 rows."""
 LABELS = Limits(1 * MIB, 1000, 5.0)
@@ -139,7 +143,7 @@ class Route:
 
 
 _REPOSITORY = "--enable_repository_api"
-_KSERVE_METRICS = "request_*_seconds and housing_requests_total by status code"
+_KSERVE_METRICS = "request metrics"
 _NOTHING = "nothing"
 
 
@@ -177,12 +181,12 @@ def _common(component: str, infer_role: str, infer_limits: Limits, infer_records
     ]  # fmt: skip
 
 
-def _grpc(component: str, infer_role: str, records: str) -> list[Route]:
+def _grpc(component: str, infer_role: str, records: str, infer: str = "V2 inference") -> list[Route]:
     """What KServe's gRPC server exposes (``inference.GRPCInferenceService``)."""
     service = "/inference.GRPCInferenceService/"
     return [
         *(
-            Route(component, ("GRPC",), service + method, OPEN, GRPC, _NOTHING, summary, grpc=True)
+            Route(component, ("GRPC",), service + method, OPEN, GRPC_CALL, _NOTHING, summary, grpc=True)
             for method, summary in (
                 ("ServerLive", "liveness"),
                 ("ServerReady", "readiness"),
@@ -191,10 +195,9 @@ def _grpc(component: str, infer_role: str, records: str) -> list[Route]:
                 ("ModelMetadata", "model metadata"),
             )
         ),
-        Route(component, ("GRPC",), service + "ModelInfer", infer_role, GRPC, records, "V2 inference",
-              grpc=True),
+        Route(component, ("GRPC",), service + "ModelInfer", infer_role, GRPC, records, infer, grpc=True),
         *(
-            Route(component, ("GRPC",), service + method, ADMIN, GRPC, _NOTHING,
+            Route(component, ("GRPC",), service + method, ADMIN, GRPC_CALL, _NOTHING,
                   f"{summary}: refused (UNIMPLEMENTED); the repository API is REST only, where the admin "
                   "role is checked", grpc=True)
             for method, summary in (
@@ -206,12 +209,8 @@ def _grpc(component: str, infer_role: str, records: str) -> list[Route]:
     ]  # fmt: skip
 
 
-_PREDICTED = (
-    f"{_KSERVE_METRICS}, validation errors; the inference log (request and response CloudEvents) to the "
-    "detector"
-)
-_EXPLAINED = f"{_KSERVE_METRICS}, validation errors"
-_DETECTOR_READ = "the state file, the window tests, the archive (nothing for reads)"
+_PREDICTED = f"{_KSERVE_METRICS}; the inference log to the detector"
+_EXPLAINED = _KSERVE_METRICS
 
 TRANSFORMER: tuple[Route, ...] = (
     *_common("transformer", PREDICT, BATCH, _PREDICTED),
@@ -225,13 +224,13 @@ TRANSFORMER: tuple[Route, ...] = (
           "the original API: a batch"),
     Route("transformer", ("POST",), "/explain", PREDICT, ONE_HOUSE, _EXPLAINED,
           "the original API: why one house costs what it does"),
-    *_grpc("transformer", PREDICT, _PREDICTED),
+    *_grpc("transformer", PREDICT, _PREDICTED, "V2 inference (the port is closed under --auth)"),
 )  # fmt: skip
 """The transformer: the only component clients reach (the InferenceService's entry)."""
 
 PREDICTOR: tuple[Route, ...] = (
     *_common("predictor", INTERNAL, TENSOR, _KSERVE_METRICS + ", predicted values"),
-    *_grpc("predictor", INTERNAL, _KSERVE_METRICS + ", predicted values"),
+    *_grpc("predictor", INTERNAL, _KSERVE_METRICS + ", predicted values", "V2 inference (the transformer's)"),
 )
 """The predictor: called by the transformer only."""
 
@@ -242,17 +241,14 @@ EXPLAINER: tuple[Route, ...] = (
 )  # fmt: skip
 """The explainer: called by the transformer only; REST only (its gRPC port is off)."""
 
-_INGESTED = (
-    "pending events (bounded), windows, drift metrics, the state file, the archive (rows that feed "
-    "retraining)"
-)
+_INGESTED = "pending events, windows, drift metrics, the state file, the archive (rows for retraining)"
 DETECTOR: tuple[Route, ...] = (
     Route("detector", ("POST",), "/", INGEST, EVENTS, _INGESTED,
           "inference-log CloudEvents (binary, structured or batched)", rate_limited=False),
     Route("detector", ("POST",), "/events", INGEST, EVENTS, _INGESTED, "the same as POST /",
           rate_limited=False),
     Route("detector", ("POST",), "/feedback", FEEDBACK, LABELS,
-          "live MAE/RMSE/R², outcomes, the state file, the archive (labels that feed retraining)",
+          "live accuracy, outcomes, the state file, the archive (labels for retraining)",
           "ground truth: true prices by request id"),
     Route("detector", ("GET",), "/status", MONITOR, NO_BODY, _NOTHING,
           "windows, drift results, live accuracy, retrain episodes (aggregates)"),
@@ -339,3 +335,44 @@ def markdown() -> str:
 
 def _size(size: int) -> str:
     return f"{size // MIB} MiB" if size % MIB == 0 else f"{size // KIB} KiB"
+
+
+BEGIN = "<!-- the policy table, rendered by `python -m serving.policy --write docs/security.md` -->"
+END = "<!-- end of the policy table -->"
+
+
+def render_into(text: str) -> str:
+    """``text`` (docs/security.md) with the part between :data:`BEGIN` and :data:`END` rendered anew.
+
+    Raises:
+        ValueError: The markers are missing.
+    """
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"the markers {BEGIN!r} and {END!r} are missing")
+    return text[: start + len(BEGIN)] + "\n\n" + markdown() + "\n" + text[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the table as docs/security.md shows it, or write it into that file (``--write``)."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.policy",
+        description="Every route of every component, its role and limits, as docs/security.md renders them.",
+    )
+    parser.add_argument("--write", type=Path, help="render the table into this file, between its markers")
+    args = parser.parse_args(argv)
+    if args.write is None:
+        print(markdown())
+        return 0
+    try:
+        args.write.write_text(render_into(args.write.read_text()))
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -141,6 +141,54 @@ def slow_body(
         sock.close()
 
 
+def slow_head(port: int, *, interval: float = 1.0, give_up: float = 30.0) -> SlowResult:
+    """A request line, then one more header every ``interval`` seconds, never the blank line (slowloris)."""
+    started = time.monotonic()
+    with socket.create_connection((HOST, port), timeout=interval) as sock:
+        sock.sendall(f"GET /v2/health/live HTTP/1.1\r\nhost: {HOST}\r\n".encode())
+        for number in range(int(give_up / interval)):
+            try:
+                answer = sock.recv(4096)
+            except TimeoutError:
+                with contextlib.suppress(OSError):
+                    sock.sendall(f"x-slow-{number}: 1\r\n".encode())
+                continue
+            status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else None
+            return SlowResult(status, time.monotonic() - started)
+    return SlowResult(None, time.monotonic() - started)
+
+
+def endless_header(port: int, *, chunk: int = 32 << 10, most: int = 4 << 20) -> tuple[int | None, int]:
+    """One header sent ``chunk`` bytes at a time, never ended, up to ``most`` bytes: (status, bytes sent).
+
+    Stops sending as soon as the server answers (or closes); the status is ``None`` without an answer.
+    """
+    sent = 0
+    with socket.create_connection((HOST, port), timeout=10) as sock:
+        sock.sendall(f"GET /v2/health/live HTTP/1.1\r\nhost: {HOST}\r\nx-endless: ".encode())
+        sock.setblocking(False)
+        answer = b""
+        while sent < most:
+            try:
+                answer += sock.recv(4096)
+                break
+            except BlockingIOError:
+                pass
+            except OSError:
+                break
+            try:
+                sent += sock.send(b"e" * chunk)
+            except BlockingIOError:
+                time.sleep(0.01)
+            except OSError:
+                break
+        sock.settimeout(5)
+        with contextlib.suppress(OSError):
+            answer += sock.recv(4096)
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else None
+    return status, sent
+
+
 class Background:
     """Runs calls in threads and keeps their results (an attack under way while a test checks others)."""
 

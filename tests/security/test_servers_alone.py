@@ -29,11 +29,13 @@ from tests.security.attacks import (
     HOUSE,
     LOOPBACK,
     Background,
+    SlowResult,
     listening_addresses,
     metrics_text,
     request,
     sample_lines,
     slow_body,
+    slow_head,
 )
 
 pytestmark = pytest.mark.slow
@@ -127,37 +129,50 @@ def _listening(port: int) -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def slow_attack(alone: Alone) -> tuple[list, list[int]]:
-    """40 connections from one address send a body a byte a second, while another address predicts.
+@dataclass
+class SlowAttack:
+    bodies: list[SlowResult]
+    head: SlowResult
+    served: list[int]
 
-    On main the slow ones took all 32 places of ``--max_in_flight 32`` and everybody else got 503.
+
+@pytest.fixture(scope="module")
+def slow_attack(alone: Alone) -> SlowAttack:
+    """40 connections from one address send a body a byte a second, one sends its headers a line a second,
+    while another address predicts.
+
+    On main the slow bodies took all 32 places of ``--max_in_flight 32`` and everybody else got 503.
     """
-    attack = Background()
+    bodies, head = Background(), Background()
     for _ in range(40):
-        attack.start(slow_body, alone.http("a"), PREDICT, {"content-type": "application/json"},
+        bodies.start(slow_body, alone.http("a"), PREDICT, {"content-type": "application/json"},
                      length=200, interval=1.0, give_up=25, source="127.0.0.41")  # fmt: skip
+    head.start(slow_head, alone.http("a"), give_up=25)
     time.sleep(2)  # all 40 are sending
     served = [request(alone.http("a"), "POST", "/predict", HOUSE, timeout=10).status for _ in range(20)]
-    return attack.join(40), served
+    return SlowAttack(bodies.join(40), head.join(30)[0], served)
 
 
-def test_a_slow_sender_holds_no_more_than_half_the_places(slow_attack: tuple[list, list[int]]) -> None:
-    slow, _ = slow_attack
-    refused_at_once = [result for result in slow if result.status == 429 and result.seconds < 5]
-    assert len(refused_at_once) == 40 - 16, sorted((r.status, round(r.seconds, 1)) for r in slow)
+def test_a_slow_sender_holds_no_more_than_half_the_places(slow_attack: SlowAttack) -> None:
+    refused_at_once = [result for result in slow_attack.bodies if result.status == 429 and result.seconds < 5]
+    assert len(refused_at_once) == 40 - 16, sorted(
+        (r.status, round(r.seconds, 1)) for r in slow_attack.bodies
+    )
 
 
-def test_others_are_served_while_slow_bodies_arrive(slow_attack: tuple[list, list[int]]) -> None:
-    _, served = slow_attack
-    assert served == [200] * 20, served
+def test_others_are_served_while_slow_bodies_arrive(slow_attack: SlowAttack) -> None:
+    assert slow_attack.served == [200] * 20, slow_attack.served
 
 
-def test_slow_bodies_are_cut_408_at_the_routes_time_limit(slow_attack: tuple[list, list[int]]) -> None:
-    slow, _ = slow_attack
-    held = [result for result in slow if result.status != 429]
+def test_slow_bodies_are_cut_408_at_the_routes_time_limit(slow_attack: SlowAttack) -> None:
+    held = [result for result in slow_attack.bodies if result.status != 429]
     assert len(held) == 16, held
     assert all(result.status == 408 and 9.5 < result.seconds < 16 for result in held), held
+
+
+def test_a_head_sent_a_line_a_second_is_cut_408(slow_attack: SlowAttack) -> None:
+    """Slowloris: main (uvicorn) waited for the blank line as long as lines kept coming."""
+    assert slow_attack.head.status == 408 and 9.5 < slow_attack.head.seconds < 16, slow_attack.head
 
 
 def test_a_request_id_over_256_bytes_is_431(alone: Alone) -> None:
