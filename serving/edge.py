@@ -418,7 +418,7 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         route = self._route(scope["path"])
-        slot = None
+        slot, received = None, False
         try:
             if route is None:
                 raise Refusal(404, "not_found", f"{scope['method']} {scope['path']}: no such route")
@@ -432,13 +432,15 @@ class EdgeMiddleware:
             if metered:
                 slot = self._admit(scope)
             if self.settings.request_limits and scope["method"] in _BODY_METHODS:
-                receive = await self._received(scope, receive, route)
+                receive, received = await self._received(scope, receive, route), True
             elif self.settings.request_limits and _declared_length(scope["headers"]):
                 message = f"{scope['path']}: takes no body"
                 raise Refusal(413, "body_too_large", message, {"connection": "close"})
         except Refusal as refusal:
             if slot is not None and self.slots is not None:
                 self.slots.release(slot)
+            if scope["method"] in _BODY_METHODS and not received:  # an unread body: do not read it after
+                refusal.headers.setdefault("connection", "close")
             EDGE_REFUSED.labels(component=self.component, reason=refusal.reason).inc()
             await _answer(send, refusal)
             return

@@ -207,6 +207,7 @@ def test_client_deadline_and_in_flight_limit(frozen_predictor: Server, log_dir: 
         log_dir,
         frozen_predictor,
         "--max_in_flight", "4", "--breaker_failures", "1000",
+        "--max_in_flight_per_client", "100",  # admission itself: one client may take every place here
         protocol="grpc-v2",
         name="transformer-backpressure",
     )  # fmt: skip
