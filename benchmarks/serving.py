@@ -616,7 +616,8 @@ def noop_server(port: int, grpc_port: int) -> None:
             return get_predict_response(payload, np.zeros(rows), self.name)
 
     configure_server_logging("INFO", latency_logging=False)
-    HousingModelServer("noop", http_port=port, grpc_port=grpc_port).start_unready([NoopModel(MODEL)])
+    # As the predictor: its edge applies the predictor's rows of serving/policy.py, which the floor pays too.
+    HousingModelServer("predictor", http_port=port, grpc_port=grpc_port).start_unready([NoopModel(MODEL)])
 
 
 def fastapi_server(artifact_dir: str, port: int) -> None:
