@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,54 @@ class EdgeSettings:
         return self.max_body_seconds if self.max_body_seconds is not None else route.limits.body_seconds
 
 
+class Deadlines:
+    """Cancels the body reads that outlive their deadline: one task looks every ``tick`` seconds.
+
+    ``asyncio.timeout`` around each read cost about 9 µs a request here (a timer pushed on the loop's heap,
+    cancelled at once), 2 % of a one-row prediction's CPU; an entry in a dict costs a fraction of a µs, and
+    the deadline holds to within ``tick``.
+
+    Args:
+        tick: Seconds between two looks.
+    """
+
+    def __init__(self, tick: float = 0.25):
+        self.tick = tick
+        self._reads: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self, seconds: float) -> asyncio.Task[Any]:
+        """The current task reads a body for at most ``seconds``; it is cancelled beyond."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._reads[task] = time.monotonic() + seconds
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        return task
+
+    def stop(self, task: asyncio.Task[Any]) -> None:
+        """The read of ``task`` is over."""
+        self._reads.pop(task, None)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task`` was cancelled for its deadline (then it is no longer cancelled: it may answer)."""
+        if task not in self._expired:
+            return False
+        self._expired.discard(task)
+        task.uncancel()
+        return True
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            now = time.monotonic()
+            for task, deadline in list(self._reads.items()):
+                if deadline <= now and task not in self._expired:
+                    self._expired.add(task)
+                    task.cancel()
+
+
 class Refusal(Exception):  # noqa: N818 (an answer, not an error)
     """A request the edge answers itself: its status, message and extra headers."""
 
@@ -116,6 +165,7 @@ class EdgeMiddleware:
             for name, limit in policy.HEADER_LIMITS.items()
         }
         self.rate_limited = RATE_LIMITED.labels(component=component)
+        self.deadlines = Deadlines()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Refuse what the route's policy refuses; pass the rest on with its body already received."""
@@ -261,31 +311,35 @@ class EdgeMiddleware:
         chunks: list[bytes] = []
         size, more, disconnect = 0, True, None
         seconds = self.settings.body_seconds(route)
+        task = self.deadlines.start(seconds)
         try:
-            async with asyncio.timeout(seconds):
-                while more:
-                    message = await receive()
-                    if message["type"] != "http.request":
-                        disconnect = message
-                        break
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > limit:
-                        raise Refusal(
-                            413,
-                            "body_too_large",
-                            f"body: more than the limit of {limit} bytes for {route.path}",
-                            {"connection": "close"},
-                        )
-                    chunks.append(chunk)
-                    more = message.get("more_body", False)
-        except TimeoutError:
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    disconnect = message
+                    break
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise Refusal(
+                        413,
+                        "body_too_large",
+                        f"body: more than the limit of {limit} bytes for {route.path}",
+                        {"connection": "close"},
+                    )
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+        except asyncio.CancelledError:
+            if not self.deadlines.expired(task):
+                raise
             raise Refusal(
                 408,
                 "body_timeout",
                 f"body: not received within {seconds:g} s ({size} bytes came)",
                 {"connection": "close"},
             ) from None
+        finally:
+            self.deadlines.stop(task)
         first: dict[str, Any] = disconnect or {
             "type": "http.request",
             "body": chunks[0] if len(chunks) == 1 else b"".join(chunks),

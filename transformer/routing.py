@@ -178,7 +178,8 @@ class PredictorArm:
         self.metadata_url = f"{scheme}://{spec.rest_host or spec.host}/v2/models/{model_name}"
         self.cached_model: PredictorMetadata | None = None
         self._reading: asyncio.Task[PredictorMetadata] | None = None
-        self._served: tuple[float, str | None] = (-math.inf, None)  # when last checked, and why not served
+        # When the predictor's model readiness was last read, and why it was not served then.
+        self._served: tuple[float, str | None] = (-math.inf, "its model readiness has not been read yet")
         self._rest: InferenceRESTClient | None = None
         self._grpc: InferenceGRPCClient | None = None
         self._coalescer = (
