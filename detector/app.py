@@ -1,6 +1,8 @@
 """The detector's HTTP service: a small Starlette app in front of :class:`detector.monitor.Monitor`.
 
-Routes:
+Routes (who may call each, with which limits, is its row in serving/policy.py, named in :func:`create_app`;
+the edge of :mod:`serving.edge` enforces it: with ``--auth``, the role ``ingest`` for the events,
+``feedback`` for labels, ``monitor`` for ``/status`` and ``/report``, ``analyst`` for ``/outcomes``):
 
 - ``POST /`` (and ``/events``): KServe inference-logger CloudEvents, binary or structured mode, or a batch
   (``application/cloudevents-batch+json``, as the transformer sends them); 202 when accepted, 400 naming the
@@ -9,8 +11,7 @@ Routes:
   each by index (``[3].instances: ...``), with ``accepted``: the count taken (do not resend the batch).
 - ``POST /feedback``: ground truth, ``{"id": ID, "value": V}`` or ``{"labels": [{"id": ID, "value": V}, ..]}``
   (``V`` one number per predicted row: a number, or a list for a multi-row request); 400 naming the label
-  for a value outside the target's domain (``model.schema.TARGET_DOMAIN``); with ``--auth``, the
-  ``feedback`` role (:mod:`serving.edge`).
+  for a value outside the target's domain (``model.schema.TARGET_DOMAIN``).
 - ``GET /status``: windows, last results, live metrics, retrain episodes (JSON).
 - ``GET /report``: the drift report, a self-contained HTML page (:mod:`detector.report`).
 - ``GET /metrics``: Prometheus; ``GET /healthz`` and ``/v2/health/live``: alive; ``GET /readyz`` and

@@ -261,8 +261,8 @@ def _bounded_head(limit: int, seconds: float) -> dict[str, Any]:
             if self.head is not None:
                 self.head += len(data)
             super().data_received(data)
-            if self.head is None or self.transport.is_closing():
-                return
+            if not self.head or self.transport.is_closing():
+                return  # the head is complete (None), or the request too and nothing of the next came (0)
             if self.head > limit:
                 self.refuse(431, f"request head over {limit} bytes")
             elif self.timer is None:

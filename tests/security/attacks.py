@@ -158,6 +158,24 @@ def slow_head(port: int, *, interval: float = 1.0, give_up: float = 30.0) -> Slo
     return SlowResult(None, time.monotonic() - started)
 
 
+def idle_keep_alive(port: int, idle: float) -> list[int]:
+    """Two requests on one keep-alive connection, ``idle`` seconds apart: their statuses."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=idle + 10)
+    statuses = []
+    try:
+        for pause in (0.0, idle):
+            time.sleep(pause)
+            connection.request("GET", "/v2/health/live")
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+    except (OSError, http.client.HTTPException):
+        statuses.append(0)
+    finally:
+        connection.close()
+    return statuses
+
+
 def endless_header(port: int, *, chunk: int = 32 << 10, most: int = 4 << 20) -> tuple[int | None, int]:
     """One header sent ``chunk`` bytes at a time, never ended, up to ``most`` bytes: (status, bytes sent).
 

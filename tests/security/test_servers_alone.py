@@ -30,6 +30,7 @@ from tests.security.attacks import (
     LOOPBACK,
     Background,
     SlowResult,
+    idle_keep_alive,
     listening_addresses,
     metrics_text,
     request,
@@ -134,6 +135,7 @@ class SlowAttack:
     bodies: list[SlowResult]
     head: SlowResult
     served: list[int]
+    idle: list[int]
 
 
 @pytest.fixture(scope="module")
@@ -143,14 +145,15 @@ def slow_attack(alone: Alone) -> SlowAttack:
 
     On main the slow bodies took all 32 places of ``--max_in_flight 32`` and everybody else got 503.
     """
-    bodies, head = Background(), Background()
+    bodies, head, idle = Background(), Background(), Background()
+    idle.start(idle_keep_alive, alone.http("a"), 12.0)  # meanwhile: an honest client, idle longer than 10 s
     for _ in range(40):
         bodies.start(slow_body, alone.http("a"), PREDICT, {"content-type": "application/json"},
                      length=200, interval=1.0, give_up=25, source="127.0.0.41")  # fmt: skip
     head.start(slow_head, alone.http("a"), give_up=25)
     time.sleep(2)  # all 40 are sending
     served = [request(alone.http("a"), "POST", "/predict", HOUSE, timeout=10).status for _ in range(20)]
-    return SlowAttack(bodies.join(40), head.join(30)[0], served)
+    return SlowAttack(bodies.join(40), head.join(30)[0], served, idle.join(30)[0])
 
 
 def test_a_slow_sender_holds_no_more_than_half_the_places(slow_attack: SlowAttack) -> None:
@@ -173,6 +176,7 @@ def test_slow_bodies_are_cut_408_at_the_routes_time_limit(slow_attack: SlowAttac
 def test_a_head_sent_a_line_a_second_is_cut_408(slow_attack: SlowAttack) -> None:
     """Slowloris: main (uvicorn) waited for the blank line as long as lines kept coming."""
     assert slow_attack.head.status == 408 and 9.5 < slow_attack.head.seconds < 16, slow_attack.head
+    assert slow_attack.idle == [200, 200]  # an idle keep-alive connection is not a slow head
 
 
 def test_a_request_id_over_256_bytes_is_431(alone: Alone) -> None:
