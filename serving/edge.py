@@ -10,8 +10,8 @@ refuses contradictory values at start-up) and wraps its app (:func:`install_edge
    route's row in :mod:`serving.policy`, before the body is parsed and before the server admits it:
 
    - a path the table does not list: 404; a route whose flag is off (the V2 repository API): 404 naming it;
-   - a header over ``--max_header_bytes`` (``x-request-id`` over 256 bytes), or all of them over four times
-     that: 431 naming the header;
+   - a header over ``--max_header_bytes``, or all of them over four times that: 431 naming the header (a
+     request id's own rule, 256 characters, is the payload rules', a 400);
    - with ``--auth``, a route whose role is checked: 401 without a verified credential (400 with two), 403
      without the role; an address whose failed attempts outrun ``--auth_failures_per_minute`` gets 429
      before its credential is even looked at;
@@ -100,8 +100,8 @@ def add_edge_arguments(parser: argparse.ArgumentParser) -> None:
         "--max_header_bytes",
         type=int,
         default=policy.HEADER_BYTES,
-        help="largest value of one request header (x-request-id: at most "
-        f"{policy.ID_HEADER_BYTES}); all together at most four times this; beyond: 431 (default %(default)s)",
+        help="largest value of one request header; all together at most four times this; beyond: 431 "
+        "(default %(default)s)",
     )
     listener.add_argument(
         "--max_in_flight_per_client",

@@ -44,7 +44,7 @@ class EdgeSettings:
         request_limits: Whether the byte, time and header limits apply (off only to measure their cost).
         max_body_bytes: Over the table's byte limit of every route that takes a body, or ``None``.
         max_body_seconds: Over the table's seconds to send a body, or ``None``.
-        max_header_bytes: The largest header value (``x-request-id``: :data:`serving.policy.ID_HEADER_BYTES`).
+        max_header_bytes: The largest header value (four times this: all headers together).
         max_in_flight_per_client: Requests one client may have in flight, or ``None`` for no cap.
         auth_failures_per_minute: Failed authentications an address may sustain (after the burst).
         auth_failure_burst: Failed authentications an address may make at once.
@@ -160,10 +160,6 @@ class EdgeMiddleware:
         )
         cap = settings.max_in_flight_per_client
         self.slots = ClientSlots(cap) if cap else None
-        self.header_limits = {
-            name.encode(): min(limit, settings.max_header_bytes)
-            for name, limit in policy.HEADER_LIMITS.items()
-        }
         self.rate_limited = RATE_LIMITED.labels(component=component)
         self.deadlines = Deadlines()
 
@@ -220,12 +216,11 @@ class EdgeMiddleware:
         for name, value in headers:
             size = len(value)
             total += len(name) + size
-            if size > limit or (name in self.header_limits and size > self.header_limits[name]):
-                allowed = self.header_limits.get(name, limit)
+            if size > limit:
                 raise Refusal(
                     431,
                     "header_too_large",
-                    f"header {name.decode('latin-1')}: {size} bytes, more than the limit of {allowed}",
+                    f"header {name.decode('latin-1')}: {size} bytes, more than the limit of {limit}",
                     {"connection": "close"},
                 )
         if total > 4 * limit:

@@ -57,10 +57,6 @@ HEADER_BYTES = 8 * KIB
 """The largest value of one request header (431 naming it beyond); a JWT with many claims fits."""
 HEADERS_BYTES = 32 * KIB
 """All of a request's header names and values together, at most (431 beyond)."""
-ID_HEADER_BYTES = 256
-"""The largest ``x-request-id``: it is carried into gRPC metadata, CloudEvents and the archive."""
-HEADER_LIMITS = {"x-request-id": ID_HEADER_BYTES}
-"""Headers with a tighter bound than :data:`HEADER_BYTES`."""
 HEAD_SECONDS = 10.0
 """The longest a client may take to send a request's line and headers (408 and closed beyond)."""
 
