@@ -74,7 +74,11 @@ def start_transformer(
             "--predictor_rest_host", f"127.0.0.1:{predictor.http_port}",
             "--http_port", str(http_port), "--grpc_port", str(grpc_port), *extra]  # fmt: skip
     server = Server(python_service(name, args, log_dir).start(), http_port, grpc_port)
-    server.service.wait_ready(f"{server.url}{wait}")
+    try:
+        server.service.wait_ready(f"{server.url}{wait}")
+    except BaseException:  # not ready: stop it rather than leave it running after the test
+        server.service.stop()
+        raise
     return server
 
 
