@@ -18,10 +18,8 @@ from detector.events import MAX_NAME_CHARS
 from detector.retrain import ACTIONS, DEFAULT_COMMAND
 from detector.settings import Config, Settings
 from detector.stats import BACKEND_HELP, BACKENDS, CORRECTIONS, backend_problem
-from serving.edge import add_edge_arguments, edge_settings, install_edge
-
-PROTECTED = {r"^/feedback$": "feedback"}
-"""Ground truth needs the ``feedback`` role with ``--auth``; the transformer's event ingest stays open."""
+from serving import policy
+from serving.edge import add_edge_arguments, edge_settings, install_edge, uvicorn_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the predictor's model artifact (Blob URL or local dir) holding the reference [env STORAGE_URI]",
     )
     parser.add_argument("--http_port", type=int, default=8080, help="HTTP port")
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    parser.add_argument(  # the edge's --bind_address under its earlier name
+        "--host", dest="bind_address", default=argparse.SUPPRESS, help="the same as --bind_address"
+    )
     parser.add_argument(
         "--state_dir",
         type=Path,
@@ -194,13 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Config.archive_max_wal_bytes,
         help="write-ahead log kept at most while uploads fail; the oldest rows beyond are dropped (counted)",
     )
-    limits = parser.add_argument_group("input limits")
-    limits.add_argument(
-        "--max_body_bytes",
-        type=int,
-        default=Config.max_body_bytes,
-        help="largest event or feedback body accepted; larger ones get 413",
-    )
+    limits = parser.add_argument_group("input rows")
     limits.add_argument(
         "--max_rows",
         type=int,
@@ -290,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cooldown=args.cooldown,
         retrain_min_labels=args.retrain_min_labels,
         flush_interval=args.flush_interval,
-        max_body_bytes=args.max_body_bytes,
+        max_body_bytes=edge.body_bytes(policy.route("detector", "POST", "/")),
         max_rows=args.max_rows,
         archive_uri=args.archive_uri or None,
         archive_flush_rows=args.archive_flush_rows,
@@ -299,18 +293,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     detector = Detector(config, args.retrain_action, retrain_action(args))
     app = create_app(detector)
-    install_edge(app, edge, PROTECTED, "detector")
+    install_edge(app, edge, "detector")
     uvicorn.run(
         app,
-        host=args.host,
         port=args.http_port,
         log_level="warning",
-        # Per-event overhead matters at thousands of events/s: no access log, no proxy-header rewriting, no
-        # Server/Date headers on the 202s nobody reads.
+        # Per-event overhead matters at thousands of events/s: no access log, no Server/Date headers on the
+        # 202s nobody reads.
         access_log=False,
-        proxy_headers=False,
         server_header=False,
         date_header=False,
+        **uvicorn_options(edge),  # the address, and whose X-Forwarded-For counts (nobody's by default)
     )
     return 0
 

@@ -19,6 +19,7 @@ from detector.stats import (
     DEFAULT_THRESHOLD,
 )
 from serving.events import LOGGED_ENDPOINTS
+from serving.policy import EVENTS
 
 MIB = 1024 * 1024
 
@@ -71,8 +72,8 @@ class Config:
     """Labels of a drifting key received since its episode began before the retrain fires (0: at once)."""
     flush_interval: float = 1.0
     retry_interval: float = 10.0
-    max_body_bytes: int = 10 * 1024 * 1024
-    max_rows: int = 1000
+    max_body_bytes: int = EVENTS.body_bytes
+    max_rows: int = EVENTS.rows or 0
     archive_uri: str | None = None
     """Where joined rows and labels are archived (Blob URL or local directory); ``None``: no archive."""
     archive_flush_rows: int = 10_000

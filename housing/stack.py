@@ -9,7 +9,8 @@ exponential back-off (1 s, doubling to 30 s), its exit code and last log lines p
 when one crash-loops (five restarts within a minute), saying so (:class:`~housing.processes.Supervisor`).
 ``--once`` exits after the prediction (tests and CI).
 
-Default ports (all on 127.0.0.1): predictor HTTP 8080 / gRPC 8081, transformer HTTP 8090 / gRPC 8091,
+Every server binds 127.0.0.1 only (their ``--bind_address`` default; serving/edge.py). Default ports:
+predictor HTTP 8080 / gRPC 8081, transformer HTTP 8090 / gRPC 8091,
 drift detector HTTP 8070 (the transformer logs every inference to it; ``--no-detector`` leaves it out),
 explainer HTTP 8060 (the transformer sends ``:explain`` to it; same artifact, pinned by model.json's
 ``sha256`` of model.joblib; ``--no-explainer`` leaves it out),
@@ -44,6 +45,10 @@ from model.paths import latest_artifact, var_dir
 
 API_KEYS_ENV = "HOUSING_API_KEYS"  # pragma: allowlist secret (a variable name)
 """``serving.auth.API_KEYS_ENV``, repeated: ``housing --help`` need not import Starlette (a test checks)."""
+LOGGER_KEY_ENV = "HOUSING_LOGGER_API_KEY"  # pragma: allowlist secret (a variable name)
+"""``transformer.request_logger.LOGGER_KEY_ENV``, repeated for the same reason: the ingest key it sends."""
+ROLES = ("predict", "feedback", "ingest", "monitor", "analyst", "admin")
+"""The roles of serving/policy.py a credential can hold; ``--auth`` generates a key for each."""
 HELP = (
     "Start the stack on loopback (predictor, transformer, explainer, detector; MLflow, Prometheus and "
     "Azurite when asked), show a real prediction; Ctrl-C stops it."
@@ -117,9 +122,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--auth",
         action="store_true",
-        help="require API keys: role 'predict' on the transformer's predict and explain routes, 'feedback' "
-        f"on the detector's /feedback; keys from {API_KEYS_ENV}, else generated once into var/api-keys "
-        "and printed (default: off, the stack listens on loopback only)",
+        help="require API keys with each route's role (docs/security.md): 'predict' on the transformer's "
+        "predict and explain routes; on the detector 'feedback' for /feedback, 'ingest' for the events "
+        "(the transformer's logger gets its own key), 'monitor' for /status and /report, 'analyst' for "
+        f"/outcomes; 'admin' for the repository API. Keys from {API_KEYS_ENV}, else generated once into "
+        "var/api-keys and printed (default: off; the stack listens on 127.0.0.1 only either way)",
     )
     parser.add_argument(
         "--rate-limit",
@@ -139,11 +146,12 @@ def services(
     python = sys.executable
     explainer = getattr(args, "explainer", False)
     edge = edge_flags(args)
+    logger_env = {LOGGER_KEY_ENV: ingest_key()} if getattr(args, "auth", False) and args.detector else {}
     return [
         Service(
             "predictor",
             [python, "-m", "predictor", "--model_name", "housing", "--storage_uri", storage_uri,
-             "--http_port", str(args.predictor_port), "--grpc_port", str(args.predictor_grpc_port)],
+             "--http_port", str(args.predictor_port), "--grpc_port", str(args.predictor_grpc_port), *edge],
             args.predictor_port,
             env=env,
         ),
@@ -158,18 +166,19 @@ def services(
              *(["--logger_url", f"http://{HOST}:{args.detector_port}/"] if args.detector else []),
              *(["--explainer_host", f"{HOST}:{args.explainer_port}"] if explainer else []), *edge],
             args.transformer_port,
+            env=logger_env,  # the logger's key: in its environment, never on a command line (ps shows those)
         ),
         *([Service(
             "explainer",
             [python, "-m", "explainer", "--model_name", "housing", "--storage_uri", storage_uri,
              *(["--expected_sha256", model_sha256] if model_sha256 else []),
-             "--http_port", str(args.explainer_port), "--enable_grpc", "false"],  # :explain is REST only
+             "--http_port", str(args.explainer_port), "--enable_grpc", "false", *edge],  # REST only
             args.explainer_port,
             env=env,
         )] if explainer else []),
         *([Service(
             "detector",
-            [python, "-m", "detector", "--storage_uri", storage_uri, "--host", HOST,
+            [python, "-m", "detector", "--storage_uri", storage_uri,
              "--http_port", str(args.detector_port), "--state_dir", str(var_dir() / "detector"),
              "--archive_uri", archive_uri(args), *edge],
             args.detector_port,
@@ -190,7 +199,7 @@ def archive_uri(args: argparse.Namespace) -> str:
 
 
 def edge_flags(args: argparse.Namespace) -> list[str]:
-    """The transformer's and the detector's edge flags for ``--auth`` and ``--rate-limit`` (serving/edge.py).
+    """Every server's edge flags for ``--auth`` and ``--rate-limit`` (serving/edge.py).
 
     The keys reach the servers in ``HOUSING_API_KEYS`` (inherited) or the file :func:`api_keys` writes.
     """
@@ -212,7 +221,10 @@ def api_keys_file() -> Path:
 
 
 def api_keys() -> dict[str, frozenset[str]]:
-    """The stack's API keys: ``HOUSING_API_KEYS``, else var/api-keys, written with a new key per role once."""
+    """The stack's API keys: ``HOUSING_API_KEYS``, else var/api-keys, with a new key for each role it lacks.
+
+    A key file of an earlier version (predict and feedback only) gets the new roles' keys appended.
+    """
     from serving.auth import parse_api_keys
 
     if os.environ.get(API_KEYS_ENV):
@@ -220,10 +232,22 @@ def api_keys() -> dict[str, frozenset[str]]:
     path = api_keys_file()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"{secrets.token_urlsafe(24)}={role}" for role in ("predict", "feedback")]
         path.touch(mode=0o600)
-        path.write_text("# housing up --auth: KEY=ROLE[,ROLE] (serving/auth.py)\n" + "\n".join(lines) + "\n")
+        path.write_text("# housing up --auth: KEY=ROLE[,ROLE] (serving/auth.py, roles: serving/policy.py)\n")
+    held = {role for roles in parse_api_keys(path.read_text(), str(path)).values() for role in roles}
+    missing = [role for role in ROLES if role not in held]
+    if missing:
+        with path.open("a") as keys:
+            keys.writelines(f"{secrets.token_urlsafe(24)}={role}\n" for role in missing)
     return parse_api_keys(path.read_text(), str(path))
+
+
+def ingest_key() -> str:
+    """The key with the ``ingest`` role that the transformer's request logger sends to the detector."""
+    key = next((key for key, roles in api_keys().items() if "ingest" in roles), None)
+    if key is None:
+        raise RuntimeError(f"--auth: no API key has the role 'ingest' ({API_KEYS_ENV} or {api_keys_file()})")
+    return key
 
 
 def mlflow_service(port: int) -> Service:

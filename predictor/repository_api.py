@@ -6,7 +6,12 @@ the extension's optional body (``{"parameters": {"champion": true}}`` makes the 
 in a worker thread (a download and a model parse never stall the requests being served), and answer a
 refusal with its own status: 404 unknown, 403 unpinned, 409 artifact fails its checks, 400 malformed call,
 503 storage unreachable. ``GET`` or ``POST /v2/repository/index`` lists every pinned model and the alias.
-The gRPC repository calls stay KServe's (no champion parameter; every refusal is ``UNAVAILABLE``).
+
+The routes are served only with ``--enable_repository_api`` (the edge answers 404 otherwise), need the
+``admin`` role with ``--auth`` (serving/policy.py), and never take down what ``housing`` serves: unloading the
+alias or the model it resolves to is refused with 409 until another model is made the champion (a load
+with ``{"parameters": {"champion": true}}``). The gRPC repository calls are refused
+(:mod:`serving.listeners`): gRPC checks no credential.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from fastapi.responses import JSONResponse
 from predictor.repository import ArtifactRepository, RepositoryError
 
 CHAMPION = "champion"
+ENABLE_FLAG = "--enable_repository_api"
 
 
 def add_repository_routes(app: FastAPI, repository: ArtifactRepository) -> None:
@@ -39,6 +45,12 @@ def add_repository_routes(app: FastAPI, repository: ArtifactRepository) -> None:
         }
 
     async def unload(model_name: str) -> dict[str, Any]:
+        if model_name in (repository.alias, repository.champion):
+            raise RepositoryError(
+                409,
+                f"refusing to unload {model_name}: {repository.alias} resolves to it; make another model "
+                f'the champion first (load it with {{"parameters": {{"{CHAMPION}": true}}}})',
+            )
         try:
             repository.unload(model_name)
         except KeyError:

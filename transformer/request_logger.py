@@ -95,6 +95,9 @@ from transformer.metrics import LOGGER_EVENTS, LOGGER_INFERENCES, LOGGER_SAMPLIN
 log = logging.getLogger(__name__)
 
 LOGGER_URL_ENV = "LOGGER_URL"
+LOGGER_KEY_ENV = "HOUSING_LOGGER_API_KEY"  # pragma: allowlist secret (a variable name)
+"""The API key (role ``ingest``) the logger sends to a detector run with ``--auth``: in the environment, never
+on the command line (``ps`` shows that)."""
 MAX_QUEUE = 10_000
 """Inferences waiting per detector URL: about 14 s of the 690 requests/s the issue-19 soak served."""
 BATCH_EVENTS = 1000
@@ -310,6 +313,7 @@ class RequestLogger:
         timeout: Seconds allowed for one POST.
         rate_seconds: The span over which the delivered share stamped on the events is measured.
         seed: Seed of the random drops (tests).
+        api_key: Sent as ``X-API-Key`` with every batch: the detector's ``ingest`` role under ``--auth``.
     """
 
     def __init__(
@@ -325,6 +329,7 @@ class RequestLogger:
         timeout: float = 2.0,
         rate_seconds: float = RATE_SECONDS,
         seed: int | None = None,
+        api_key: str | None = None,
     ):
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls or max_queue < 1 or batch_events < 2 or not flush_seconds > 0:
@@ -338,6 +343,7 @@ class RequestLogger:
         self.batch_inferences = batch_events // 2
         self.flush_seconds = flush_seconds
         self.source = f"http://localhost/{component}/{inference_service}"
+        self.credential = {"x-api-key": api_key} if api_key else {}
         self.random = random.Random(seed)
         self.rates = SamplingRates(rate_seconds)
         self._lanes = [_Lane(self, url, max_queue) for url in self.urls]
@@ -466,7 +472,7 @@ class RequestLogger:
             body, batch = self._body_without_failures(batch, rates)
             if not batch:
                 return
-        headers = {"content-type": BATCH_CONTENT_TYPE}
+        headers = {"content-type": BATCH_CONTENT_TYPE, **self.credential}
         if len(batch) == 1:
             headers[ROUTING_HEADER] = batch[0].event_id
         outcome = "delivered"
