@@ -31,8 +31,9 @@ from model.artifact import ModelArtifact, load_artifact
 from model.importance import TreeModel, tree_model
 from model.schema import TARGET_UNIT
 from serving.payload import check_batch_rows, instance_rows
+from serving.policy import rows_limit
 
-MAX_BATCH_ROWS = 1000
+MAX_BATCH_ROWS = rows_limit("explainer", "/v1/models/{name}:explain")
 """The most houses one ``:explain`` may hold (``--max_batch_rows``). Exact TreeSHAP costs about 200-270 us
 a house here, some 20 times a prediction, and 4-5 kB of answer each (measured: 1,000 houses 0.26 s; 10,000
 houses 2 s and 45 MB; 1,000,000 took 186 s and 7.1 GB): 1,000 is a quarter of a second, and the transformer's

@@ -40,9 +40,10 @@ from model.schema import TARGET, TARGET_UNIT
 from predictor.metrics import MODEL_INFO, PREDICTED_VALUE
 from serving.metrics import BATCH_ROWS
 from serving.payload import FEATURE_NAMES, check_batch_rows, check_unsigned_shape, select_columns
+from serving.policy import rows_limit
 
 NUMERIC_DATATYPES = ("FP32", "FP64")
-MAX_BATCH_ROWS = 1000
+MAX_BATCH_ROWS = rows_limit("predictor", "/v2/models/{name}/infer")
 """The most rows one request may hold (``--max_batch_rows``): the transformer's default ``--max_batch_rows``,
 the most its calls carry, merged or not (raise both together). 1,000 rows of V1 JSON cost about 7 ms here,
 10,000 about 0.1 s; the 56 MB request (about 280,000 rows) that took 905 MB is refused before any row is

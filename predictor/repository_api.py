@@ -17,13 +17,13 @@ with ``{"parameters": {"champion": true}}``). The gRPC repository calls are refu
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from predictor.repository import ArtifactRepository, RepositoryError
+from serving.inputs import parse_json
 
 CHAMPION = "champion"
 ENABLE_FLAG = "--enable_repository_api"
@@ -71,9 +71,9 @@ def _champion_parameter(body: bytes) -> bool:
     if not body.strip():
         return False
     try:
-        document = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RepositoryError(400, f"load request body is not valid JSON: {error}") from None
+        document = parse_json(body)  # the servers' one rule: also a 400 for JSON nested too deeply
+    except ValueError as error:
+        raise RepositoryError(400, f"load request {error}") from None
     parameters = document.get("parameters", {}) if isinstance(document, dict) else None
     if not isinstance(parameters, dict):
         raise RepositoryError(400, "load request: parameters must be an object")

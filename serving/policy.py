@@ -85,8 +85,9 @@ BATCH = Limits(1 * MIB, 1000, 10.0)
 """A batch of houses: 1,000 rows, about 180 kB of compact JSON (270 kB indented); four times that in bytes."""
 ONE_HOUSE = Limits(16 * KIB, 1, 5.0)
 """The original API's ``POST /predict`` and ``/explain``: one house, about 210 bytes."""
-EXPLAIN = Limits(256 * KIB, 100, 10.0)
-"""Explanations: exact TreeSHAP costs milliseconds a row, so far fewer rows than a prediction."""
+EXPLAIN = Limits(1 * MIB, 1000, 10.0)
+"""Explanations: exact TreeSHAP costs about 0.25 ms a house here (1,000 houses 0.26 s, measured), so the
+transformer's batch of 1,000 fits well inside the deadline; its answer is about 5 kB a house."""
 TENSOR = Limits(1 * MIB, 1000, 10.0)
 """The predictor's input: a [N, 12] tensor from the transformer (1,000 rows: about 90 kB of V2 JSON)."""
 GRPC = Limits(2 * MIB, 1000, 10.0)

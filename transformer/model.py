@@ -35,6 +35,7 @@ from model.schema import FEATURES_BY_NAME, TARGET, TARGET_DESCRIPTION, TARGET_UN
 from serving.errors import PredictorUnavailableError
 from serving.metrics import BATCH_ROWS
 from serving.payload import FEATURE_NAMES
+from serving.policy import rows_limit
 from transformer.explain import ExplainerClient, check_same_model
 from transformer.metrics import IN_FLIGHT, SHED, VALIDATION_ERRORS
 from transformer.payload import PayloadError, rows_from
@@ -49,8 +50,9 @@ MODEL_VERSION_HEADER = "x-model-version"
 ARM_HEADER = "x-housing-arm"
 """Which predictor answered (``stable`` or the canary's name), on every REST prediction: an A/B test's arm."""
 
-MAX_BATCH_ROWS = 1000
-"""The largest request accepted, in rows (houses); the detector refuses larger logged events alike."""
+MAX_BATCH_ROWS = rows_limit("transformer", "/v2/models/{name}/infer")
+"""The largest request accepted, in rows (houses; serving/policy.py); the detector refuses larger logged
+events alike."""
 
 
 @dataclass(frozen=True)

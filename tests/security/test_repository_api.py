@@ -119,3 +119,14 @@ def test_grpc_repository_calls_stay_refused_with_the_api_on(repository: Reposito
                 call(message, timeout=10)
             assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert stub.ModelReady(pb.ModelReadyRequest(name="housing"), timeout=10).ready
+
+
+def test_a_load_body_nested_too_deeply_is_a_400_that_names_the_rule(repository: Repository) -> None:
+    body = b'{"parameters": ' + b"[" * 1500 + b"]" * 1500 + b"}"  # under the route's 4 KiB
+    served = repository.version("housing")
+    answer = request(
+        repository.port, "POST", "/v2/repository/models/v4/load", body, {"x-api-key": KEYS["admin"]}
+    )
+    assert answer.status == 400, answer.text
+    assert "nested deeper than" in answer.text
+    assert repository.version("housing") == served
