@@ -40,6 +40,7 @@ containers:
       # :explain is V1 REST only (KServe has no V2 or gRPC form of it).
       - --enable_grpc
       - "false"
+      {{- include "housing.listenerArgs" (dict "ctx" $ "component" "explainer") | nindent 6 }}
       {{- range $v.explainer.extraArgs }}
       - {{ . | quote }}
       {{- end }}
@@ -48,6 +49,7 @@ containers:
         value: "1"
       - name: TMPDIR
         value: /tmp
+      {{- with (include "housing.podIpEnv" (dict "ctx" $ "component" "explainer") | trim) }}{{ . | nindent 6 }}{{ end }}
     ports:
       - name: http1
         containerPort: 8080

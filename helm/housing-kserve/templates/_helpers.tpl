@@ -94,6 +94,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "housing.serviceAccountName" -}}{{ include "housing.fullname" . }}{{- end -}}
+{{- define "housing.transformerServiceAccountName" -}}{{ include "housing.fullname" . }}-transformer{{- end -}}
+{{/* The transformer's mTLS identity in the mesh (SPIFFE: cluster.local/ns/NAMESPACE/sa/ACCOUNT). */}}
+{{- define "housing.transformerPrincipal" -}}
+cluster.local/ns/{{ .Release.Namespace }}/sa/{{ include "housing.transformerServiceAccountName" . }}
+{{- end -}}
 {{- define "housing.detectorName" -}}{{ include "housing.fullname" . }}-detector{{- end -}}
 
 {{/* The InferenceService of a canary: (dict "ctx" $ "name" CANARY_NAME). */}}
@@ -173,6 +178,11 @@ containers:
       - "8080"
       - --grpc_port
       - "8081"
+      {{- include "housing.listenerArgs" (dict "ctx" $ "component" "predictor") | nindent 6 }}
+      {{- if $values.predictor.repositoryApi.enabled }}
+      # The V2 repository API over the models pinned in extraArgs: the admin role (edge.yaml), nobody else.
+      - --enable_repository_api
+      {{- end }}
       {{- range $values.predictor.extraArgs }}
       - {{ . | quote }}
       {{- end }}
@@ -181,6 +191,7 @@ containers:
       # Not STORAGE_URI: that env var would make KServe add its storage initializer.
       - name: PROTOCOL
         value: v2
+      {{- with (include "housing.podIpEnv" (dict "ctx" $ "component" "predictor") | trim) }}{{ . | nindent 6 }}{{ end }}
       - name: OMP_NUM_THREADS
         value: {{ $values.predictor.ompNumThreads | quote }}
       - name: TMPDIR
@@ -335,6 +346,47 @@ when:
 {{- end -}}
 
 
+{{/* An AuthorizationPolicy rule: the `open` GETs of a KServe server (serving/policy.py: liveness, readiness,
+     metadata, the OpenAPI document), and of the transformer also the original API's /health: (list EXTRA_PATH...). */}}
+{{- define "housing.edge.open" -}}
+- to:
+    - operation:
+        ports: {{ include "housing.edge.ports" (dict "ctx" (index . 0) "probes" true) }}
+        methods: [GET]
+        paths: {{ toJson (concat (list "/" "/openapi.json" "/v2" "/v2/health/*" "/v1/models" "/v1/models/*" "/v2/models" "/v2/models/*") (rest .)) }}
+{{- end -}}
+
+{{/* The ports requests to a KServe server arrive on, as its sidecar sees them: the container's 8080 in Standard
+     mode; the queue-proxy's 8012 in Knative mode (deploy.go: every request enters there), and for GETs also the
+     container's 8080, where the kubelet's liveness probe comes (rewriteUserLivenessProbe) when Istio does not
+     rewrite probes. (dict "ctx" $ "probes" BOOL) */}}
+{{- define "housing.edge.ports" -}}
+{{- if ne (include "housing.mode" .ctx) "Knative" }}["8080"]{{ else if .probes }}["8012", "8080"]{{ else }}["8012"]{{ end -}}
+{{- end -}}
+
+{{/* AuthorizationPolicy rules in Knative mode: the activator probes every pod, GET /healthz with
+     K-Network-Probe: queue on the queue-proxy's 8012 (revision_backends.go probe()), and the autoscaler scrapes the
+     queue-proxy's statistics on 9090 (stats_scraper.go); both in plain text unless knative-serving is in the mesh,
+     without a token. A 403 to the probe keeps the pod out of the activator's healthy set for good. The
+     queue-proxy answers both itself. Nothing in Standard mode. */}}
+{{- define "housing.edge.knative" -}}
+{{- if eq (include "housing.mode" .) "Knative" }}
+- to:
+    - operation:
+        ports: ["8012"]
+        methods: [GET]
+        paths: ["/healthz"]
+  when:
+    - key: request.headers[K-Network-Probe]
+      values: [queue]
+- to:
+    - operation:
+        ports: ["9090"]
+        methods: [GET]
+        paths: ["/metrics"]
+{{- end }}
+{{- end -}}
+
 {{/* Knative mode: a component's own Knative Service gets no public route (Knative copies its labels to the
      Route, route/config/domain.go LookupDomainForLabels), while the InferenceService's host still does. Only
      the transformer's must stay public: KServe derives the InferenceService's host from it. */}}
@@ -342,4 +394,83 @@ when:
 {{- if eq (include "housing.mode" .) "Knative" }}
 networking.knative.dev/visibility: cluster-local
 {{- end }}
+{{- end -}}
+
+{{/* Whether Istio sidecars front the release's pods: the edge's policies need them, and networkPolicy.istio says
+     so. (_validate.tpl refuses the edge with NetworkPolicies but without networkPolicy.istio.) */}}
+{{- define "housing.sidecars" -}}
+{{- if or .Values.edge.enabled .Values.networkPolicy.istio.enabled }}true{{ end -}}
+{{- end -}}
+
+{{/* Whether a component's listener must cover loopback: in Knative mode the queue-proxy forwards every request and
+     probes readiness on 127.0.0.1 (knative/serving pkg/queue/sharedmain/main.go, pkg/queue/health/probe.go), while
+     the kubelet's liveness probe and Prometheus come to the pod IP (deploy.go rewriteUserLivenessProbe), so only
+     0.0.0.0 covers both; Knative also refuses the downward API's fieldRef in a revision unless the cluster turned
+     kubernetes.podspec-fieldref on (pkg/apis/serving/k8s_validation.go, EnvVarSourceMask). The detector is a
+     Deployment of the chart's own: its pod IP. (dict "ctx" $ "component" NAME) */}}
+{{- define "housing.allInterfaces" -}}
+{{- if and (eq (include "housing.mode" .ctx) "Knative") (ne .component "detector") }}true{{ end -}}
+{{- end -}}
+
+{{/* The POD_IP variable the listener binds (the downward API), where the pod IP is the address. */}}
+{{- define "housing.podIpEnv" -}}
+{{- if not (include "housing.allInterfaces" .) }}
+# The address the server binds: the Service, the kubelet, Prometheus and the Istio sidecar come there.
+- name: POD_IP
+  valueFrom:
+    fieldRef: {fieldPath: status.podIP}
+{{- end }}
+{{- end -}}
+
+{{/* The listener and input-limit flags of a server (serving/edge.py), from its values: (dict "ctx" $ "component"
+     NAME). Bind: the pod IP, or 0.0.0.0 in Knative mode (housing.allInterfaces). Trusted proxies: 127.0.0.6 where a
+     sidecar fronts the pod (Istio's inbound passthrough source, pilot listener_address.go; the sidecar adds no
+     X-Forwarded-For of its own, listener_inbound.go useRemoteAddress false), 127.0.0.1 in Knative mode (the
+     queue-proxy, a Go ReverseProxy that appends the address it got the request from), then servers.trustedProxies.
+     The limits: each given one, else the table's per route (serving/policy.py). */}}
+{{- define "housing.listenerArgs" -}}
+{{- $ctx := .ctx -}}
+{{- $all := include "housing.allInterfaces" . -}}
+{{- $limits := index $ctx.Values .component "limits" -}}
+- --bind_address
+- {{ if $all }}"0.0.0.0"{{ else }}$(POD_IP){{ end }}
+{{- $proxies := list -}}
+{{- if include "housing.sidecars" $ctx }}{{ $proxies = append $proxies "127.0.0.6" }}{{ end -}}
+{{- if $all }}{{ $proxies = append $proxies "127.0.0.1" }}{{ end -}}
+{{- $proxies = concat $proxies $ctx.Values.servers.trustedProxies | uniq -}}
+{{- with $proxies }}
+- --trusted_proxies
+- {{ join "," . | quote }}
+{{- end }}
+{{- if hasKey $limits "maxBodyBytes" }}{{ with $limits.maxBodyBytes }}
+- --max_body_bytes
+- {{ int64 . | quote }}
+{{- end }}{{ end }}
+{{- if hasKey $limits "maxBodySeconds" }}{{ with $limits.maxBodySeconds }}
+- --max_body_seconds
+- {{ . | quote }}
+{{- end }}{{ end }}
+- --max_header_bytes
+- {{ int64 $limits.maxHeaderBytes | quote }}
+{{- if hasKey $limits "maxBatchRows" }}
+- --max_batch_rows
+- {{ int64 $limits.maxBatchRows | quote }}
+{{- end }}
+{{- if eq .component "transformer" }}
+- --max_in_flight_per_client
+- {{ include "housing.transformerClientInFlight" $ctx | quote }}
+{{- else if and (hasKey $limits "maxInFlightPerClient") $limits.maxInFlightPerClient }}
+- --max_in_flight_per_client
+- {{ int64 $limits.maxInFlightPerClient | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Requests one client may have in flight in the transformer: the value, else half of resilience.maxInFlight. */}}
+{{- define "housing.transformerClientInFlight" -}}
+{{- $limits := .Values.transformer.limits -}}
+{{- if and (hasKey $limits "maxInFlightPerClient") $limits.maxInFlightPerClient -}}
+{{- int64 $limits.maxInFlightPerClient -}}
+{{- else -}}
+{{- max 1 (div (int64 .Values.resilience.maxInFlight) 2) -}}
+{{- end -}}
 {{- end -}}
