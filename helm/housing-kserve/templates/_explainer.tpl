@@ -17,11 +17,13 @@ annotations:
   {{- with $v.model.version }}
   housing.kserve.dev/model-version: {{ . | quote }}
   {{- end }}
+  {{- with (include "housing.sidecarAnnotations" (dict "ctx" $ "component" "explainer") | trim) }}{{ . | nindent 2 }}{{ end }}
 serviceAccountName: {{ include "housing.serviceAccountName" $ }}
 minReplicas: {{ $v.explainer.minReplicas }}
 maxReplicas: {{ $v.explainer.maxReplicas }}
 scaleMetric: {{ include "housing.scaleMetric" (dict "ctx" $ "component" $v.explainer) }}
 scaleTarget: {{ $v.explainer.scaleTarget }}
+{{- include "housing.podShutdown" (dict "ctx" $ "component" "explainer") }}
 {{- include "housing.topologySpread" (dict "ctx" $ "component" "explainer" "endpoint" "default") }}
 containers:
   - name: kserve-container
@@ -63,6 +65,7 @@ containers:
       httpGet: {path: /v2/health/live, port: 8080}
       periodSeconds: 15
       failureThreshold: 4
+    {{- with (include "housing.preStop" $ | trim) }}{{ . | nindent 4 }}{{ end }}
     resources:
       {{- toYaml $v.explainer.resources | nindent 6 }}
     securityContext:

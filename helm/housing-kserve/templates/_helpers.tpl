@@ -152,11 +152,13 @@ annotations:
   {{- with .model.version }}
   housing.kserve.dev/model-version: {{ . | quote }}
   {{- end }}
+  {{- with (include "housing.sidecarAnnotations" (dict "ctx" $ "component" "predictor") | trim) }}{{ . | nindent 2 }}{{ end }}
 serviceAccountName: {{ include "housing.serviceAccountName" $ }}
 minReplicas: {{ $values.predictor.minReplicas }}
 maxReplicas: {{ $values.predictor.maxReplicas }}
 scaleMetric: {{ include "housing.scaleMetric" (dict "ctx" $ "component" $values.predictor) }}
 scaleTarget: {{ $values.predictor.scaleTarget }}
+{{- include "housing.podShutdown" (dict "ctx" $ "component" "predictor") }}
 {{- /* No `logger`: the transformer logs (values.yaml `logger`). With one, KServe would also point the
        predictor Service at its agent's port 9081 (service_reconciler.go). */}}
 {{- include "housing.topologySpread" (dict "ctx" $ "component" "predictor" "endpoint" .endpoint) }}
@@ -210,6 +212,7 @@ containers:
       httpGet: {path: /v2/health/live, port: 8080}
       periodSeconds: 15
       failureThreshold: 4
+    {{- with (include "housing.preStop" $ | trim) }}{{ . | nindent 4 }}{{ end }}
     resources:
       {{- toYaml $values.predictor.resources | nindent 6 }}
     securityContext:
@@ -473,4 +476,72 @@ networking.knative.dev/visibility: cluster-local
 {{- else -}}
 {{- max 1 (div (int64 .Values.resilience.maxInFlight) 2) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Seconds a stopping server needs after SIGTERM, beyond the requests in flight (docs/kubernetes.md, "Graceful
+     shutdown"): the transformer's request logger delivers what it holds within 5 s (transformer/request_logger.py,
+     RequestLogger.close); the detector saves its state, seals its archive segment and lets the uploader try once
+     more within 25 s (detector/archive.py, Archiver.stop: 10 s, 10 s, then 5 s to terminate), after requests whose
+     bodies take up to 10 s (serving/policy.py, EVENTS). tests/k8s/test_shutdown.py reads each from its source. */}}
+{{- define "housing.flushSeconds" -}}
+{{- if eq . "transformer" }}5{{ else if eq . "detector" }}25{{ else }}0{{ end -}}
+{{- end -}}
+
+{{/* The seconds a component's pod may take to stop, counted from its deletion (the kubelet's grace period includes
+     the preStop hook): (dict "ctx" $ "component" NAME "preStop" SECONDS). The requests in flight take up to the
+     deadline (resilience.requestTimeoutSeconds: the transformer's, which covers its calls to the predictor and the
+     explainer; the detector's: its largest body time), then the flush, then 5 s of margin. */}}
+{{- define "housing.gracePeriod" -}}
+{{- $ctx := .ctx -}}
+{{- $requests := int (ceil $ctx.Values.resilience.requestTimeoutSeconds) -}}
+{{- if eq .component "detector" }}{{ $requests = 10 }}{{ end -}}
+{{- add (int .preStop) $requests (int (include "housing.flushSeconds" .component)) 5 -}}
+{{- end -}}
+
+{{/* How a predictor, transformer or explainer pod stops and is replaced, beside its containers: (dict "ctx" $
+     "component" NAME). Standard mode: rolling updates that never take a serving pod away before its successor is
+     ready (KServe's default is 25% unavailable: reconcilers/deployment/deployment_reconciler.go
+     setDefaultDeploymentSpec), and a grace period covering the preStop pause, the requests in flight and the
+     flush. Knative mode sets neither: KServe refuses deploymentStrategy there (inference_service_validation.go
+     validateScalingKPACompExtension), Knative refuses terminationGracePeriodSeconds (fieldmask.go PodSpecMask) and
+     uses the revision's timeoutSeconds (300 s by default), and rolls revisions with maxUnavailable 0 itself
+     (revision/resources/deploy.go). With Istio sidecars, the sidecar stays until the server is done. */}}
+{{- define "housing.podShutdown" -}}
+{{- if eq (include "housing.mode" .ctx) "Standard" }}
+terminationGracePeriodSeconds: {{ include "housing.gracePeriod" (dict "ctx" .ctx "component" .component "preStop" .ctx.Values.shutdown.preStopSeconds) }}
+deploymentStrategy:
+  type: RollingUpdate
+  rollingUpdate: {maxUnavailable: 0, maxSurge: 25%}
+{{- end }}
+{{- end -}}
+
+{{/* The preStop pause of a predictor, transformer or explainer container (Standard mode only: Knative replaces the
+     container's lifecycle with the queue-proxy's drain, deploy.go makeContainer, and refuses one in the spec,
+     fieldmask.go ContainerMask). */}}
+{{- define "housing.preStop" -}}
+{{- if and (eq (include "housing.mode" .) "Standard") (gt (int .Values.shutdown.preStopSeconds) 0) }}
+# Keep serving while this pod's endpoint leaves every load balancer; SIGTERM comes after.
+lifecycle:
+  preStop:
+    sleep: {seconds: {{ int .Values.shutdown.preStopSeconds }}}
+{{- end }}
+{{- end -}}
+
+{{/* Pod annotations that keep a classic Istio sidecar until the server has stopped: on SIGTERM (at the pod's
+     deletion: the sidecar has no preStop) it drains and exits after terminationDrainDuration, 5 s by default
+     (istio pkg/envoy/agent.go terminate, pkg/config/mesh/mesh.go); the server's calls after that (the
+     transformer's last predictions and logger batch, the detector's last upload) would fail, and so would requests
+     still arriving during the preStop pause or Knative's 30 s queue-proxy drain. (dict "ctx" $ "component" NAME) */}}
+{{- define "housing.sidecarAnnotations" -}}
+{{- if include "housing.sidecars" .ctx }}
+{{- $preStop := 0 -}}
+{{- if eq .component "detector" -}}
+{{- if gt (int .ctx.Values.detector.replicas) 1 }}{{ $preStop = .ctx.Values.shutdown.preStopSeconds }}{{ end -}}
+{{- else if eq (include "housing.mode" .ctx) "Knative" -}}
+{{- $preStop = 30 -}}
+{{- else -}}
+{{- $preStop = .ctx.Values.shutdown.preStopSeconds -}}
+{{- end }}
+proxy.istio.io/config: {{ printf "{\"terminationDrainDuration\": \"%ss\"}" (include "housing.gracePeriod" (dict "ctx" .ctx "component" .component "preStop" $preStop)) | quote }}
+{{- end }}
 {{- end -}}
