@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, require_tool
+from tests.k8s import kube_rules as kube
 from tests.k8s.conftest import Render
 
 DOCKER = ROOT / "docker"
@@ -193,16 +194,20 @@ def test_every_command_parses_with_the_real_programs(renders: dict[str, Render])
     canary = rendered.one("InferenceService", "housing-housing-kserve-v2")["spec"]
     # What KServe appends to a custom transformer container (pkg/apis/serving/v1beta1/transformer_custom.go).
     injected = ["--predictor_host", "housing-housing-kserve-predictor.ml", "--http_port", "8080"]
+    # The chart's args as the process gets them: $(POD_IP) expanded by the kubelet (kube_rules).
     predictor_sources = [
         services["predictor"]["command"],
-        isvc["predictor"]["containers"][0]["args"],
-        canary["predictor"]["containers"][0]["args"],
+        kube.container_args(isvc["predictor"]["containers"][0]),
+        kube.container_args(canary["predictor"]["containers"][0]),
     ]
     for args in predictor_sources:
         parsed = predictor_args(args)
         assert (parsed.model_name, parsed.http_port, parsed.grpc_port) == ("housing", 8080, 8081)
         assert parsed.storage_uri
-    for args in (services["transformer"]["command"], isvc["transformer"]["containers"][0]["args"] + injected):
+    for args in (
+        services["transformer"]["command"],
+        kube.container_args(isvc["transformer"]["containers"][0], injected),
+    ):
         parsed = transformer_args(args)
         assert (parsed.model_name, parsed.http_port) == ("housing", 8080)
         assert args is services["transformer"]["command"] or parsed.logger_url
@@ -210,7 +215,7 @@ def test_every_command_parses_with_the_real_programs(renders: dict[str, Render])
     detector = renders["defaults"].one("Deployment", "housing-housing-kserve-detector")
     for args in (
         services["detector"]["command"],
-        detector["spec"]["template"]["spec"]["containers"][0]["args"],
+        kube.container_args(detector["spec"]["template"]["spec"]["containers"][0]),
     ):
         parsed = detector_parser().parse_args(args)
         assert (
