@@ -253,6 +253,8 @@ class HousingModelServer(ModelServer):
         reuse_port: Listen only once ready, on ports shared with a replacement (``SO_REUSEPORT``).
         flushes: What the server holds, flushed once it has stopped serving: ``(what, step)`` pairs, each
             ``step`` a blocking call that returns what it did, with counts (logged).
+        warm: With ``reuse_port``, awaited once ready and before listening (the transformer reads its
+            predictors' metadata and opens its channels: a replacement's first answers are not cold).
         **kwargs: Passed to ``kserve.ModelServer`` (ports, workers, predictor config, ...).
     """
 
@@ -266,6 +268,7 @@ class HousingModelServer(ModelServer):
         grace_period: float | None = None,
         reuse_port: bool = False,
         flushes: list[tuple[str, Callable[[], str]]] | None = None,
+        warm: Callable[[], Awaitable[None]] | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -276,6 +279,8 @@ class HousingModelServer(ModelServer):
         self.grace_period = self.shutdown.grace  # KServe's: uvicorn's and gRPC's graceful shutdown
         self.reuse_port = reuse_port
         self.flushes = list(flushes or [])
+        self.warm = warm
+        self._warmed = False
         self.dataplane = ServingDataPlane(component, upstream, model_registry=self.registered_models)
         self.model_repository_extension = ClosedRepositoryExtension(model_registry=self.registered_models)
         if self.workers > 1:
@@ -320,7 +325,7 @@ class HousingModelServer(ModelServer):
         from kserve.model_server import args as kserve_args
 
         self._register_and_check_atleast_one_model_is_ready(models)
-        ready = self.dataplane.ready if self.reuse_port else None
+        ready = self._ready_and_warm if self.reuse_port else None
         self._rest_server = rest_server(
             self.edge,
             self.shutdown,
@@ -350,6 +355,15 @@ class HousingModelServer(ModelServer):
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()
         asyncio.run(self._serve())
+
+    async def _ready_and_warm(self) -> bool:
+        """Ready (:meth:`ServingDataPlane.ready`), and warmed up once (``warm``)."""
+        if not await self.dataplane.ready():
+            return False
+        if self.warm is not None and not self._warmed:
+            self._warmed = True
+            await self.warm()
+        return True
 
     async def _serve(self) -> None:
         """Serve until a signal (:class:`serving.lifecycle.Shutdown`), drain, then flush and unload."""

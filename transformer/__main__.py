@@ -282,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         enable_latency_logging=args.enable_latency_logging,
         grace_period=args.grace_period,
         reuse_port=args.reuse_port,
+        warm=router.warm,
         # Once no request is served any more: the inference log's last batch goes to the detector.
         flushes=[("the inference log", request_logger.close)] if request_logger is not None else [],
         # KServe keeps this in its context; the calls themselves go through the router's own clients.
