@@ -134,10 +134,16 @@ def names_exist(tokens: list[str]) -> str | None:
     """Why ``housing TOKENS``, named in prose, is wrong: a sub-command or a flag that does not exist."""
     parser = housing_parser()
     options = set(parser._option_string_actions)
+    takes_value = False
     for token in tokens:
         if token == "...":  # "any arguments": nothing more to check
             break
         if token.startswith("-"):
+            action = parser._option_string_actions.get(token.split("=")[0])
+            takes_value = "=" not in token and action is not None and action.nargs != 0
+            continue
+        if takes_value:  # the value of `--log-level DEBUG`, not a sub-command
+            takes_value = False
             continue
         commands = next(
             (a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None

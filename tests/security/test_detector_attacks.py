@@ -459,17 +459,23 @@ def test_megabytes_of_ids_in_batches_leave_memory_and_state_flat(target: Target)
     """The issue's attack moved into the body: 2,000 events whose ids hold 60 MB in all, in 20 batches of
     3 MB (within the edge's 10 MiB), once grew the detector and its state file by as much."""
     detector = target.detector
-    before, memory = seen(detector), rss_bytes(detector)
+    before = seen(detector)
     long_id = "i" * 30_000
-    for batch in range(20):
-        elements = forged_pairs(target, 50, lambda index: {})
-        for number, element in enumerate(elements):
-            element["id"] = f"{batch}-{number // 2}-{long_id}"
-        answer = detector.send_batch(elements)
-        assert answer.status_code == 400 and answer.json()["accepted"] == 0
-        assert answer.json()["error"].startswith("[0].id: must be 1 to 256 printable ASCII characters")
+
+    def attack(batches: range) -> None:
+        for batch in batches:
+            elements = forged_pairs(target, 50, lambda index: {})
+            for number, element in enumerate(elements):
+                element["id"] = f"{batch}-{number // 2}-{long_id}"
+            answer = detector.send_batch(elements)
+            assert answer.status_code == 400 and answer.json()["accepted"] == 0
+            assert answer.json()["error"].startswith("[0].id: must be 1 to 256 printable ASCII characters")
+
+    attack(range(4))  # the parser's buffers for 3 MB bodies: the allocator keeps them, which is not a leak
+    memory = rss_bytes(detector)
+    attack(range(4, 20))
     assert_nothing_kept(detector, before)
-    assert rss_bytes(detector) - memory < 20 * MB
+    assert rss_bytes(detector) - memory < 20 * MB  # 48 MB more ids, none of them kept
     assert long_id not in json.dumps(target.state())
 
 

@@ -33,6 +33,7 @@ import pytest
 
 from housing.processes import Service, free_port, python_service, wait_until
 from model.artifact import DLE_FILE, MODEL_FILE, ONNX, ONNX_SHA256, load_artifact, read_metadata
+from serving.policy import lookup, rows_limit
 from tests.conftest import ROOT
 from tests.detector.conftest import metric_value
 from tests.serving.conftest import MODEL, Server, start_predictor, start_transformer
@@ -48,8 +49,9 @@ HOUSE = {
 # the suite ran unchanged against main (without serving/inputs.py) to see every case fail there first.
 ID_RULE = "must be 1 to 256 printable ASCII characters, without spaces"
 NESTING_RULE = "body: JSON nested deeper than 100 levels"
-PREDICTOR_ROWS = EXPLAINER_ROWS = 1000
-"""The predictor's and the explainer's default --max_batch_rows."""
+PREDICTOR_ROWS = rows_limit("predictor", f"/v1/models/{MODEL}:predict")
+EXPLAINER_ROWS = rows_limit("explainer", f"/v1/models/{MODEL}:explain")
+"""The predictor's and the explainer's default --max_batch_rows: the policy table's (serving/policy.py)."""
 BAD_IDS = {
     "non-ascii": "price-€",
     "crlf": "a\r\nx-injected: 1",
@@ -57,7 +59,8 @@ BAD_IDS = {
     "too-long": "x" * 10_000,
     "space": "two words",
 }
-DEEP = b"[" * 100_000 + b"]" * 100_000
+DEEP = b"[" * 5_000 + b"]" * 5_000
+"""Fifty times the depth allowed, within every route's byte limit (the original /predict's 16 KiB too)."""
 JSON = {"content-type": "application/json"}
 
 
@@ -416,7 +419,7 @@ def test_deeply_nested_json_is_a_400_naming_the_rule(servers: Servers, case: str
 
 @pytest.mark.parametrize(
     ("target", "rows", "protocol"),
-    [("predictor", 60_000, "v1"), ("predictor", 60_000, "v2"), ("explainer", 20_000, "v1")],
+    [("predictor", 5_000, "v1"), ("predictor", 5_000, "v2"), ("explainer", 5_000, "v1")],
 )
 def test_more_rows_than_the_limit_are_refused_before_the_work(
     servers: Servers, reference_rows: np.ndarray, target: str, rows: int, protocol: str
@@ -429,7 +432,8 @@ def test_more_rows_than_the_limit_are_refused_before_the_work(
         path, body = f"/v2/models/{MODEL}/infer", tensor_v2("rows", houses)
     else:
         body = {"instances": houses.tolist()}
-    memory, began = rss_mb(server.service), time.monotonic()
+    assert len(json.dumps(body)) < lookup(target, path).limits.body_bytes  # type: ignore[union-attr]
+    memory, began = rss_mb(server.service), time.monotonic()  # within the byte limit: the rows rule refuses
     reply = send(server.http_port, path, body, JSON)
     assert reply.status == 400, (reply.status, reply.body[:200])
     field = "input-0" if protocol == "v2" else "instances"

@@ -16,6 +16,7 @@ import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
+from serving.policy import lookup
 from tests.security.attacks import (
     HOUSE,
     LOOPBACK,
@@ -213,13 +214,17 @@ def test_many_large_headers_are_431(auth_stack: AuthStack) -> None:
 
 
 BODY_LIMITS = [
-    ("transformer", "/v1/models/housing:predict", "predict", 1 << 20),
-    ("transformer", "/predict", "predict", 16 << 10),
-    ("predictor", "/v2/models/housing/infer", None, 1 << 20),
-    ("explainer", "/v1/models/housing:explain", None, 256 << 10),
-    ("detector", "/feedback", "feedback", 1 << 20),
-    ("detector", "/", "ingest", 10 << 20),
+    (component, path, role, lookup(component, path).limits.body_bytes)  # type: ignore[union-attr]
+    for component, path, role in [
+        ("transformer", "/v1/models/housing:predict", "predict"),
+        ("transformer", "/predict", "predict"),
+        ("predictor", "/v2/models/housing/infer", None),
+        ("explainer", "/v1/models/housing:explain", None),
+        ("detector", "/feedback", "feedback"),
+        ("detector", "/", "ingest"),
+    ]
 ]
+"""The limits the servers enforce are the policy table's (serving/policy.py), the one place they are set."""
 
 
 @pytest.mark.parametrize(("component", "path", "role", "limit"), BODY_LIMITS)
