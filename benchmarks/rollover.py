@@ -364,6 +364,12 @@ class RolloverStack:
                 continue
         return service
 
+    def stop(self) -> None:
+        """Stop the transformer first (its logger's last batch reaches the detector), then the rest."""
+        if "transformer" in self.services:
+            self.remove("transformer")
+        self.stack.stop(timeout=30)
+
     def remove(self, name: str) -> None:
         """Stop ``name`` (SIGTERM: it drains)."""
         service = self.services.pop(name)
@@ -611,10 +617,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         artifact = args.artifact or latest_artifact() or build_artifact(workdir / "artifact", fast=True)
-        stack = Stack(workdir)
+        rollover = RolloverStack(Stack(workdir), workdir, artifact)
         labeller = None
         try:
-            rollover = RolloverStack(stack, workdir, artifact).start()
+            rollover.start()
             rate, p50_ms = capacity(rollover.url("transformer"), workdir)
             delay_ms = max(0.0, 1000 * args.clients / (LOAD_SHARE * rate) - p50_ms)
             print(f"capacity {rate:.0f} requests/s (closed loop, 16 connections, p50 {p50_ms:.1f} ms); "
@@ -627,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             if labeller is not None:
                 labeller.stop()
-            stack.stop(timeout=30)
+            rollover.stop()
         account(results, labeller, workdir)
     print(table(results))
     missed = [f"{r.step}: {name}" for r in results for name, met in r.targets().items() if not met]

@@ -110,11 +110,16 @@ def listens(pid: int, port: int) -> bool:
     return False
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """End a process with SIGTERM (so it saves its state and coverage), then SIGKILL after ``timeout`` s."""
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0, *, signalled: bool = False) -> None:
+    """End a process with SIGTERM (so it saves its state and coverage), then SIGKILL after ``timeout`` s.
+
+    ``signalled``: it has had its SIGTERM already; a second one would stop a draining server at once, its
+    flush skipped (serving/lifecycle.py), so it is only waited for.
+    """
     if process.poll() is not None:
         return
-    process.terminate()
+    if not signalled:
+        process.terminate()
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -148,6 +153,7 @@ class Service:
     cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+    _signalled: bool = field(default=False, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -172,6 +178,7 @@ class Service:
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_path, "wb" if fresh_log else "ab")  # noqa: SIM115 (closed in stop())
+        self._signalled = False
         self.process = subprocess.Popen(
             list(self.command),
             stdout=self._log,
@@ -218,6 +225,7 @@ class Service:
         """Send it SIGTERM without waiting (:meth:`stop` waits)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            self._signalled = True
 
     def kill(self) -> None:
         """Send it SIGKILL and wait for it to end (a crash: nothing is drained or saved)."""
@@ -238,7 +246,7 @@ class Service:
     def stop(self, timeout: float = 15.0) -> None:
         """Stop it (see :func:`stop_process`) and close its log; nothing happens if it is not running."""
         if self.process is not None:
-            stop_process(self.process, timeout)
+            stop_process(self.process, timeout, signalled=self._signalled)
         if self._log is not None:
             self._log.close()
 
