@@ -157,7 +157,8 @@ class Labeller:
     failed: Counter[str] = field(default_factory=Counter)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
-    _due: deque[tuple[float, str, str]] = field(default_factory=deque)
+    _due: deque[tuple[float, float, str, str]] = field(default_factory=deque)
+    """Labels to post: (when, until when, step, request id)."""
 
     def start(self) -> Labeller:
         """Start predicting and labelling in two threads (on the load core: this process is pinned there)."""
@@ -189,7 +190,8 @@ class Labeller:
                 predict = functools.partial(client.post, url, json=body, headers=headers)
                 if _retrying(predict):
                     self.predicted[step] += 1
-                    self._due.append((time.monotonic() + LABEL_DELAY, step, request_id))
+                    due = time.monotonic() + LABEL_DELAY
+                    self._due.append((due, due + RETRY_SECONDS, step, request_id))
 
     def _label(self) -> None:
         import httpx
@@ -199,9 +201,14 @@ class Labeller:
                 if not self._due or self._due[0][0] > time.monotonic():
                     time.sleep(0.05)
                     continue
-                _, step, request_id = self._due.popleft()
+                _, until, step, request_id = self._due.popleft()
                 label = {"id": request_id, "value": 24.0}
-                posted = _retrying(functools.partial(client.post, self.detector + "/feedback", json=label))
+                posted = _attempt(functools.partial(client.post, self.detector + "/feedback", json=label))
+                if posted is None and time.monotonic() < until:
+                    # Again later, behind the others: a label whose inference was lost (404 until `until`)
+                    # must not hold back the labels due after it.
+                    self._due.append((time.monotonic() + 0.2, until, step, request_id))
+                    continue
                 (self.posted if posted else self.failed)[step] += 1
 
 
@@ -210,24 +217,33 @@ LABEL_DELAY = 1.0
 detector: until it has, ``/feedback`` answers 404 and the label is sent again)."""
 
 
-def _retrying(send: Callable[[], Any], seconds: float = 60.0) -> bool:
-    """``send()`` until it answers 200, while the server is away (refused, 503) or knows no such id (404).
+RETRY_SECONDS = 60.0
+"""How long a prediction or a label is sent again while the server is away or does not know the id yet."""
+
+
+def _attempt(send: Callable[[], Any]) -> bool | None:
+    """``send()`` once: ``True`` answered 200; ``None`` to try again (refused, 503, 404); ``False`` refused.
 
     A 404 from ``/feedback``: the inference has not reached the detector yet (the logger keeps it meanwhile).
     """
     import httpx
 
+    try:
+        response = send()
+    except httpx.TransportError:
+        return None
+    if response.status_code == 200:
+        return True
+    return None if response.status_code in (404, 503) else False
+
+
+def _retrying(send: Callable[[], Any], seconds: float = RETRY_SECONDS) -> bool:
+    """``send()`` until it answers 200, while :func:`_attempt` says to try again, for ``seconds`` at most."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        try:
-            response = send()
-        except httpx.TransportError:
-            time.sleep(0.2)
-            continue
-        if response.status_code == 200:
-            return True
-        if response.status_code not in (404, 503):
-            return False
+        outcome = _attempt(send)
+        if outcome is not None:
+            return outcome
         time.sleep(0.2)
     return False
 
