@@ -56,10 +56,10 @@ def collector() -> Iterator[ThreadingHTTPServer]:
     server.server_close()
 
 
-@pytest.fixture
-def predictor(artifact_dir: Path, tmp_path: Path) -> Iterator[Server]:
-    """A predictor of its own: the tests stop and continue it."""
-    server = start_predictor(tmp_path, str(artifact_dir))
+@pytest.fixture(scope="module")
+def predictor(artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A predictor of this module's own: the tests stop and continue it (each continues it when done)."""
+    server = start_predictor(tmp_path_factory.mktemp("drain"), str(artifact_dir))
     server.service.wait_ready(f"{server.url}/v2/health/ready")
     yield server
     os.kill(server.service.pid, signal.SIGCONT)
@@ -95,19 +95,21 @@ def test_sigterm_answers_requests_in_flight_then_flushes_the_inference_log(
     )  # fmt: skip
     answered = [_send(transformer.url, f"before-{number}") for number in range(20)]
     assert answered == [200] * 20
-    assert collector.events == []  # type: ignore[attr-defined]  (held in the logger's buffer)
+    assert collector.events == []  # type: ignore[attr-defined]  # held in the logger's buffer
     probe = httpx.Client(timeout=10)
     assert probe.get(transformer.url + "/v2/health/ready").status_code == 200  # a kept-alive connection
     os.kill(predictor.service.pid, signal.SIGSTOP)
     with ThreadPoolExecutor(8) as pool:
-        in_flight = [pool.submit(_send, transformer.url, f"in-flight-{number}") for number in range(8)]
-        time.sleep(1.0)  # the 8 wait on the stopped predictor
-        transformer.service.terminate()
-        # Readiness turns red first: over the connection already open, and no new connection is taken.
-        wait_until(lambda: probe.get(transformer.url + "/v2/health/ready").status_code == 503, timeout=5)
-        wait_until(lambda: not listening(transformer.http_port), timeout=5)
-        assert transformer.service.running()  # still draining: its requests are in flight
-        os.kill(predictor.service.pid, signal.SIGCONT)
+        try:
+            in_flight = [pool.submit(_send, transformer.url, f"in-flight-{number}") for number in range(8)]
+            time.sleep(1.0)  # the 8 wait on the stopped predictor
+            transformer.service.terminate()
+            # Readiness turns red first: over the connection already open, and no new connection is taken.
+            wait_until(lambda: probe.get(transformer.url + "/v2/health/ready").status_code == 503, timeout=5)
+            wait_until(lambda: not listening(transformer.http_port), timeout=5)
+            assert transformer.service.running()  # still draining: its requests are in flight
+        finally:
+            os.kill(predictor.service.pid, signal.SIGCONT)  # the next test's predictor too
         assert [future.result() for future in in_flight] == [200] * 8
     assert transformer.service.process is not None and transformer.service.process.wait(timeout=20) == 0
     events = collector.events  # type: ignore[attr-defined]
