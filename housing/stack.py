@@ -145,7 +145,9 @@ def services(
     """
     python = sys.executable
     explainer = getattr(args, "explainer", False)
-    edge = edge_flags(args)
+    # Every KServe server shares its ports with its replacement in a rolling restart (Stack.replace) and
+    # listens only once ready: SO_REUSEPORT, with no process in the path (docs/rollout.md says why).
+    edge = [*edge_flags(args), "--reuse_port"]
     logger_env = {LOGGER_KEY_ENV: ingest_key()} if getattr(args, "auth", False) and args.detector else {}
     return [
         Service(
@@ -180,7 +182,7 @@ def services(
             "detector",
             [python, "-m", "detector", "--storage_uri", storage_uri,
              "--http_port", str(args.detector_port), "--state_dir", str(var_dir() / "detector"),
-             "--archive_uri", archive_uri(args), *edge],
+             "--archive_uri", archive_uri(args), *edge_flags(args)],
             args.detector_port,
             env=env,
         )] if args.detector else []),
@@ -306,6 +308,7 @@ def run(args: argparse.Namespace) -> int:
             # (else HousingComponentDown counts their start-up); MLflow, which the prediction does not need,
             # after the prediction (AFTER_THE_PREDICTION).
             planned = services(args, storage_uri, env, model_sha256=sha256)
+            check_ports_free(args)
             first = [service for service in planned if service.name not in AFTER_THE_PREDICTION]
             started = [stack.start(service) for service in first]
             for service in started:
@@ -340,6 +343,29 @@ def run(args: argparse.Namespace) -> int:
             return 1
         finally:
             stack.stop()
+
+
+def check_ports_free(args: argparse.Namespace) -> None:
+    """Refuse to start on a port something listens on already (another ``housing up``, say).
+
+    The servers share their ports on purpose (``--reuse_port``, for rolling restarts): without this check a
+    second stack would silently take half of the first one's connections.
+
+    Raises:
+        RuntimeError: A port is in use; the message names it and its flag.
+    """
+    from housing.processes import listening
+
+    flags = ["predictor_port", "predictor_grpc_port", "transformer_port", "transformer_grpc_port"]
+    flags += ["detector_port"] if args.detector else []
+    flags += ["explainer_port"] if getattr(args, "explainer", False) else []
+    for flag in flags:
+        port = getattr(args, flag)
+        if listening(port):
+            option = "--" + flag.replace("_", "-")
+            raise RuntimeError(
+                f"port {port} ({option}) is in use: another housing up? Choose another with {option}"
+            )
 
 
 AFTER_THE_PREDICTION = ("mlflow",)
