@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 from housing.sequential import CHALLENGER, CHAMPION
@@ -19,6 +18,9 @@ class OutcomesError(RuntimeError):
 
 def fetch_outcomes(detector: str) -> dict[str, dict[str, list[float]]]:
     """The detector's labelled predictions per ``endpoint/model_version``."""
+    # Here, not at the top: the trainer image (training extra, no httpx) imports this module for `housing`.
+    import httpx
+
     try:
         response = httpx.get(f"{detector.rstrip('/')}/outcomes", timeout=10)
     except httpx.HTTPError as error:
