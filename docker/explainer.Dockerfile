@@ -12,11 +12,14 @@ WORKDIR /src
 # pip gets a venv of its own, so /opt/venv (what the image runs) holds the extra's packages and nothing else.
 RUN python -m venv /opt/pip && /opt/pip/bin/pip install --no-cache-dir "pip==25.3" \
     && python -m venv --without-pip /opt/venv
-COPY docker/bytecode.py docker/constraints.txt pyproject.toml README.md ./
+# pyproject.toml names README.md as the package's description: an empty one here, so that editing the README
+# rebuilds no image.
+COPY docker/bytecode.py docker/constraints.txt pyproject.toml ./
 COPY model/ model/
 COPY serving/ serving/
 COPY explainer/ explainer/
-RUN /opt/pip/bin/pip --python /opt/venv/bin/python install --no-cache-dir --no-compile -c constraints.txt ".[explainer]" \
+RUN touch README.md \
+    && /opt/pip/bin/pip --python /opt/venv/bin/python install --no-cache-dir --no-compile -c constraints.txt ".[explainer]" \
     && /opt/venv/bin/python -I -B bytecode.py explainer.__main__
 
 FROM python:3.11.13-slim-bookworm

@@ -1,6 +1,6 @@
 """docker/compose.yaml run with podman: each service's image, command, environment and hardening, as written.
 
-No Docker engine runs here; podman (Debian's) runs the images ``housing.images`` built. Each compose service
+No Docker engine runs here; podman (Debian's) runs the images ``images.build`` built. Each compose service
 becomes one ``podman run`` on a bridge network of its own where the service name is the host name, so every
 server listens on 8080 as in compose and on Kubernetes. What compose says is what runs: the command, the
 environment, ``read_only``, ``tmpfs``, ``cap_drop``, ``security_opt``, named volumes, published ports (on free

@@ -1,6 +1,6 @@
 """Fixtures of the image tests: the images built once per session, what each holds, the stack run from them.
 
-The images come from ``housing.images.ensure`` (what ``./dev images`` runs): built once per run, reused
+The images come from ``images.build.ensure`` (what ``./dev images`` runs): built once per run, reused
 after; ``./dev test`` starts that build in the background when it runs the whole suite, and these tests run
 last (tests/conftest.py), so they usually find the images built. The stack is docker/compose.yaml's, run with
 podman (tests/images/compose.py): MLflow and the trainer from the trainer image, the trainer training (in
@@ -24,9 +24,9 @@ from unittest.mock import patch
 import httpx
 import pytest
 
-from housing.images import DEFAULT, RUNTIME, Built, ensure
 from housing.processes import Service, free_port, listening, wait_until
 from housing.stack import AZURITE_ACCOUNT, azurite_connection_string, azurite_service
+from images.build import IMAGES, RUNTIME, Built, ensure
 from tests.conftest import require, require_tool
 from tests.images.compose import Compose, Container, podman, podman_process, ulimits
 
@@ -52,6 +52,7 @@ print(json.dumps({
     "pip": importlib.util.find_spec("pip") is not None,
     "sklearn": importlib.util.find_spec("sklearn") is not None,
     "compilers": [name for name in ("cc", "gcc", "g++", "c++", "clang", "tcc") if shutil.which(name)],
+    "stats_backend": os.environ.get("STATS_BACKEND"),
     "distributions": {d.metadata["Name"]: {"version": d.version, "requires": d.requires or []}
                       for d in metadata.distributions()},
     "environment": environment,
@@ -61,11 +62,11 @@ print(json.dumps({
 
 @pytest.fixture(scope="session")
 def built() -> dict[str, Built]:
-    """The five images, built (or found up to date) once per session."""
+    """Every image (the five and detector-oss), built or found up to date once per session."""
     for tool in ("buildah", "podman", "mmdebstrap", RUNTIME):
         require_tool(tool)
     require(os.geteuid() == 0, "building and running images here needs root (rootful buildah and podman)")
-    return {item.image.name: item for item in ensure(DEFAULT, say=lambda line: print(line, flush=True))}
+    return {item.image.name: item for item in ensure(list(IMAGES), say=lambda line: print(line, flush=True))}
 
 
 def run_in(image: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

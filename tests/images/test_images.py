@@ -19,8 +19,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from housing.images import IMAGES, Built
 from housing.processes import wait_until
+from images.build import IMAGES, Built
 from model.schema import ALL_FEATURES
 from tests.conftest import ROOT
 from tests.images.compose import podman
@@ -66,7 +66,7 @@ def closure(distributions: dict[str, Any], extra: str, environment: dict[str, st
     return {name for name, _ in seen}
 
 
-@pytest.mark.parametrize("name", sorted(name for name in IMAGES if name != "detector-oss"))
+@pytest.mark.parametrize("name", sorted(IMAGES))
 def test_each_image_holds_its_dependency_group_and_nothing_more(
     name: str, inventories: dict[str, dict[str, Any]]
 ) -> None:
@@ -85,7 +85,7 @@ def test_each_image_holds_its_dependency_group_and_nothing_more(
     assert not inventory["pip"], "pip is importable at run time"
 
 
-@pytest.mark.parametrize("name", sorted(name for name in IMAGES if name != "detector-oss"))
+@pytest.mark.parametrize("name", sorted(IMAGES))
 def test_each_image_runs_as_10001_without_a_compiler(
     name: str, inventories: dict[str, dict[str, Any]]
 ) -> None:
@@ -101,13 +101,24 @@ def test_the_predictor_image_has_no_scikit_learn(inventories: dict[str, dict[str
     assert inventories["explainer"]["sklearn"], "the explainer needs scikit-learn's trees"
 
 
-@pytest.mark.parametrize("name", sorted(name for name in IMAGES if name != "detector-oss"))
+def test_the_detector_oss_image_runs_the_scipy_backend_without_alibi_detect(
+    inventories: dict[str, dict[str, Any]],
+) -> None:
+    installed = {canonicalize_name(name) for name in inventories["detector-oss"]["distributions"]}
+    assert "alibi-detect" not in installed and "alibi-detect" in {
+        canonicalize_name(name) for name in inventories["detector"]["distributions"]
+    }
+    assert inventories["detector-oss"]["stats_backend"] == "scipy"
+    assert inventories["detector"]["stats_backend"] == "alibi-detect"
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
 def test_python_m_pip_is_unusable_in_each_image(name: str, built: dict[str, Built]) -> None:
     result = run_in(built[name].id, "-m", "pip", "--version")
     assert result.returncode != 0 and "No module named pip" in result.stderr, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("name", sorted(name for name in IMAGES if name != "detector-oss"))
+@pytest.mark.parametrize("name", sorted(IMAGES))
 def test_licences_inside_each_image(name: str, built: dict[str, Built]) -> None:
     """The licence checker (scripts/check_licences.py) run by each image's own Python, strict when present."""
     if not LICENCES.is_file():

@@ -18,18 +18,18 @@ from typing import Any
 import pytest
 import yaml
 
-from housing.images import IMAGES, dockerfile_instructions
+from images.build import IMAGES, dockerfile_instructions
 from tests.conftest import ROOT, require_tool
 from tests.k8s.conftest import Render
 
 DOCKER = ROOT / "docker"
 EXTRAS = {name: image.extra for name, image in IMAGES.items() if image.dockerfile == f"{name}.Dockerfile"}
-"""Each Dockerfile's extra of pyproject.toml (housing/images.py, which ./dev images builds from)."""
+"""Each Dockerfile's extra of pyproject.toml (images/build.py, which ./dev images builds from)."""
 AZURITE_MODEL = "http://azurite:10000/devstoreaccount1/models/housing/latest"
 
 
 def instructions(name: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs of ``docker/NAME.Dockerfile`` (what housing/images.py reads too)."""
+    """(INSTRUCTION, arguments) pairs of ``docker/NAME.Dockerfile`` (what images/build.py reads too)."""
     return dockerfile_instructions(DOCKER / f"{name}.Dockerfile")
 
 
@@ -93,7 +93,6 @@ def test_dockerignore_keeps_the_context_small() -> None:
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     assert allowed == {
         "pyproject.toml",
-        "README.md",
         "docker/constraints.txt",
         "docker/bytecode.py",
         "model",
