@@ -308,8 +308,8 @@ def build(image: Image, *, wheels: Path, inputs: str, log: Path) -> None:
     pip_conf.write_text(f"[global]\nno-index = true\nfind-links = {WHEELS}\n")
     command = [
         "buildah", "build", "--isolation", "oci", "--runtime", RUNTIME, "--network", "none", "--pull=never",
-        # steps the Dockerfiles share (the build stage's pip venv, the final stage's user) are built once
-        "--layers",
+        # No --layers: its intermediate images (a copy of each build stage's environment among them) piled up
+        # to 25 GB in a day of builds, for a cache that saves about 15 s an image.
         "--file", str(image.path), "--tag", image.tag, "--label", f"{INPUTS_LABEL}={inputs}",
         *(f"--build-arg={key}={value}" for key, value in image.build_args.items()),
         "--volume", f"{wheels}:{WHEELS}:ro", "--volume", f"{pip_conf}:/etc/pip.conf:ro",
@@ -375,12 +375,15 @@ def ensure(
             info = inspect(image.tag)
             built_now = rebuild or info is None or _labels(info).get(INPUTS_LABEL) != inputs
             if built_now:
+                replaced = None if info is None else str(info["FromImageID"])
                 say(f"building {image.tag} from docker/{image.dockerfile} ...")
                 started = time.monotonic()
                 build(image, wheels=wheels, inputs=inputs, log=state_dir() / f"{name}.log")
                 record[name] = {"seconds": round(time.monotonic() - started, 1), "inputs": inputs}
                 record_path.write_text(json.dumps(record, indent=2))
                 info = inspect(image.tag)
+                if replaced is not None:  # the image this one replaces, unless another tag still names it
+                    subprocess.run(["buildah", "rmi", replaced], capture_output=True, check=False)
             if info is None:
                 raise RuntimeError(f"{image.tag} is not in the image store after its build")
             results.append(

@@ -214,7 +214,8 @@ class Compose:
     def down(self) -> None:
         """Remove every container, volume and the network."""
         for container in reversed(self.containers):
-            podman("rm", "--force", "--time", "5", container.name, check=False, timeout=120)
+            # --volumes: also the anonymous ones the images' VOLUME lines make where compose mounts none
+            podman("rm", "--force", "--volumes", "--time", "5", container.name, check=False, timeout=120)
         for volume in self.volumes:
             podman("volume", "rm", "--force", volume, check=False)
         podman("network", "rm", "--force", self.network, check=False)
