@@ -1,6 +1,11 @@
-"""Byte-compile the modules an image's entrypoint imports; run by each Dockerfile's build stage.
+"""Byte-compile the modules an image's process imports; run by each Dockerfile's build stage.
 
-    python -I -B bytecode.py MODULE [MODULE ...]
+    python -I -B bytecode.py MODULE [MODULE ...]      # MODULE? : imported only if it can be
+
+The MODULEs are the entrypoint and what it imports later, when it loads the model or handles a request
+(the components import their heavy libraries lazily, so that ``--help`` stays quick): with the entrypoint
+alone, 1,633 of the 1,795 modules the detector runs and 1,628 of the trainer's 2,761 had no .pyc and were
+compiled again at every start (about 12 s of the trainer's start at a load average of 10).
 
 The images run with a read-only root file system and PYTHONDONTWRITEBYTECODE=1, so a module that has no valid
 .pyc in the image is compiled again at every start. Compiling every installed module (``compileall``) made the
@@ -25,7 +30,11 @@ def main(modules: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     for name in modules:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name.rstrip("?"))
+        except ModuleNotFoundError:
+            if not name.endswith("?"):  # e.g. detector.alibi_tests? in the image without alibi-detect
+                raise
     sources = sorted(
         {
             path

@@ -2,7 +2,7 @@
 # Detector image: `python -m detector` (drift detection on the request logger's CloudEvents).
 # Build from the repository root: docker build -f docker/detector.Dockerfile -t ACR.azurecr.io/housing-detector:TAG .
 # Stage 1 installs only the "detector" extra of pyproject.toml (exact versions from docker/constraints.txt) into a
-# virtual environment and byte-compiles what its entrypoint imports (docker/bytecode.py); stage 2 copies
+# virtual environment and byte-compiles what its process imports (docker/bytecode.py); stage 2 copies
 # that environment onto a clean slim image: no pip, no pip cache, no build tools.
 # Both stages use the same pinned Python image (one patch version, Debian bookworm).
 # `./dev images` builds it on a local stand-in for that image (docs/images.md).
@@ -24,7 +24,9 @@ ARG STATS_BACKEND=alibi-detect
 RUN touch README.md \
     && extra=detector && if [ "$STATS_BACKEND" = scipy ]; then extra=detector-oss; fi \
     && /opt/pip/bin/pip --python /opt/venv/bin/python install --no-cache-dir --no-compile -c constraints.txt ".[$extra]" \
-    && /opt/venv/bin/python -I -B bytecode.py detector.__main__
+    && /opt/venv/bin/python -I -B bytecode.py detector.__main__ detector.app detector.stats detector.univariate \
+       "detector.alibi_tests?" model.artifact model.dle model.outliers model.storage azure.storage.blob azure.identity \
+       uvicorn scipy.stats scipy.spatial.distance
 
 FROM python:3.11.13-slim-bookworm
 # A numeric non-root user, so Kubernetes can verify runAsNonRoot without reading /etc/passwd.

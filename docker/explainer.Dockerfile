@@ -2,7 +2,7 @@
 # Explainer image: `python -m explainer` (KServe ModelServer answering :explain with exact TreeSHAP).
 # Build from the repository root: docker build -f docker/explainer.Dockerfile -t ACR.azurecr.io/housing-explainer:TAG .
 # Stage 1 installs only the "explainer" extra of pyproject.toml (exact versions from docker/constraints.txt) into a
-# virtual environment and byte-compiles what its entrypoint imports (docker/bytecode.py); stage 2 copies
+# virtual environment and byte-compiles what its process imports (docker/bytecode.py); stage 2 copies
 # that environment onto a clean slim image: no pip, no pip cache, no build tools.
 # Both stages use the same pinned Python image (one patch version, Debian bookworm).
 # `./dev images` builds it on a local stand-in for that image (docs/images.md).
@@ -20,7 +20,8 @@ COPY serving/ serving/
 COPY explainer/ explainer/
 RUN touch README.md \
     && /opt/pip/bin/pip --python /opt/venv/bin/python install --no-cache-dir --no-compile -c constraints.txt ".[explainer]" \
-    && /opt/venv/bin/python -I -B bytecode.py explainer.__main__
+    && /opt/venv/bin/python -I -B bytecode.py explainer.__main__ explainer.model model.storage azure.storage.blob \
+       azure.identity shap joblib sklearn.pipeline sklearn.compose sklearn.ensemble sklearn.preprocessing
 
 FROM python:3.11.13-slim-bookworm
 # A numeric non-root user, so Kubernetes can verify runAsNonRoot without reading /etc/passwd.

@@ -4,7 +4,7 @@
 # without model.onnx, install ".[predictor-sklearn]" instead (docs/serving.md).
 # Build from the repository root: docker build -f docker/predictor.Dockerfile -t ACR.azurecr.io/housing-predictor:TAG .
 # Stage 1 installs only the "predictor" extra of pyproject.toml (exact versions from docker/constraints.txt) into a
-# virtual environment and byte-compiles what its entrypoint imports (docker/bytecode.py); stage 2 copies
+# virtual environment and byte-compiles what its process imports (docker/bytecode.py); stage 2 copies
 # that environment onto a clean slim image: no pip, no pip cache, no build tools.
 # Both stages use the same pinned Python image (one patch version, Debian bookworm).
 # `./dev images` builds it on a local stand-in for that image (docs/images.md).
@@ -22,7 +22,8 @@ COPY serving/ serving/
 COPY predictor/ predictor/
 RUN touch README.md \
     && /opt/pip/bin/pip --python /opt/venv/bin/python install --no-cache-dir --no-compile -c constraints.txt ".[predictor]" \
-    && /opt/venv/bin/python -I -B bytecode.py predictor.__main__
+    && /opt/venv/bin/python -I -B bytecode.py predictor.__main__ model.compiled model.storage azure.storage.blob \
+       azure.identity onnxruntime
 
 FROM python:3.11.13-slim-bookworm
 # A numeric non-root user, so Kubernetes can verify runAsNonRoot without reading /etc/passwd.

@@ -2,7 +2,7 @@
 # Trainer image: `housing train` (train, quality gate, MLflow registration, publish to Blob Storage).
 # Build from the repository root: docker build -f docker/trainer.Dockerfile -t ACR.azurecr.io/housing-trainer:TAG .
 # Stage 1 installs only the "training" extra of pyproject.toml (exact versions from docker/constraints.txt) into a
-# virtual environment and byte-compiles what its entrypoint imports (docker/bytecode.py); stage 2 copies
+# virtual environment and byte-compiles what its process imports (docker/bytecode.py); stage 2 copies
 # that environment onto a clean slim image: no pip, no pip cache, no build tools.
 # Both stages use the same pinned Python image (one patch version, Debian bookworm).
 # `./dev images` builds it on a local stand-in for that image (docs/images.md).
@@ -22,7 +22,8 @@ COPY housing/ housing/
 COPY detector/ detector/
 RUN touch README.md \
     && /opt/pip/bin/pip --python /opt/venv/bin/python install --no-cache-dir --no-compile -c constraints.txt ".[training]" \
-    && /opt/venv/bin/python -I -B bytecode.py housing.cli model.train
+    && /opt/venv/bin/python -I -B bytecode.py housing.cli model.train_cli model.train model.tracking model.compiled \
+       model.importance model.plots model.publish mlflow.sklearn mlflow.onnx mlflow.server.fastapi_app
 
 FROM python:3.11.13-slim-bookworm
 # A numeric non-root user, so Kubernetes can verify runAsNonRoot without reading /etc/passwd.

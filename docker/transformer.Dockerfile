@@ -2,7 +2,7 @@
 # Transformer image: `python -m transformer` (feature validation, V1/V2 in, V2 to the predictor).
 # Build from the repository root: docker build -f docker/transformer.Dockerfile -t ACR.azurecr.io/housing-transformer:TAG .
 # Stage 1 installs only the "transformer" extra of pyproject.toml (exact versions from docker/constraints.txt) into a
-# virtual environment and byte-compiles what its entrypoint imports (docker/bytecode.py); stage 2 copies
+# virtual environment and byte-compiles what its process imports (docker/bytecode.py); stage 2 copies
 # that environment onto a clean slim image: no pip, no pip cache, no build tools.
 # Both stages use the same pinned Python image (one patch version, Debian bookworm).
 # `./dev images` builds it on a local stand-in for that image (docs/images.md).

@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -116,6 +117,7 @@ class Built:
         id: Its image id.
         size: Its size in bytes, uncompressed (what ``podman images`` shows).
         seconds: How long its last build took.
+        cpu_seconds: The CPU time its last build took (buildah and everything it ran).
         built_now: Whether this call built it (else it was up to date).
     """
 
@@ -123,6 +125,7 @@ class Built:
     id: str
     size: int
     seconds: float
+    cpu_seconds: float
     built_now: bool
 
 
@@ -157,6 +160,12 @@ def base_name() -> str:
     return base if "/" in base else f"docker.io/library/{base}"
 
 
+def children_cpu() -> float:
+    """CPU seconds (user and system) of the finished child processes so far: buildah, runc, pip inside."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _run(command: Sequence[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(command), input=stdin, check=True, text=True, capture_output=True)
 
@@ -184,7 +193,7 @@ def ensure_base(say: Callable[[str], None] = print) -> str:
     if info is not None:
         return str(info["FromImageID"])
     say(f"making the base {name} locally: Debian bookworm's python3 from Debian's packages (mmdebstrap)")
-    started = time.monotonic()
+    started, cpu = time.monotonic(), children_cpu()
     with tempfile.TemporaryDirectory(prefix="housing-base-") as tmp:
         rootfs = Path(tmp) / "rootfs.tar"
         _run(
@@ -214,7 +223,7 @@ def ensure_base(say: Callable[[str], None] = print) -> str:
         except BaseException:
             subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
             raise
-    say(f"base {name} made in {time.monotonic() - started:.0f} s")
+    say(f"base {name} made in {time.monotonic() - started:.0f} s ({children_cpu() - cpu:.0f} CPU s)")
     info = inspect(name)
     if info is None:
         raise RuntimeError(f"{name} is not in the image store after it was made")
@@ -259,7 +268,7 @@ def ensure_wheelhouse(say: Callable[[str], None] = print) -> tuple[Path, str]:
     if stamp.is_file() and stamp.read_text() == digest:
         return wheels, digest
     say(f"filling the wheelhouse {wheels} with the host's pip ({' '.join(requirements)})")
-    started = time.monotonic()
+    started, cpu = time.monotonic(), children_cpu()
     shutil.rmtree(wheels, ignore_errors=True)
     wheels.mkdir(parents=True)
     result = subprocess.run(
@@ -272,7 +281,10 @@ def ensure_wheelhouse(say: Callable[[str], None] = print) -> tuple[Path, str]:
     for sdist in wheels.glob("housing_kserve*"):  # the project itself is built inside the image
         sdist.unlink()
     stamp.write_text(digest)
-    say(f"wheelhouse filled in {time.monotonic() - started:.0f} s ({len(list(wheels.glob('*.whl')))} wheels)")
+    say(
+        f"wheelhouse filled in {time.monotonic() - started:.0f} s ({children_cpu() - cpu:.0f} CPU s, "
+        f"{len(list(wheels.glob('*.whl')))} wheels)"
+    )
     return wheels, digest
 
 
@@ -377,9 +389,13 @@ def ensure(
             if built_now:
                 replaced = None if info is None else str(info["FromImageID"])
                 say(f"building {image.tag} from docker/{image.dockerfile} ...")
-                started = time.monotonic()
+                started, cpu = time.monotonic(), children_cpu()
                 build(image, wheels=wheels, inputs=inputs, log=state_dir() / f"{name}.log")
-                record[name] = {"seconds": round(time.monotonic() - started, 1), "inputs": inputs}
+                record[name] = {
+                    "seconds": round(time.monotonic() - started, 1),
+                    "cpu_seconds": round(children_cpu() - cpu, 1),
+                    "inputs": inputs,
+                }
                 record_path.write_text(json.dumps(record, indent=2))
                 info = inspect(image.tag)
                 if replaced is not None:  # the image this one replaces, unless another tag still names it
@@ -389,7 +405,8 @@ def ensure(
             results.append(
                 Built(
                     image, str(info["FromImageID"]), image_size(image.tag),
-                    float(record.get(name, {}).get("seconds", 0.0)), built_now,
+                    float(record.get(name, {}).get("seconds", 0.0)),
+                    float(record.get(name, {}).get("cpu_seconds", 0.0)), built_now,
                 )
             )  # fmt: skip
             say(_row(results[-1]))
@@ -398,7 +415,10 @@ def ensure(
 
 def _row(built: Built) -> str:
     when = "built in" if built.built_now else "up to date; last build took"
-    return f"{built.image.tag:<40} {built.size / 1e6:7.0f} MB   {when} {built.seconds:.0f} s"
+    return (
+        f"{built.image.tag:<40} {built.size / 1e6:7.0f} MB   {when} {built.seconds:.0f} s "
+        f"({built.cpu_seconds:.0f} CPU s)"
+    )
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:

@@ -15,7 +15,7 @@ import os
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,15 +27,18 @@ import pytest
 from housing.processes import Service, free_port, listening, wait_until
 from housing.stack import AZURITE_ACCOUNT, azurite_connection_string, azurite_service
 from images.build import IMAGES, RUNTIME, Built, ensure
-from tests.conftest import require, require_tool
+from tests.conftest import ROOT, require, require_tool
 from tests.images.compose import Compose, Container, podman, podman_process, ulimits
 
 READY = {"mlflow": ("/health", 5000)}
 """Where a service says it is ready, when not ``/v2/health/ready`` on 8080 (the detector has it too)."""
 
-# What each image reports about itself: run by the image's own Python, standard library only.
+LICENCES = ROOT / "scripts" / "check_licences.py"
+"""The licence checker, mounted into each image and run by the image's own Python."""
+# What each image reports about itself, in one container run: run by the image's own Python, standard
+# library only, with what `python -m pip` and the licence checker (--json) answer there.
 INVENTORY = r"""
-import importlib.util, json, os, platform, shutil, sys
+import importlib.util, json, os, platform, shutil, subprocess, sys
 from importlib import metadata
 version = sys.implementation.version
 environment = {
@@ -47,9 +50,13 @@ environment = {
     "platform_python_implementation": platform.python_implementation(),
     "python_version": ".".join(platform.python_version_tuple()[:2]), "sys_platform": sys.platform,
 }
+pip = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True)
+licences = subprocess.run([sys.executable, "-I", sys.argv[1], "--json"], capture_output=True, text=True)
 print(json.dumps({
     "uid": os.getuid(), "gid": os.getgid(), "executable": sys.executable, "python": platform.python_version(),
     "pip": importlib.util.find_spec("pip") is not None,
+    "pip_run": {"code": pip.returncode, "output": pip.stdout + pip.stderr},
+    "licences": {"code": licences.returncode, "stdout": licences.stdout, "stderr": licences.stderr},
     "sklearn": importlib.util.find_spec("sklearn") is not None,
     "compilers": [name for name in ("cc", "gcc", "g++", "c++", "clang", "tcc") if shutil.which(name)],
     "stats_backend": os.environ.get("STATS_BACKEND"),
@@ -69,27 +76,24 @@ def built() -> dict[str, Built]:
     return {item.image.name: item for item in ensure(list(IMAGES), say=lambda line: print(line, flush=True))}
 
 
-def run_in(image: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_in(image: str, *args: str, volumes: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     """Run ``python ARGS`` in a fresh container of ``image``, as its own user, with no network."""
+    mounts = [option for volume in volumes for option in ("--volume", volume)]
     return podman_process(
-        "run",
-        "--rm",
-        "--interactive",
-        "--network",
-        "none",
-        *ulimits(),
-        "--entrypoint",
-        "python",
-        image,
-        *args,
-        stdin=stdin,
+        "run", "--rm", "--network", "none", *ulimits(), *mounts, "--entrypoint", "python", image, *args
     )
 
 
 @pytest.fixture(scope="session")
 def inventories(built: dict[str, Built]) -> dict[str, dict[str, Any]]:
     """What each image holds and runs as (:data:`INVENTORY`), one container run per image."""
-    return {name: json.loads(run_in(item.id, "-I", "-c", INVENTORY).stdout) for name, item in built.items()}
+    checker = f"{LICENCES}:/checks/{LICENCES.name}:ro"
+    return {
+        name: json.loads(
+            run_in(item.id, "-I", "-c", INVENTORY, f"/checks/{LICENCES.name}", volumes=[checker]).stdout
+        )
+        for name, item in built.items()
+    }
 
 
 @dataclass
@@ -122,12 +126,15 @@ def stack(built: dict[str, Built], tmp_path_factory: pytest.TempPathFactory) -> 
         azurite.log_path = location / "azurite.log"
         azurite.start()
         wait_until(lambda: listening(compose.azurite_port, compose.gateway), timeout=30, what="Azurite")
-        wait_ready(compose, containers["mlflow"], timeout=120)
+        # As compose does (depends_on without a condition orders the starts only), the trainer starts while
+        # MLflow is still starting: it trains first and reaches MLflow at the end (the client retries), which
+        # takes MLflow's start (30 to 60 s here) off the stack's start.
         started = time.monotonic()
         trainer = compose.up("trainer", command=[*compose.service("trainer")["command"], "--fast"])
         code = compose.wait(trainer, timeout=600)
         assert code == 0, f"the trainer exited with {code}:\n{compose.logs(trainer)}"
         print(f"trainer trained, registered and published in {time.monotonic() - started:.1f} s", flush=True)
+        wait_ready(compose, containers["mlflow"], timeout=60)
         # compose's depends_on orders the starts only: the transformer waits for its predictor by itself.
         servers = ("predictor", "explainer", "detector", "transformer")
         for name in servers:
