@@ -213,9 +213,11 @@ class Compose:
 
     def down(self) -> None:
         """Remove every container, volume and the network."""
-        for container in reversed(self.containers):
-            # --volumes: also the anonymous ones the images' VOLUME lines make where compose mounts none
-            podman("rm", "--force", "--volumes", "--time", "5", container.name, check=False, timeout=120)
+        if self.containers:
+            # One call: podman stops them all at once (one by one took 11 s). --volumes: also the anonymous
+            # ones the images' VOLUME lines make where compose mounts none.
+            names = [container.name for container in self.containers]
+            podman("rm", "--force", "--volumes", "--time", "5", *names, check=False, timeout=120)
         for volume in self.volumes:
             podman("volume", "rm", "--force", volume, check=False)
         podman("network", "rm", "--force", self.network, check=False)
