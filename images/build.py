@@ -60,6 +60,7 @@ SLIM_PATHS = (
     "path-exclude=/usr/share/locale/*",
     "path-exclude=/usr/share/info/*",
 )
+LOCK = Path(tempfile.gettempdir()) / "housing-images.lock"
 # buildah's default OCI runtime, crun, refuses this machine's hybrid cgroup hierarchy; runc does not.
 RUNTIME = "runc"
 
@@ -130,7 +131,7 @@ class Built:
 
 
 def state_dir() -> Path:
-    """``var/images``: the wheelhouse, the build logs, the record of the last builds, the lock."""
+    """``var/images``: the wheelhouse, the build logs, the record of the last builds."""
     return var_dir() / "images"
 
 
@@ -348,9 +349,13 @@ def image_size(reference: str) -> int:
 
 @contextmanager
 def _locked() -> Iterator[None]:
-    """Hold var/images/lock: one build at a time; a second caller waits, then finds the images built."""
-    state_dir().mkdir(parents=True, exist_ok=True)
-    with open(state_dir() / "lock", "w") as lock:
+    """Hold :data:`LOCK`: one build at a time; a second caller waits, then finds the images built.
+
+    One lock for the machine, not the checkout: the image store and the tags are the machine's, and two
+    checkouts (a worktree and CI's clean clone) building at once would double the load and retag each other's
+    images.
+    """
+    with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
