@@ -254,6 +254,18 @@ def build_requirements() -> list[str]:
     return list(tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"])
 
 
+def wheelhouse_requirements() -> list[str]:
+    """What the wheelhouse holds: every extra the images install, the Dockerfiles' pip, the build backend."""
+    extras = ",".join(sorted({image.extra for image in IMAGES.values()}))
+    return [f".[{extras}]", pip_pin(), *build_requirements()]
+
+
+def wheelhouse_digest() -> str:
+    """The hash of what decides the wheelhouse's content (pyproject.toml, docker/constraints.txt)."""
+    inputs = [ROOT / "pyproject.toml", DOCKER / "constraints.txt"]
+    return _digest(inputs, extra=" ".join(wheelhouse_requirements()))
+
+
 def ensure_wheelhouse(say: Callable[[str], None] = print) -> tuple[Path, str]:
     """The wheelhouse (every wheel the images install) and its hash; filled by the host's pip when it changes.
 
@@ -261,10 +273,8 @@ def ensure_wheelhouse(say: Callable[[str], None] = print) -> tuple[Path, str]:
     own configuration (index, certificate) and cache: after ``./dev setup`` nothing is downloaded twice.
     """
     wheels = state_dir() / "wheels"
-    inputs = [ROOT / "pyproject.toml", DOCKER / "constraints.txt"]
-    extras = ",".join(sorted({image.extra for image in IMAGES.values()}))
-    requirements = [f".[{extras}]", pip_pin(), *build_requirements()]
-    digest = _digest(inputs, extra=" ".join(requirements))
+    requirements = wheelhouse_requirements()
+    digest = wheelhouse_digest()
     stamp = wheels / ".inputs"
     if stamp.is_file() and stamp.read_text() == digest:
         return wheels, digest
@@ -381,7 +391,8 @@ def ensure(
         raise RuntimeError(f"{', '.join(missing)} not installed (./dev setup installs them)")
     with _locked():
         base_id = ensure_base(say)
-        wheels, wheels_digest = ensure_wheelhouse(say)
+        # Filled only for a build: a clean clone whose images are in the store already downloads nothing.
+        wheels, wheels_digest = None, wheelhouse_digest()
         record_path = state_dir() / "builds.json"
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
         results = []
@@ -395,6 +406,8 @@ def ensure(
                 replaced = None if info is None else str(info["FromImageID"])
                 say(f"building {image.tag} from docker/{image.dockerfile} ...")
                 started, cpu = time.monotonic(), children_cpu()
+                if wheels is None:
+                    wheels, _ = ensure_wheelhouse(say)
                 build(image, wheels=wheels, inputs=inputs, log=state_dir() / f"{name}.log")
                 record[name] = {
                     "seconds": round(time.monotonic() - started, 1),
