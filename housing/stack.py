@@ -268,25 +268,28 @@ def mlflow_service(port: int) -> Service:
     )  # fmt: skip
 
 
-def azurite_service(location: Path, port: int) -> Service:
-    """Azurite's Blob service on ``127.0.0.1:port``, keeping its data in ``location`` (telemetry off)."""
+def azurite_service(location: Path, port: int, host: str = HOST) -> Service:
+    """Azurite's Blob service on ``host:port``, keeping its data in ``location`` (telemetry off).
+
+    ``host`` is 127.0.0.1 but for the image tests, whose containers reach it on their network's gateway.
+    """
     binary = shutil.which("azurite-blob")
     if binary is None:
         raise RuntimeError("azurite-blob not found on PATH (./dev setup installs it under .tools/azurite)")
     return Service(
         "azurite",
-        [binary, "--blobHost", HOST, "--blobPort", str(port), "--location", str(location),
+        [binary, "--blobHost", host, "--blobPort", str(port), "--location", str(location),
          "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--loose"],
         port,
         ready_path=None,  # listening is ready
     )  # fmt: skip
 
 
-def azurite_connection_string(port: int) -> str:
-    """The connection string of the Azurite Blob service on ``127.0.0.1:port``."""
+def azurite_connection_string(port: int, host: str = HOST) -> str:
+    """The connection string of the Azurite Blob service on ``host:port``."""
     return (
         f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-        f"BlobEndpoint=http://{HOST}:{port}/{AZURITE_ACCOUNT};"
+        f"BlobEndpoint=http://{host}:{port}/{AZURITE_ACCOUNT};"
     )
 
 
