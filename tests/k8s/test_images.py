@@ -116,7 +116,12 @@ def _stack_commands() -> dict[str, list[str]]:
         ["--predictor-port", "8080", "--predictor-grpc-port", "8081", "--transformer-port", "8080",
          "--transformer-grpc-port", "8081"]
     )  # fmt: skip
-    return {spec.name: spec.command[1:] for spec in services(args, AZURITE_MODEL, {})}
+    # Less `--reuse_port`: it lets a local rolling restart start the new server on the old one's port;
+    # a container or a pod has a port of its own.
+    return {
+        spec.name: [item for item in spec.command[1:] if item != "--reuse_port"]
+        for spec in services(args, AZURITE_MODEL, {})
+    }
 
 
 def _flags(command: list[str]) -> list[str]:
