@@ -142,5 +142,6 @@ def test_command_action_runs_real_training_and_registers_a_challenger(
     assert trigger.update(WindowKey("default", "1"), "drift", {"drift_score": 0.7})
     trigger.threads[0].join(300)
     assert (output / "model.json").is_file()
-    version = MlflowClient(tracking_uri=uri).get_model_version_by_alias(REGISTERED_MODEL, CHALLENGER)
+    registry = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not a global one a test before set
+    version = registry.get_model_version_by_alias(REGISTERED_MODEL, CHALLENGER)
     assert json.loads((output / "model.json").read_text())["version"] == str(version.version)

@@ -76,7 +76,9 @@ def test_the_loop_flags_the_shift_retrains_on_the_archive_shadows_and_promotes(
 
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow' / 'mlflow.db'}")
+    store = f"sqlite:///{out / 'mlflow' / 'mlflow.db'}"
+    # Both URIs: a test run before in this process may have set a global registry URI (model/tracking.py).
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
     champion = client.get_model_version_by_alias("housing-price", "champion")
     assert str(champion.version) == "1" and "challenger" in champion.aliases
     from model.archive import read_archive

@@ -155,16 +155,23 @@ def test_normal_traffic_fills_every_service_panel_and_raises_no_drift(live: Live
 def test_locustfile_runs_headless_against_the_stack(live: Live, tmp_path: Path) -> None:
     """The load-test file works (a few seconds, 4 users; no timing asserted)."""
     locust = require_tool("locust")
-    result = subprocess.run(
-        [locust, "-f", str(ROOT / "monitoring" / "locustfile.py"), "--headless",
-         "--host", live.urls["transformer"], "--users", "4", "--spawn-rate", "4", "--run-time", "4s",
-         "--json", "--only-summary", "--loglevel", "WARNING"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    stats = {entry["name"]: entry for entry in json.loads(result.stdout)}
-    assert set(stats) == {"predict 1", "predict 10", "invalid (expect 400)"}
-    assert all(entry["num_requests"] > 0 and entry["num_failures"] == 0 for entry in stats.values()), stats
+    names = {"predict 1", "predict 10", "invalid (expect 400)"}
+    seen: set[str] = set()
+    for _ in range(3):  # the tasks are drawn at random (8:2:1): a short run on a busy machine may miss one
+        result = subprocess.run(
+            [locust, "-f", str(ROOT / "monitoring" / "locustfile.py"), "--headless",
+             "--host", live.urls["transformer"], "--users", "4", "--spawn-rate", "4", "--run-time", "4s",
+             "--json", "--only-summary", "--loglevel", "WARNING"],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        stats = {entry["name"]: entry for entry in json.loads(result.stdout)}
+        assert set(stats) <= names, stats
+        assert all(entry["num_failures"] == 0 for entry in stats.values()), stats
+        seen |= set(stats)
+        if seen == names:
+            break
+    assert seen == names
 
 
 def test_soak_load_generator_and_memory_probe_work_against_the_stack(live: Live, tmp_path: Path) -> None:

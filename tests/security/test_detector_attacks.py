@@ -456,8 +456,8 @@ def test_long_ce_id_headers_are_refused_and_never_stored(target: Target) -> None
 
 
 def test_megabytes_of_ids_in_batches_leave_memory_and_state_flat(target: Target) -> None:
-    """The issue's attack moved into the body: 2,000 events whose ids hold 60 MB in all, in 20 batches of
-    3 MB (within the edge's 10 MiB), once grew the detector and its state file by as much."""
+    """The issue's attack moved into the body: events whose ids hold 30 kB each, in batches of 3 MB (within
+    the edge's 10 MiB); 60 MB of them once grew the detector and its state file by as much."""
     detector = target.detector
     before = seen(detector)
     long_id = "i" * 30_000
@@ -473,9 +473,10 @@ def test_megabytes_of_ids_in_batches_leave_memory_and_state_flat(target: Target)
 
     attack(range(4))  # the parser's buffers for 3 MB bodies: the allocator keeps them, which is not a leak
     memory = rss_bytes(detector)
-    attack(range(4, 20))
+    attack(range(4, 40))
     assert_nothing_kept(detector, before)
-    assert rss_bytes(detector) - memory < 20 * MB  # 48 MB more ids, none of them kept
+    # 108 MB more ids, none kept: what is left is the allocator's arenas (21 MB once seen here)
+    assert rss_bytes(detector) - memory < 40 * MB
     assert long_id not in json.dumps(target.state())
 
 
