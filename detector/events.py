@@ -7,7 +7,10 @@ body is whatever the logged component received or returned:
 - requests: V1 ``{"instances": [{"crim": ..}, ..]}`` (named) or ``{"instances": [[..], ..]}`` (positional,
   model order); V2 ``{"inputs": [{"name": "crim", "shape": [N], "data": [..]}, ..]}`` (one input per
   feature) or one ``[N, n_features]`` tensor;
-- responses: V1 ``{"predictions": [..]}``, V2 ``{"outputs": [{"data": [..], ..}], "model_version": ..}``.
+- responses: V1 ``{"predictions": [..]}``, V2 ``{"outputs": [{"data": [..], ..}], "model_version": ..}``;
+  with the interval bounds of each prediction when the predictor computed them: V1 ``"intervals": {"level",
+  "lower", "upper"}`` (the transformer's, :data:`serving.events.INTERVALS`), V2 outputs named ``price_lower``
+  and ``price_upper`` with ``parameters.interval_level`` (a V2 answer logged as the client got it).
 
 A batch (CloudEvents' batched content mode, ``application/cloudevents-batch+json``: a JSON array of
 structured-mode events, as the transformer sends them) is read by :func:`parse_batch`, element by element:
@@ -32,9 +35,12 @@ import numpy as np
 from cloudevents.exceptions import GenericException
 from cloudevents.http import from_http
 
+from model.intervals import BOUND_OUTPUTS, LEVEL_PARAMETER
+from model.schema import TARGET
 from serving.events import (
     BATCH_CONTENT_TYPE,
     DEFAULT_ENDPOINT,
+    INTERVALS,
     METADATA_MODEL_VERSION,
     REQUEST_TYPE,
     RESPONSE_TYPE,
@@ -45,6 +51,17 @@ from serving.events import (
 from serving.payload import instance_rows, stack_columns
 
 KINDS = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
+PRICE_OUTPUTS = (TARGET, "output-0")
+"""The names of the price among a V2 answer's outputs (the transformer's, the predictor's); else the first."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The interval of each prediction of a response: its level and the lower and upper bounds (USD 1000s)."""
+
+    level: float
+    lower: np.ndarray
+    upper: np.ndarray
 
 
 class InvalidEventError(ValueError):
@@ -72,6 +89,7 @@ class InferenceEvent:
         rows: Request inputs, shape [N, n_features] in model order (requests only).
         predictions: Response values, shape [N] (responses only).
         sample_rate: The sender's delivered share when it sent the event (``housingsamplerate``; 1 if absent).
+        intervals: The predictions' interval bounds, when the response carries them.
     """
 
     kind: str
@@ -82,6 +100,7 @@ class InferenceEvent:
     rows: np.ndarray | None = None
     predictions: np.ndarray | None = None
     sample_rate: float = 1.0
+    intervals: Bounds | None = None
 
 
 def is_batch(headers: Mapping[str, str]) -> bool:
@@ -171,11 +190,12 @@ def _decode(event: Any, data: Any, features: Sequence[str], prefix: str = "") ->
     metadata = decode_metadata(event.get("metadata"))
     rate = _sample_rate(event.get(SAMPLE_RATE), prefix, kind)
     try:
-        rows, predictions, version = None, None, None
+        rows, predictions, version, bounds = None, None, None, None
         if kind == "request":
             rows = decode_request(payload, features)
         else:
             predictions, version = decode_response(payload)
+            bounds = decode_bounds(payload, len(predictions))
     except InvalidEventError as error:
         raise InvalidEventError(str(error), kind) from None
     return InferenceEvent(
@@ -187,6 +207,7 @@ def _decode(event: Any, data: Any, features: Sequence[str], prefix: str = "") ->
         rows=rows,
         predictions=predictions,
         sample_rate=rate,
+        intervals=bounds,
     )
 
 
@@ -251,12 +272,57 @@ def decode_response(payload: Any) -> tuple[np.ndarray, str | None]:
     if isinstance(payload, dict) and "predictions" in payload:
         return _finite("predictions", payload["predictions"]).reshape(-1), None
     if isinstance(payload, dict) and isinstance(payload.get("outputs"), list) and payload["outputs"]:
-        output = payload["outputs"][0]
+        outputs = payload["outputs"]
+        index = next(
+            (
+                i
+                for i, item in enumerate(outputs)
+                if isinstance(item, dict) and item.get("name") in PRICE_OUTPUTS
+            ),
+            0,
+        )
+        output = outputs[index]
         if not isinstance(output, dict) or "data" not in output:
-            raise InvalidEventError("outputs[0]: a V2 output needs 'data'")
+            raise InvalidEventError(f"outputs[{index}]: a V2 output needs 'data'")
         version = payload.get("model_version")
-        return _finite("outputs[0].data", output["data"]).reshape(-1), str(version) if version else None
+        return _finite(f"outputs[{index}].data", output["data"]).reshape(-1), str(
+            version
+        ) if version else None
     raise InvalidEventError("body: not a V1 ('predictions') or V2 ('outputs') inference response")
+
+
+def decode_bounds(payload: Any, rows: int) -> Bounds | None:
+    """The interval bounds a response carries (``None`` when it carries none), one per prediction.
+
+    Raises:
+        InvalidEventError: They are malformed: not numbers, not one per prediction, a level outside (0, 1),
+            or a lower bound above its upper bound.
+    """
+    if isinstance(payload.get(INTERVALS), dict):
+        found = payload[INTERVALS]
+        level, lower, upper, field = found.get("level"), found.get("lower"), found.get("upper"), INTERVALS
+    elif isinstance(payload.get("outputs"), list):
+        named = {item.get("name"): item for item in payload["outputs"] if isinstance(item, dict)}
+        if not all(name in named for name in BOUND_OUTPUTS):
+            return None
+        parameters = named[BOUND_OUTPUTS[0]].get("parameters") or {}
+        level, field = parameters.get(LEVEL_PARAMETER), "outputs"
+        lower, upper = (named[name].get("data") for name in BOUND_OUTPUTS)
+    else:
+        return None
+    try:
+        level = float(level)
+    except (TypeError, ValueError):
+        level = math.nan
+    if not 0.0 < level < 1.0:
+        raise InvalidEventError(f"{field}.level: must be a number in (0, 1), got {level!r}")
+    low = _finite(f"{field}.lower", lower).reshape(-1)
+    high = _finite(f"{field}.upper", upper).reshape(-1)
+    if len(low) != rows or len(high) != rows:
+        raise InvalidEventError(f"{field}: must hold one lower and one upper bound per prediction ({rows})")
+    if (low > high).any():
+        raise InvalidEventError(f"{field}: a lower bound is above its upper bound")
+    return Bounds(level, low, high)
 
 
 def _json_payload(data: Any, kind: str) -> Any:
