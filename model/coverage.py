@@ -20,9 +20,10 @@ for dear ones); widths in USD 1000s and relative to the price.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +141,32 @@ def mapie_bounds(
     quantile loss (and :data:`QUANTILE_PARAMS`), fitted on two thirds of the training rows and conformalized
     on the other third.
     """
+    with _quiet("root"):  # MAPIE logs an INFO line per call ("The predictions are ill-sorted") to the root
+        return _mapie_bounds(method, model, x_train, y_train, x_test, seed=seed, levels=levels)
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Only warnings and errors from logger ``name`` (``root``: the root logger) while inside."""
+    logger = logging.getLogger(None if name == "root" else name)
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _mapie_bounds(
+    method: str,
+    model: Any,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    *,
+    seed: int,
+    levels: Sequence[float],
+) -> tuple[np.ndarray, np.ndarray] | None:
     from sklearn.base import clone
     from sklearn.ensemble import GradientBoostingRegressor
     from sklearn.model_selection import KFold, train_test_split

@@ -70,15 +70,13 @@ def interval_figure(
         quintiles: Stratum name -> each row's quintile (:func:`model.coverage.strata`).
         level: The level drawn.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no backend chosen here, so notebooks show it inline
 
     column = held_out.levels.index(level)
     hits = held_out.hits(y)[:, column]
     truth = y[held_out.rows]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    figure = Figure(figsize=(11, 4.5))
+    left, right = figure.subplots(1, 2)
     lower, upper = held_out.lower[:, column], held_out.upper[:, column]
     left.vlines(truth, lower, upper, color="tab:blue", alpha=0.2, linewidth=1, label=f"{level:.0%} interval")
     left.scatter(truth[hits], held_out.predictions[hits], s=6, color="tab:blue", label="price inside")

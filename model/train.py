@@ -177,9 +177,13 @@ def train_model(
         "interval_methods": methods,
     }
 
-    # The longest tasks first: the final search, the nested CV's outer folds, then the candidates' folds.
+    # The longest tasks first: the final search, the nested CV's outer folds, then the candidates' folds (and
+    # the outlier density, which needs only the rows).
     search_options = {"inner_splits": plan.inner_splits, "seed": seed}
-    tasks = [Task(evaluation.search, (shipped, grid if nested else {}, x, y), search_options)]
+    tasks = [
+        Task(evaluation.search, (shipped, grid if nested else {}, x, y), search_options),
+        Task(outliers.fit, (x, features, seed)),
+    ]
     outer: list[tuple[np.ndarray, np.ndarray]] = []
     if nested:
         outer = list(evaluation.repeated_kfold(plan.splits, plan.nested_repeats, seed).split(x, y))
@@ -204,6 +208,7 @@ def train_model(
     results = iter(evaluation.run_tasks(tasks, jobs, "training", progress))
 
     final: evaluation.Search = next(results)
+    density = next(results)
     nested_folds = [next(results) for _ in outer]
     metrics: dict[str, float] = {}
     comparison: dict[str, CVResult] = {}
@@ -265,7 +270,7 @@ def train_model(
         comparison,
         global_importance=explained,
         dle=dle.to_bytes(estimator),
-        outliers=outliers.to_bytes(outliers.fit(x, features, seed)),
+        outliers=outliers.to_bytes(density),
         intervals=calibrated,
         held_out_intervals=held_out,
         strata=quintiles,

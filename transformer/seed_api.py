@@ -33,11 +33,10 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from kserve.errors import InvalidInput
 from kserve.protocol.dataplane import DataPlane
 from pydantic import BaseModel, Field
 
-from model.intervals import DEFAULT_LEVEL, LEVEL_PARAMETER, LevelError, check_level, level_rule
+from model.intervals import DEFAULT_LEVEL, LEVEL_PARAMETER, level_rule
 from model.schema import FEATURES, TARGET_DESCRIPTION, TARGET_UNIT
 from serving.errors import UpstreamError
 from serving.outputs import INTERVALS, NoIntervalsError
@@ -123,11 +122,11 @@ def seed_router(dataplane: DataPlane, model: HousingTransformer) -> APIRouter:
     async def infer(
         body: Any, request: Request, asked: str | None
     ) -> tuple[Any, list[Interval] | None, dict[str, str]]:
-        """The predictions and their intervals (at the level ``asked``, else the default one)."""
-        try:
-            level = DEFAULT_LEVEL if asked is None else check_level(asked)
-        except LevelError as error:
-            raise InvalidInput(str(error)) from None
+        """The predictions and their intervals (at the level ``asked``, else the default one).
+
+        The level is checked by the transformer, as a V1 request's is (a 400 naming the rule, counted).
+        """
+        level = DEFAULT_LEVEL if asked is None else asked
         # A body that is not an object goes as it came: the transformer's 400 names what is wrong with it.
         with_level = {**body, "parameters": {LEVEL_PARAMETER: level}} if isinstance(body, dict) else body
         try:
