@@ -39,7 +39,7 @@ COVERAGE = "interval_coverage_90"
 
 @dataclass(frozen=True)
 class Plan:
-    """How much evaluation a training run does; the defaults are the full run (about a minute on 2 cores).
+    """How much evaluation a training run does; the defaults are the full run (1-2 minutes on 2 cores).
 
     Attributes:
         splits: Folds of the repeated K-fold that scores every candidate (and the outer loop of nested CV).

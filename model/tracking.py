@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,21 +77,6 @@ def use_tracking() -> Any:
         mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_location(uri))
     mlflow.set_experiment(EXPERIMENT)
     return mlflow.MlflowClient()
-
-
-def prepare_in_background() -> Future[Any]:
-    """Start :func:`use_tracking` in a thread, to overlap it with the training.
-
-    Importing MLflow and creating its store take seconds (about 7 on a fresh SQLite store here), which the
-    training's worker processes leave the main process free to spend.
-
-    Returns:
-        The future of the client; its ``result()`` re-raises what went wrong. Logging functions wait for it.
-    """
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-setup")
-    future = executor.submit(use_tracking)
-    executor.shutdown(wait=False)
-    return future
 
 
 def log_trained(result: TrainingResult, write_artifact: Callable[[str | None], Path]) -> LoggedRun:

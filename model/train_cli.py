@@ -125,8 +125,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"training data: {provenance['data_rows']} rows from {provenance['data_sources']} "
           f"({provenance['data_archive_rows']} archived), sha256 {provenance['data_sha256']}")  # fmt: skip
-    # MLflow's store is made ready while the folds train in worker processes (docs/training.md, the cost).
-    mlflow_ready = None if args.no_mlflow else tracking.prepare_in_background()
     result = train_model(
         frame,
         features,
@@ -141,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(figure_rows(result)))
     failures = QualityGate().failures(result.headline)
     if failures:
-        if mlflow_ready is not None:
-            mlflow_ready.result()
+        if not args.no_mlflow:
             tracking.log_failed(result, failures)
         print(
             f"error: quality gate failed for {result.candidate}: {'; '.join(failures)} "
@@ -153,8 +150,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = compile_model(result)
     except CompileError as error:
-        if mlflow_ready is not None:
-            mlflow_ready.result()
+        if not args.no_mlflow:
             tracking.log_failed(result, [f"compiled form: {error}"])
         print(f"error: {error}; no artifact written", file=sys.stderr)
         return 1
@@ -179,8 +175,7 @@ def run(args: argparse.Namespace) -> int:
             point_latest_at(directory)
         return Path(directory)
 
-    if mlflow_ready is not None:
-        mlflow_ready.result()
+    if not args.no_mlflow:
         logged = tracking.log_trained(result, write)
         directory = logged.artifact_dir
         print(f"mlflow run id: {logged.run_id}")

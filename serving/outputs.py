@@ -94,7 +94,7 @@ def requested(payload: Any, price: str) -> Outputs:
     if parameters is None:
         return PRICE_ONLY
     if not isinstance(parameters, dict):
-        raise InvalidInput(f"parameters: must be an object, e.g. {{{LEVEL_PARAMETER!r}: {DEFAULT_LEVEL}}}")
+        raise InvalidInput(f'parameters: must be an object, e.g. {{"{LEVEL_PARAMETER}": {DEFAULT_LEVEL}}}')
     return Outputs(None, _level(parameters))
 
 

@@ -82,9 +82,8 @@ class ValidatedRequest:
     binary_outputs: bool = False
     payload: Any = None  # as the client sent it: a shadow with other features validates it for its own
     outputs: Outputs = PRICE_ONLY  # what the client asked for
-    level: float | None = (
-        None  # the interval level asked of the predictor: the client's, else the monitored one
-    )
+    # The interval level asked of the predictor: the client's, else the monitored one (for the detector).
+    level: float | None = None
 
 
 @dataclass(frozen=True)
@@ -155,15 +154,11 @@ class HousingTransformer(Model):
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> ValidatedRequest:
         """Start the request's deadline, choose the predictor, validate the payload and build its rows."""
         deadline = Deadline.start(self.timeout, headers)
-        try:
-            outputs = requested(payload, TARGET)
-        except InvalidInput:
-            VALIDATION_ERRORS.labels(self.name, "other", "bad_output").inc()
-            raise
         arm, model = await self.router.arm_and_model(deadline, headers)
         try:
+            outputs = requested(payload, TARGET)
             level = self._level(outputs, model)
-        except InvalidInput:
+        except InvalidInput:  # an unknown output, a level not served, or bounds from a model without them
             VALIDATION_ERRORS.labels(self.name, "other", "bad_output").inc()
             raise
         try:
