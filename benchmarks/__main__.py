@@ -1,4 +1,4 @@
-"""``python -m benchmarks NAME [ARGS]``: run the benchmark ``benchmarks/NAME.py``; without NAME, list them."""
+"""``./dev bench NAME [ARGS]``: run the benchmark ``benchmarks/NAME.py``; without NAME, list them."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in names:
         if argv and argv[0] not in ("-h", "--help"):
             print(f"unknown benchmark {argv[0]!r}", file=sys.stderr)
-        print(f"usage: python -m benchmarks NAME [ARGS]  (NAME: {', '.join(names)}; NAME --help: options)")
+        print(f"usage: ./dev bench NAME [ARGS]  (NAME: {', '.join(names)}; NAME --help: options)")
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     module = importlib.import_module(f"benchmarks.{argv[0]}")
     return int(module.main(argv[1:]) or 0)

@@ -1,8 +1,9 @@
 """The original system's serving design, a baseline: FastAPI, a pydantic model per house, the joblib pipeline.
 
 ``POST /predict`` with ``{"instances": [{"crim": ..., "lstat": ...}]}`` answers ``{"predictions": [...]}``.
-Run by ``python -m benchmarks.serving fastapi-server ARTIFACT PORT``. No ``from __future__ import
-annotations`` here: FastAPI reads the request model from the endpoint's annotations at run time.
+Run by ``python -m benchmarks.serving fastapi-server ARTIFACT PORT`` (a helper of ``./dev bench serving``).
+No ``from __future__ import annotations`` here: FastAPI reads the request model from the endpoint's
+annotations at run time.
 """
 
 import numpy as np

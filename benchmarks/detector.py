@@ -1,6 +1,6 @@
 """Detector benchmark: how well drift is caught, how often it is cried wrongly, and how fast events go in.
 
-``python -m benchmarks detector`` (or ``python -m benchmarks.detector``):
+``./dev bench detector``:
 
 1. **Quality.** Windows bootstrapped from held-out rows (the data set's rows that are not in the artifact's
    reference sample) give the false-alarm rate; the same windows with ``lstat`` or ``rm`` shifted by k
@@ -21,6 +21,13 @@
 3. **Replicas and sampling.** Three replicas (ids hashed by :func:`serving.events.replica_for`, the mean
    score per endpoint as the alert rules take it) against one detector on the same traffic; and windows of a
    random half of the traffic (what an overloaded logger leaves): false alarms and power.
+
+4. **Statistics backends side by side** (``--backends``, default both): alibi-detect (Business Source License
+   1.1) and scipy (:mod:`detector.univariate`, the same decisions). Window tests: the same 200-row windows
+   through :class:`detector.stats.DriftTester` with each backend, alternating blocks so that both see the same
+   machine, as CPU ms per window (and the KS and chi-squared part of it); start-up: a fresh process importing
+   the backend and building its tests (alibi-detect imports transformers). Ingest (part 2) runs once per
+   backend, the detector started with ``--stats_backend``.
 
 Figures are printed and saved to ``benchmarks/results/detector.json``.
 """
@@ -44,7 +51,8 @@ import numpy as np
 
 from housing.processes import free_port, python_service, wait_until
 
-RESULTS = Path(__file__).resolve().parent / "results" / "detector.json"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "detector.json"
 SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
 WINDOWS = (50, 100, 200, 400)
 TARGET_FALSE_ALARMS = 0.05
@@ -344,7 +352,7 @@ def ingest(
 
 
 def throughput(
-    artifact: Path, pairs: int, concurrency: int, baseline_requests: int, batch_events: int
+    artifact: Path, pairs: int, concurrency: int, baseline_requests: int, batch_events: int, backend: str
 ) -> dict[str, Any]:
     """Events/s into a real detector process, single and batched, next to the /healthz baseline."""
     from model.artifact import read_metadata
@@ -357,7 +365,8 @@ def throughput(
         detector = python_service(
             "detector",
             ["-m", "detector", "--storage_uri", str(artifact), "--http_port", str(port),
-             "--host", "127.0.0.1", "--state_dir", state, "--log_level", "WARNING"],
+             "--host", "127.0.0.1", "--state_dir", state, "--log_level", "WARNING",
+             "--stats_backend", backend],
             Path(state),
             port=port,
         )  # fmt: skip
@@ -386,7 +395,7 @@ def throughput(
         and single["events_per_second"] >= TARGET_EVENTS_PER_SECOND
         and batched["ingest_events_per_second_per_core"] >= TARGET_BATCHED_EVENTS_PER_CORE
     )
-    print(f"\nbaseline GET /healthz {figures['baseline_healthz_requests_per_second']:,.0f} req/s")
+    print(f"\n[{backend}] baseline GET /healthz {figures['baseline_healthz_requests_per_second']:,.0f} req/s")
     for name, mode in (
         ("single (binary, 1 event/POST)", single),
         (f"batched ({batch_events} events/POST)", batched),
@@ -408,9 +417,98 @@ def throughput(
     return figures
 
 
+STARTUP = """
+import resource, sys, time
+started = time.perf_counter()
+from model.artifact import read_metadata
+from detector.stats import DriftTester, Reference
+DriftTester(Reference.from_metadata(read_metadata(sys.argv[1])), backend=sys.argv[2])
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(time.perf_counter() - started, usage.ru_utime + usage.ru_stime)
+"""
+"""A fresh process that builds one backend's tests: seconds of wall and CPU time (imports included)."""
+
+
+def window_tests(
+    artifact: Path, metadata: dict[str, Any], backends: Sequence[str], windows: int, rounds: int = 4
+) -> dict[str, Any]:
+    """CPU time per 200-row window test with each backend (the same windows), and each backend's start-up.
+
+    The backends run in alternating blocks (A B, then B A, ...), so a busy minute of the shared machine falls
+    on both; CPU time (``time.process_time``) is less sensitive to that load than wall time.
+    """
+    import subprocess
+
+    from detector.stats import DriftTester, Reference
+
+    reference = Reference.from_metadata(metadata)
+    rows = held_out(metadata)
+    generator = np.random.default_rng(11)
+    samples = [rows[generator.integers(0, len(rows), 200)] for _ in range(windows)]
+    predictions = generator.normal(22.0, 8.0, 200)
+    testers = {backend: DriftTester(reference, backend=backend) for backend in backends}
+    full = {backend: 0.0 for backend in backends}
+    univariate = {backend: 0.0 for backend in backends}
+    blocks = np.array_split(np.arange(windows), rounds)
+    for number, block in enumerate(blocks):
+        for backend in backends if number % 2 == 0 else list(reversed(backends)):
+            tester = testers[backend]
+            assert tester.ks is not None and tester.chi2 is not None
+            started = time.process_time()
+            for index in block:
+                tester.test(samples[index], predictions)
+            full[backend] += time.process_time() - started
+            started = time.process_time()
+            for index in block:
+                tester.ks.test(samples[index][:, tester.continuous])
+                tester.chi2.test(samples[index][:, tester.binary].astype(int))
+            univariate[backend] += time.process_time() - started
+    startup: dict[str, list[float]] = {backend: [] for backend in backends}
+    for number in range(2):  # twice each, alternating: the first run of each may read from a cold disk
+        for backend in backends if number % 2 == 0 else list(reversed(backends)):
+            done = subprocess.run(
+                [sys.executable, "-c", STARTUP, str(artifact), backend],
+                capture_output=True, text=True, check=True, timeout=600, cwd=ROOT,
+            )  # fmt: skip
+            startup[backend].append(float(done.stdout.split()[1]))
+    figures: dict[str, Any] = {"windows": windows, "window_rows": 200}
+    print(
+        f"\nwindow tests, {windows} windows of 200 rows (CPU time; the KS and chi-squared part in brackets)"
+    )
+    for backend in backends:
+        figures[backend] = {
+            "cpu_ms_per_window": round(full[backend] / windows * 1e3, 2),
+            "windows_per_second_per_core": round(windows / full[backend], 1),
+            "univariate_cpu_ms_per_window": round(univariate[backend] / windows * 1e3, 2),
+            "startup_cpu_seconds": round(min(startup[backend]), 2),
+        }
+        item = figures[backend]
+        print(
+            f"  {backend:<13} {item['cpu_ms_per_window']:6.2f} ms/window = "
+            f"{item['windows_per_second_per_core']:6.1f} windows/s per core "
+            f"[{item['univariate_cpu_ms_per_window']:.2f} ms]; start-up (import + build) "
+            f"{item['startup_cpu_seconds']:.2f} s CPU"
+        )
+    return figures
+
+
+def side_by_side(throughputs: dict[str, dict[str, Any]]) -> None:
+    """The ingest figures of each backend in one table."""
+    print("\ningest by statistics backend (CPU per event: the HTTP process; with the worker's window tests)")
+    print(f"  {'backend':<13} {'mode':<8} {'events/s':>9} {'ingest µs':>10} {'with tests µs':>14}")
+    for backend, figures in throughputs.items():
+        for mode in ("single", "batched"):
+            item = figures[mode]
+            print(
+                f"  {backend:<13} {mode:<8} {item['events_per_second']:>9,.0f} "
+                f"{item['ingest_cpu_microseconds_per_event']:>10.1f} "
+                f"{item['detector_cpu_microseconds_per_event']:>14.1f}"
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both parts; exit 1 when a target is missed."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks detector", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="./dev bench detector", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--storage_uri", type=Path, help="artifact directory (default: a fast one trained now)"
     )
@@ -434,8 +532,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
     parser.add_argument("--skip-throughput", action="store_true", help="only the quality part")
+    parser.add_argument(
+        "--backends",
+        default="alibi-detect,scipy",
+        help="statistics backends compared, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--backend-windows", type=int, default=200, help="windows per backend (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    backends = [name.strip() for name in args.backends.split(",") if name.strip()]
 
     from model.artifact import read_metadata
     from model.train import build_artifact
@@ -458,22 +565,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             "quality": quality(metadata, args.repeats, args.curve_repeats),
             "replicas_and_sampling": replicas_and_sampling(metadata, args.periods),
+            "window_tests": window_tests(Path(artifact), metadata, backends, args.backend_windows),
         }
         if not args.skip_throughput:
-            report["throughput"] = throughput(
-                Path(artifact),
-                args.pairs,
-                args.concurrency,
-                baseline_requests=5000,
-                batch_events=args.batch_events,
-            )
+            report["throughput"] = {
+                backend: throughput(
+                    Path(artifact),
+                    args.pairs,
+                    args.concurrency,
+                    baseline_requests=5000,
+                    batch_events=args.batch_events,
+                    backend=backend,
+                )
+                for backend in backends
+            }
+            side_by_side(report["throughput"])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nsaved {args.output}")
     passed = (
         report["quality"]["passed"]
         and report["replicas_and_sampling"]["passed"]
-        and report.get("throughput", {}).get("passed", True)
+        and all(figures["passed"] for figures in report.get("throughput", {}).values())
     )
     print("all targets met" if passed else "TARGET MISSED")
     return 0 if passed else 1

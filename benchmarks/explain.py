@@ -1,6 +1,6 @@
 """Explainer benchmark: ``:explain`` through the transformer, and what it costs the predictions beside it.
 
-``python -m benchmarks explain`` starts the predictor, the explainer and the transformer
+``./dev bench explain`` starts the predictor, the explainer and the transformer
 (``--explainer_host``, gRPC to the predictor, as ``housing up`` runs them), all three pinned to core 0
 (``taskset -c 0``), and loads them from core 1:
 
@@ -255,7 +255,7 @@ def measured(figures: dict[str, Any]) -> dict[str, float]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """``--artifact``, ``--seconds`` (each phase) and ``--rounds``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks explain", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="./dev bench explain", description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", type=Path, help="artifact directory (default: the latest trained)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase, at most 30")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of predictions alone and with :explain")

@@ -1,6 +1,6 @@
 """Fault benchmark: the transformer's latency, statuses, recovery and memory while the predictor misbehaves.
 
-``python -m benchmarks faults`` runs three faults on loopback, each against a fresh local stack:
+``./dev bench faults`` runs three faults on loopback, each against a fresh local stack:
 
 - ``hung``: the predictor is frozen (SIGSTOP) under ``--clients`` concurrent clients for ``--hung-seconds``,
   then resumed (SIGCONT) while the clients go on. Every answer must come within the deadline + 0.5 s; the
@@ -308,7 +308,7 @@ FAULTS: dict[str, Callable[[Path, Path, int, float], FaultResult]] = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The benchmark's options."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks faults", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="./dev bench faults", description=__doc__.splitlines()[0])
     parser.add_argument("--faults", nargs="+", choices=sorted(FAULTS), default=list(FAULTS), help="which")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default: %(default)s)")
     parser.add_argument("--hung-seconds", type=float, default=30.0, help="predictor frozen (default: 30)")

@@ -1,6 +1,6 @@
 """Label-free accuracy: how well Direct Loss Estimation (:mod:`model.dle`) tracks the realised error.
 
-``python -m benchmarks label_free`` (under a minute on one core):
+``./dev bench label_free`` (under a minute on one core):
 
 1. The bundled data is split into training rows (60 %) and held-out rows (40 %). The shipped candidate
    (``gbr_log``, :data:`model.pipeline.GBR_PARAMS`) is scored by 5x2-fold CV on the training rows and fitted
@@ -222,9 +222,7 @@ def report(figures: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print and save the figures."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks label_free", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="./dev bench label_free", description=__doc__.split("\n")[0])
     parser.add_argument("--windows", type=int, default=100, help="windows per scenario")
     parser.add_argument("--window_rows", type=int, default=100, help="rows per window")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the models and the draws")

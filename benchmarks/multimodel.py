@@ -1,6 +1,6 @@
 """Multi-model benchmark: the resident memory each extra loaded model costs one predictor (compiled form).
 
-``python -m benchmarks multimodel`` copies the artifact ``--models`` times (versions 1..N, ``model.json``
+``./dev bench multimodel`` copies the artifact ``--models`` times (versions 1..N, ``model.json``
 edited: the same ``model.onnx``, so every copy weighs what a new version of this model would), pins them all
 in a ``--models_config``, and starts ``python -m predictor`` with the first as champion. It measures the
 process's resident memory (``VmRSS``, after a few requests) with the champion alone, then after each model
@@ -38,9 +38,7 @@ CYCLES = 4
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The benchmark's options."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks multimodel", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="./dev bench multimodel", description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", type=Path, help="artifact directory (default: the latest trained one)")
     parser.add_argument("--models", type=int, default=8, help="models loaded side by side (default 8)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where the figures are saved")

@@ -1,6 +1,6 @@
 """Outlier scores per house: how many synthetic houses :mod:`model.outliers` flags, and how many real ones.
 
-``python -m benchmarks outliers`` (about 15 s on one core):
+``./dev bench outliers`` (about 15 s on one core):
 
 1. The bundled data is split at random into 400 training houses and 106 held-out ones, ``--splits`` times.
    On each split the outlier density is fitted on the training houses as ``housing train`` fits it (number
@@ -128,7 +128,7 @@ def report(figures: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print and save the figures."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks outliers", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="./dev bench outliers", description=__doc__.split("\n")[0])
     parser.add_argument("--splits", type=int, default=30, help="random train/held-out splits")
     args = parser.parse_args(argv)
     figures = run(args.splits)

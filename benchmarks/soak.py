@@ -1,6 +1,6 @@
 """Soak benchmark: the local stack under steady load, end to end, watching errors, latency and memory.
 
-``python -m benchmarks soak`` starts predictor, transformer and detector (with ``housing up``'s process
+``./dev bench soak`` starts predictor, transformer and detector (with ``housing up``'s process
 machinery; the transformer logs every inference to the detector), then sends one-house V1 requests with
 named features through the transformer for ``--duration`` seconds (3 minutes) at ``--concurrency`` (32),
 from ``wrk`` (Debian's package), cycling through 10,000 houses drawn from the data set. Before that, the same
@@ -179,7 +179,7 @@ def table(results: list[LoadResult]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The benchmark's options."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks soak", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="./dev bench soak", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--duration", type=float, default=180.0, help="seconds of the logged soak (default: %(default)s)"
     )

@@ -14,13 +14,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from detector.events import MAX_NAME_CHARS
 from detector.retrain import ACTIONS, DEFAULT_COMMAND
 from detector.settings import Config, Settings
-from detector.stats import CORRECTIONS
-from serving.edge import add_edge_arguments, edge_settings, install_edge
-
-PROTECTED = {r"^/feedback$": "feedback"}
-"""Ground truth needs the ``feedback`` role with ``--auth``; the transformer's event ingest stays open."""
+from detector.stats import BACKEND_HELP, BACKENDS, CORRECTIONS, backend_problem
+from serving import policy
+from serving.edge import add_edge_arguments, edge_settings, install_edge, uvicorn_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the predictor's model artifact (Blob URL or local dir) holding the reference [env STORAGE_URI]",
     )
     parser.add_argument("--http_port", type=int, default=8080, help="HTTP port")
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    parser.add_argument(  # the edge's --bind_address under its earlier name
+        "--host", dest="bind_address", default=argparse.SUPPRESS, help="the same as --bind_address"
+    )
     parser.add_argument(
         "--state_dir",
         type=Path,
@@ -61,19 +62,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--bins", type=int, default=Config.bins, help="reference-quantile bins for PSI and JS"
     )
     windows.add_argument(
+        "--stats_backend",
+        choices=BACKENDS,
+        default=os.environ.get("STATS_BACKEND", Config.stats_backend),
+        help=BACKEND_HELP,
+    )
+    windows.add_argument(
         "--pending_ttl",
         type=float,
         default=Settings.pending_ttl,
         help="seconds a request waits for its response (and vice versa)",
     )
     windows.add_argument(
-        "--max_pending", type=int, default=Settings.max_pending, help="pending events kept at most"
+        "--max_pending_bytes",
+        type=int,
+        default=Settings.max_pending_bytes,
+        help="memory of the events waiting for their partner; the oldest beyond are evicted (counted)",
     )
     windows.add_argument(
-        "--max_pending_per_endpoint",
+        "--max_pending_bytes_per_endpoint",
         type=int,
-        default=Settings.max_pending_per_endpoint,
-        help="pending events kept at most for one endpoint (one endpoint's flood pushes out only its own)",
+        default=Settings.max_pending_bytes_per_endpoint,
+        help="... of them for one endpoint (one endpoint's flood pushes out only its own)",
+    )
+    windows.add_argument(
+        "--endpoints",
+        type=_names,
+        default=",".join(Settings.endpoints),
+        help="the ce-endpoint values taken, comma-separated; events of another endpoint get 400",
+    )
+    windows.add_argument(
+        "--max_model_versions",
+        type=int,
+        default=Settings.max_model_versions,
+        help="model versions tracked at once; an inference of another gets 400 until one is idle",
+    )
+    windows.add_argument(
+        "--model_version_idle",
+        type=float,
+        default=Settings.model_version_idle,
+        help="seconds without inferences after which a model version (never the reference's) may be "
+        "forgotten, with its windows and labels, to make room for a new one",
     )
     labels = parser.add_argument_group("ground truth")
     labels.add_argument(
@@ -93,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=Settings.max_outcomes,
         help="labelled predictions kept per endpoint and model version for experiments (GET /outcomes)",
+    )
+    labels.add_argument(
+        "--max_recent_bytes",
+        type=int,
+        default=Settings.max_recent_bytes,
+        help="memory of the predictions waiting for their label; a label for one pushed out gets 404 and is "
+        "not archived",
     )
     labels.add_argument(
         "--min_labels",
@@ -164,13 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Config.archive_max_wal_bytes,
         help="write-ahead log kept at most while uploads fail; the oldest rows beyond are dropped (counted)",
     )
-    limits = parser.add_argument_group("input limits")
-    limits.add_argument(
-        "--max_body_bytes",
-        type=int,
-        default=Config.max_body_bytes,
-        help="largest event or feedback body accepted; larger ones get 413",
-    )
+    limits = parser.add_argument_group("input rows")
     limits.add_argument(
         "--max_rows",
         type=int,
@@ -180,6 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log_level", default="INFO", help="logging level")
     add_edge_arguments(parser)
     return parser
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of names (``--endpoints default,canary``), each at most 128 characters."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names or any(len(name) > MAX_NAME_CHARS for name in names):
+        raise argparse.ArgumentTypeError(
+            f"must be names of 1 to {MAX_NAME_CHARS} characters, comma-separated"
+        )
+    return names
 
 
 def retrain_action(args: argparse.Namespace) -> Callable[[dict[str, Any]], None] | None:
@@ -213,12 +253,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--storage_uri (or STORAGE_URI) is required: the artifact holding the reference")
     if args.archive_flush_rows < 1 or args.archive_flush_seconds <= 0 or args.archive_max_wal_bytes < 1:
         raise SystemExit("--archive_flush_rows, --archive_flush_seconds, --archive_max_wal_bytes: must be >0")
+    problem = backend_problem(args.stats_backend)  # STATS_BACKEND is not checked against the choices
+    if problem:
+        raise SystemExit(problem)
+    bounds = (args.max_pending_bytes, args.max_pending_bytes_per_endpoint, args.max_recent_bytes)
+    if min(bounds) < 1 or args.max_model_versions < 1 or args.model_version_idle < 0:
+        raise SystemExit(
+            "--max_pending_bytes[_per_endpoint], --max_recent_bytes, --max_model_versions: must be >0; "
+            "--model_version_idle: must be >=0"
+        )
     configure_logging(args.log_level)
     settings = Settings(
         window_size=args.window_size,
         pending_ttl=args.pending_ttl,
-        max_pending=args.max_pending,
-        max_pending_per_endpoint=args.max_pending_per_endpoint,
+        max_pending_bytes=args.max_pending_bytes,
+        max_pending_bytes_per_endpoint=args.max_pending_bytes_per_endpoint,
+        max_recent_bytes=args.max_recent_bytes,
+        endpoints=args.endpoints,
+        max_model_versions=args.max_model_versions,
+        model_version_idle=args.model_version_idle,
         label_window=args.label_window,
         coverage_window=args.coverage_window,
         max_outcomes=args.max_outcomes,
@@ -234,10 +287,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         p_value=args.p_value,
         correction=args.correction,
         bins=args.bins,
+        stats_backend=args.stats_backend,
         cooldown=args.cooldown,
         retrain_min_labels=args.retrain_min_labels,
         flush_interval=args.flush_interval,
-        max_body_bytes=args.max_body_bytes,
+        max_body_bytes=edge.body_bytes(policy.route("detector", "POST", "/")),
         max_rows=args.max_rows,
         archive_uri=args.archive_uri or None,
         archive_flush_rows=args.archive_flush_rows,
@@ -246,18 +300,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     detector = Detector(config, args.retrain_action, retrain_action(args))
     app = create_app(detector)
-    install_edge(app, edge, PROTECTED, "detector")
+    install_edge(app, edge, "detector")
     uvicorn.run(
         app,
-        host=args.host,
         port=args.http_port,
         log_level="warning",
-        # Per-event overhead matters at thousands of events/s: no access log, no proxy-header rewriting, no
-        # Server/Date headers on the 202s nobody reads.
+        # Per-event overhead matters at thousands of events/s: no access log, no Server/Date headers on the
+        # 202s nobody reads.
         access_log=False,
-        proxy_headers=False,
         server_header=False,
         date_header=False,
+        **uvicorn_options(edge),  # the address, and whose X-Forwarded-For counts (nobody's by default)
     )
     return 0
 

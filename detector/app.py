@@ -1,6 +1,8 @@
 """The detector's HTTP service: a small Starlette app in front of :class:`detector.monitor.Monitor`.
 
-Routes:
+Routes (who may call each, with which limits, is its row in serving/policy.py, named in :func:`create_app`;
+the edge of :mod:`serving.edge` enforces it: with ``--auth``, the role ``ingest`` for the events,
+``feedback`` for labels, ``monitor`` for ``/status`` and ``/report``, ``analyst`` for ``/outcomes``):
 
 - ``POST /`` (and ``/events``): KServe inference-logger CloudEvents, binary or structured mode, or a batch
   (``application/cloudevents-batch+json``, as the transformer sends them); 202 when accepted, 400 naming the
@@ -9,8 +11,8 @@ Routes:
   each by index (``[3].instances: ...``), with ``accepted``: the count taken (do not resend the batch).
 - ``POST /feedback``: ground truth, ``{"id": ID, "value": V}`` or ``{"labels": [{"id": ID, "value": V}, ..]}``
   (``V`` one number per predicted row: a number, or a list for a multi-row request); 400 naming the label
-  for a value outside the target's domain (``model.schema.TARGET_DOMAIN``); with ``--auth``, the
-  ``feedback`` role (:mod:`serving.edge`).
+  and the rule it breaks (:mod:`detector.labels`: a finite JSON number in ``model.schema.TARGET_DOMAIN``),
+  nothing recorded; 404 for one label of an unknown id (not archived).
 - ``GET /status``: windows, last results, live metrics, retrain episodes (JSON).
 - ``GET /report``: the drift report, a self-contained HTML page (:mod:`detector.report`).
 - ``GET /metrics``: Prometheus; ``GET /healthz`` and ``/v2/health/live``: alive; ``GET /readyz`` and
@@ -29,9 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
-import math
 import multiprocessing
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -47,12 +47,14 @@ from starlette.routing import Route
 from detector import metrics, report, worker
 from detector.archive import WAL_DIR, Archiver
 from detector.events import InferenceEvent, InvalidEventError, is_batch, parse_batch, parse_event
+from detector.labels import InvalidLabelError, parse_feedback
 from detector.monitor import Due, Monitor
 from detector.retrain import RetrainTrigger
 from detector.settings import Config
-from detector.state import STATE_FILE, read_state, write_state
+from detector.state import STATE_FILE, read_state, validated, write_state
 from detector.stats import DriftResult
-from model.schema import TARGET, TARGET_CENSORED_AT, TARGET_DOMAIN, TARGET_UNIT
+from serving import policy
+from serving.policy import ANALYST, EVENTS, FEEDBACK, INGEST, LABELS, MONITOR, NO_BODY, OPEN, Limits
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +146,8 @@ class Detector:
                 started = self.executor.submit(worker.ready)  # the worker starts now, alongside the next line
                 tester = DriftTester(reference, **options)
                 started.result(timeout=600)
-                state = read_state(self.state_path)
+                state = validated(read_state(self.state_path), self.config.settings, len(reference.features),
+                                  reference.version)  # fmt: skip
                 trigger = RetrainTrigger(
                     self.action_name,
                     self._archive_first(self.action),
@@ -157,10 +160,11 @@ class Detector:
                 )
                 self.error = None
                 log.info(
-                    "reference loaded: model version %s, %d rows, features %s",
+                    "reference loaded: model version %s, %d rows, features %s, stats backend %s",
                     reference.version,
                     len(reference.rows),
                     list(reference.features),
+                    tester.backend,
                 )
             except Exception as error:  # storage down or artifact broken: say so in readiness and retry
                 self.error = f"cannot load the reference from {self.config.storage_uri}: {error}"
@@ -213,11 +217,20 @@ class Detector:
                     log.error("cannot save state to %s: %s", self.state_path, error)
 
 
-def create_app(detector: Detector) -> Starlette:
-    """The ASGI app serving ``detector``."""
-    limit = detector.config.max_body_bytes
+class Endpoints:
+    """The handlers of the detector's routes (:func:`create_app` lists them with their policy).
 
-    async def events(request: Request) -> Response:
+    Args:
+        detector: The service's state.
+    """
+
+    def __init__(self, detector: Detector):
+        self.detector = detector
+        self.limit = detector.config.max_body_bytes
+
+    async def events(self, request: Request) -> Response:
+        """``POST /`` and ``/events``: CloudEvents (one, or a batch); 202, or 400 naming each bad one."""
+        detector, limit = self.detector, self.limit
         monitor = detector.monitor
         if monitor is None:
             return JSONResponse({"error": f"not ready: {detector.error}"}, status_code=503)
@@ -225,11 +238,11 @@ def create_app(detector: Detector) -> Starlette:
         if body is None:
             return too_large(limit)
         if is_batch(request.headers):
-            return ingest_batch(monitor, body)
+            return self.ingest_batch(monitor, body)
         try:
             event = parse_event(request.headers, body, monitor.tester.reference.features)
-            ingest(monitor, event, "body")
-            commit()
+            self.ingest(monitor, event, "body")
+            self.commit()
         except InvalidEventError as error:
             metrics.EVENTS.labels(type=error.kind or "unknown", outcome="invalid").inc()
             return JSONResponse({"error": str(error)}, status_code=400)
@@ -238,12 +251,15 @@ def create_app(detector: Detector) -> Starlette:
         detector.dirty = True
         return ACCEPTED
 
-    def commit() -> None:
+    def commit(self) -> None:
         """Write what the monitor archived to the archive's log: before the answer that acknowledges it."""
+        detector = self.detector
         if detector.archive is not None:
             detector.archive.commit()
 
-    def ingest(monitor: Monitor, event: InferenceEvent, field: str) -> None:
+    def ingest(self, monitor: Monitor, event: InferenceEvent, field: str) -> None:
+        """Give the monitor one event (400 for more rows than ``--max_rows``)."""
+        detector = self.detector
         values = event.rows if event.rows is not None else event.predictions
         if values is not None and len(values) > detector.config.max_rows:
             metrics.REFUSED.labels(reason="too_many_rows").inc()
@@ -251,11 +267,12 @@ def create_app(detector: Detector) -> Starlette:
             raise InvalidEventError(message, event.kind)
         monitor.ingest(event)
 
-    def ingest_batch(monitor: Monitor, body: bytes) -> Response:
+    def ingest_batch(self, monitor: Monitor, body: bytes) -> Response:
         """Take every valid event of a batch, even beside bad ones (bad input loses nothing).
 
         Any bad one makes the answer a 400 listing each by index, with the count taken: do not resend.
         """
+        detector = self.detector
         try:
             decoded = parse_batch(body, monitor.tester.reference.features)
         except InvalidEventError as error:
@@ -266,12 +283,12 @@ def create_app(detector: Detector) -> Starlette:
             try:
                 if isinstance(event, InvalidEventError):
                     raise event
-                ingest(monitor, event, f"[{index}].data")
+                self.ingest(monitor, event, f"[{index}].data")
             except InvalidEventError as error:
                 metrics.EVENTS.labels(type=error.kind or "unknown", outcome="invalid").inc()
                 message = str(error) if str(error).startswith("[") else f"[{index}].{error}"
                 invalid.append({"index": index, "error": message})
-        commit()
+        self.commit()
         if monitor.queued:
             detector.dispatch()
         detector.dirty = True
@@ -282,46 +299,40 @@ def create_app(detector: Detector) -> Starlette:
             )
         return JSONResponse({"accepted": accepted}, status_code=202)
 
-    async def feedback(request: Request) -> Response:
+    async def feedback(self, request: Request) -> Response:
+        """``POST /feedback``: labels by request id; the accepted count and the unmatched ids."""
+        detector, limit = self.detector, self.limit
         monitor = detector.monitor
         if monitor is None:
             return JSONResponse({"error": f"not ready: {detector.error}"}, status_code=503)
         body = await read_body(request, limit)
         if body is None:
             return too_large(limit)
-        try:
-            document = json.loads(body)
-            items = document["labels"] if isinstance(document, dict) and "labels" in document else [document]
-            if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-                raise ValueError("labels: must be a list of {'id': ..., 'value': ...} objects")
-            refused = _implausible_label(items, batch="labels" in document)
-            if refused is not None:  # nothing is recorded: one poisoned label may not slip in with good ones
-                metrics.FEEDBACK_REJECTED.labels(reason="out_of_range").inc()
-                return _invalid_feedback(refused)
-            unmatched = [
-                str(item["id"]) for item in items if not monitor.feedback(str(item["id"]), item["value"])
-            ]
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _invalid_feedback("body: must be JSON")
-        except KeyError as error:
-            return _invalid_feedback(f"{error.args[0]}: required")
-        except (TypeError, ValueError) as error:
+        try:  # every label checked (detector/labels.py), then all recorded or none
+            labels, batch = parse_feedback(body, detector.config.max_rows)
+            unmatched = monitor.label(labels)
+        except InvalidLabelError as error:
+            metrics.FEEDBACK_REJECTED.labels(reason=error.reason).inc()
             return _invalid_feedback(str(error))
-        commit()
+        self.commit()
         detector.dirty = True
-        if "labels" not in document and unmatched:
+        if not batch and unmatched:
             return JSONResponse(
                 {"error": f"id: no recent prediction has id {unmatched[0]!r}"}, status_code=404
             )
-        return JSONResponse({"accepted": len(items) - len(unmatched), "unmatched": unmatched})
+        return JSONResponse({"accepted": len(labels) - len(unmatched), "unmatched": unmatched})
 
-    async def status(request: Request) -> Response:
+    async def status(self, request: Request) -> Response:
+        """``GET /status``: windows, drift results, live accuracy, retrain episodes, the archive."""
+        detector = self.detector
         if detector.monitor is None:
             return JSONResponse({"ready": False, "error": detector.error}, status_code=503)
         archive = {"archive": detector.archive.status()} if detector.archive is not None else {}
         return JSONResponse({"ready": True, **detector.monitor.status(), **archive})
 
-    async def drift_report(request: Request) -> Response:
+    async def drift_report(self, request: Request) -> Response:
+        """``GET /report``: the drift report, one HTML page."""
+        detector = self.detector
         if detector.monitor is None:
             return JSONResponse({"ready": False, "error": detector.error}, status_code=503)
         # Gathered on the loop (the monitor is not thread-safe), drawn in a thread: ingest does not wait.
@@ -329,24 +340,32 @@ def create_app(detector: Detector) -> Starlette:
         page = await asyncio.to_thread(report.render, sections, title="Drift report")
         return HTMLResponse(page)
 
-    async def outcomes(request: Request) -> Response:
+    async def outcomes(self, request: Request) -> Response:
+        """``GET /outcomes``: every labelled prediction with its true value, per endpoint and version."""
+        detector = self.detector
         if detector.monitor is None:
             return JSONResponse({"ready": False, "error": detector.error}, status_code=503)
         return JSONResponse({"keys": detector.monitor.outcomes()})
 
-    async def live(request: Request) -> Response:
+    async def live(self, request: Request) -> Response:
+        """``GET /healthz``, ``/v2/health/live``: alive."""
         return JSONResponse({"live": True})
 
-    async def ready(request: Request) -> Response:
+    async def ready(self, request: Request) -> Response:
+        """``GET /readyz``, ``/v2/health/ready``: 200 once the reference is loaded, else 503 with why."""
+        detector = self.detector
         if detector.monitor is None:
             return JSONResponse({"ready": False, "reason": detector.error}, status_code=503)
         return JSONResponse({"ready": True})
 
-    async def prometheus(request: Request) -> Response:
+    async def prometheus(self, request: Request) -> Response:
+        """``GET /metrics``: the Prometheus exposition."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        """Start loading the reference and saving the state; on shutdown, save and stop the archive."""
+        detector = self.detector
         if detector.archive is not None:  # first uploads what a previous process left in the log
             detector.archive.start()
         threading.Thread(target=detector.load, name="load-reference", daemon=True).start()
@@ -360,22 +379,42 @@ def create_app(detector: Detector) -> Starlette:
         if detector.archive is not None:
             await asyncio.to_thread(detector.archive.stop)
 
+
+def create_app(detector: Detector) -> Starlette:
+    """The ASGI app serving ``detector``: the detector's whole surface, one route a line.
+
+    Each route names the role and limits of its row in :mod:`serving.policy` (which the edge enforces and
+    docs/security.md renders); a route whose row says otherwise fails here, at start-up.
+    """
+    handlers = Endpoints(detector)
     return Starlette(
         routes=[
-            Route("/", events, methods=["POST"]),
-            Route("/events", events, methods=["POST"]),
-            Route("/feedback", feedback, methods=["POST"]),
-            Route("/status", status),
-            Route("/outcomes", outcomes),
-            Route("/report", drift_report),
-            Route("/metrics", prometheus),
-            Route("/healthz", live),
-            Route("/v2/health/live", live),
-            Route("/readyz", ready),
-            Route("/v2/health/ready", ready),
+            served("POST", "/", handlers.events, INGEST, EVENTS),
+            served("POST", "/events", handlers.events, INGEST, EVENTS),
+            served("POST", "/feedback", handlers.feedback, FEEDBACK, LABELS),
+            served("GET", "/status", handlers.status, MONITOR, NO_BODY),
+            served("GET", "/report", handlers.drift_report, MONITOR, NO_BODY),
+            served("GET", "/outcomes", handlers.outcomes, ANALYST, NO_BODY),
+            served("GET", "/metrics", handlers.prometheus, OPEN, NO_BODY),
+            served("GET", "/healthz", handlers.live, OPEN, NO_BODY),
+            served("GET", "/v2/health/live", handlers.live, OPEN, NO_BODY),
+            served("GET", "/readyz", handlers.ready, OPEN, NO_BODY),
+            served("GET", "/v2/health/ready", handlers.ready, OPEN, NO_BODY),
         ],
-        lifespan=lifespan,
+        lifespan=handlers.lifespan,
     )
+
+
+def served(method: str, path: str, handler: Callable[..., Any], role: str, limits: Limits) -> Route:
+    """The route ``METHOD path`` to ``handler``, checked against its row in :mod:`serving.policy`.
+
+    Raises:
+        ValueError: The table gives the route another role or other limits (or has no row for it).
+    """
+    row = policy.route("detector", method, path)
+    if (row.role, row.limits) != (role, limits):
+        raise ValueError(f"{method} {path}: serving/policy.py says {row.role}, {row.limits}")
+    return Route(path, handler, methods=[method])
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
@@ -396,28 +435,6 @@ def too_large(limit: int) -> Response:
     """The 413 for a body over ``limit`` bytes, counted."""
     metrics.REFUSED.labels(reason="body_too_large").inc()
     return JSONResponse({"error": f"body: larger than the limit of {limit} bytes"}, status_code=413)
-
-
-def _implausible_label(items: list[dict[str, Any]], *, batch: bool) -> str | None:
-    """The first label outside the target's domain (``model.schema.TARGET_DOMAIN``), named, or ``None``.
-
-    Labels drive the live R² and may trigger retraining: a price outside what the data set can record is a
-    mistake or an attack, refused rather than averaged in. Values that are not finite numbers are left to
-    :meth:`Monitor.feedback`'s own message.
-    """
-    for index, item in enumerate(items):
-        values = item["value"] if isinstance(item["value"], list) else [item["value"]]
-        for value in values:
-            if type(value) not in (int, float) or not math.isfinite(value):
-                continue
-            rule = TARGET_DOMAIN.violation(value)
-            if rule is not None:
-                where = f"labels[{index}].value" if batch else "value"
-                return (
-                    f"{where}: {rule} ({TARGET}, {TARGET_UNIT}; the data set records 50 or more as "
-                    f"{TARGET_CENSORED_AT:g})"
-                )
-    return None
 
 
 def _invalid_feedback(message: str) -> Response:

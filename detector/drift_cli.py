@@ -12,13 +12,17 @@ columns compared are the schema's features present in both files (``b`` included
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from detector.report import HistoryPoint, Section, distributions_png, render
 from detector.stats import (
+    BACKEND_HELP,
+    BACKENDS,
     CORRECTIONS,
+    DEFAULT_BACKEND,
     DEFAULT_BINS,
     DEFAULT_CORRECTION,
     DEFAULT_P_VALUE,
@@ -60,6 +64,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="reference-quantile bins for PSI and JS distance (default: %(default)s)",
     )
     parser.add_argument(
+        "--stats-backend",
+        choices=BACKENDS,
+        default=os.environ.get("STATS_BACKEND", DEFAULT_BACKEND),
+        help=BACKEND_HELP + " (default: %(default)s)",
+    )
+    parser.add_argument(
         "--report", type=Path, help="write the drift report to a .html file (or the histograms to a .png)"
     )
     parser.add_argument(
@@ -77,8 +87,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compare the files; 0 no drift, 1 drift, 2 unusable input."""
-    from detector.stats import DriftTester, Reference, summarize
+    from detector.stats import DriftTester, Reference, backend_problem, summarize
 
+    problem = backend_problem(args.stats_backend)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.report and args.report.suffix.lower() not in (".png", ".html"):
         print(f"error: --report must end in .png or .html, got {args.report}", file=sys.stderr)
         return 2
@@ -104,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             p_value=args.p_value,
             correction=args.correction,
             bins=args.bins,
+            backend=args.stats_backend,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -20,12 +20,18 @@ a bad element is reported by its index and does not spoil the others. The extens
 Features are found by name as the transformer and the predictor find them (:mod:`serving.payload`); the
 headers are the contract of :mod:`serving.events`. Anything else raises :class:`InvalidEventError` with a
 message naming the field and the rule broken.
+
+**Bounds.** Everything an event carries that the detector keeps is bounded here, before it is kept: the id
+(``ce-id``) by the servers' rule for request ids (:func:`check_id`, :mod:`serving.inputs`: 1 to 256
+printable ASCII characters), the endpoint, component and model version by :data:`MAX_NAME_CHARS`, the
+``ce-metadata`` header by :data:`MAX_METADATA_CHARS`; JSON nested too deep is a 400 naming the rule
+(``serving.inputs.NESTING_RULE``), not a ``RecursionError``. Which endpoints and how many model versions are
+taken is the monitor's rule (:mod:`detector.monitor`).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +41,7 @@ import numpy as np
 from cloudevents.exceptions import GenericException
 from cloudevents.http import from_http
 
-from model.intervals import BOUND_OUTPUTS, LEVEL_PARAMETER
+from model.intervals import BOUND_OUTPUTS, LEVEL_PARAMETER, LevelError, check_level, level_rule
 from model.schema import TARGET
 from serving.events import (
     BATCH_CONTENT_TYPE,
@@ -48,9 +54,14 @@ from serving.events import (
     SPEC_VERSION,
     decode_metadata,
 )
+from serving.inputs import ID_RULE, MAX_JSON_DEPTH, NESTING_RULE, check_request_id, nesting_depth, parse_json
 from serving.payload import instance_rows, stack_columns
 
 KINDS = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
+MAX_NAME_CHARS = 128
+"""The longest endpoint, component or model version taken: names, which label metrics and keys, not data."""
+MAX_METADATA_CHARS = 1024
+"""The longest ``ce-metadata`` taken (a model name and version need under 100): parsed values are cached."""
 PRICE_OUTPUTS = (TARGET, "output-0")
 """The names of the price among a V2 answer's outputs (the transformer's, the predictor's); else the first."""
 
@@ -117,10 +128,7 @@ def parse_batch(body: bytes, features: Sequence[str]) -> list[InferenceEvent | I
     Raises:
         InvalidEventError: The body is not a JSON array (nothing in it can be read).
     """
-    try:
-        elements = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidEventError("body: must be a JSON array of CloudEvents (batched content mode)") from None
+    elements = read_json(body, "body", "must be a JSON array of CloudEvents (batched content mode)")
     if not isinstance(elements, list):
         raise InvalidEventError(
             f"body: must be a JSON array of CloudEvents (batched content mode), got {type(elements).__name__}"
@@ -145,7 +153,9 @@ def _structured(element: Any, features: Sequence[str]) -> InferenceEvent:
         if not isinstance(element.get(name), str) or not element[name]:
             raise InvalidEventError(f"{name}: required, a non-empty string")
     if element.get("specversion") != SPEC_VERSION:
-        raise InvalidEventError(f"specversion: must be {SPEC_VERSION!r}, got {element.get('specversion')!r}")
+        raise InvalidEventError(
+            f"specversion: must be {SPEC_VERSION!r}, got {_shown(element.get('specversion'))}"
+        )
     if element.get("data") is not None:
         data = element["data"]
     elif element.get("data_base64") is not None:
@@ -172,10 +182,14 @@ def parse_event(headers: Mapping[str, str], body: bytes, features: Sequence[str]
     Raises:
         InvalidEventError: Not a CloudEvent, an unknown type, or a body that is not a usable V1/V2 payload.
     """
+    if nesting_depth(body) > MAX_JSON_DEPTH:  # before the SDK's json.loads, which recurses
+        raise InvalidEventError(NESTING_RULE)
     try:
         event = from_http(headers, body)  # a Mapping: the SDK reads it with .items(), no copy needed
+    except RecursionError:  # not reached past the depth check; never a 500 if it were
+        raise InvalidEventError(NESTING_RULE) from None
     except (GenericException, ValueError, TypeError) as error:
-        raise InvalidEventError(f"not a CloudEvent 1.0: {error}") from None
+        raise InvalidEventError(f"not a CloudEvent 1.0: {_shown(str(error), 200)}") from None
     return _decode(event, event.get_data(), features, prefix="ce-")
 
 
@@ -184,10 +198,16 @@ def _decode(event: Any, data: Any, features: Sequence[str], prefix: str = "") ->
     kind = KINDS.get(event["type"])
     if kind is None:
         raise InvalidEventError(
-            f"{prefix}type: must be {REQUEST_TYPE} or {RESPONSE_TYPE}, got {event['type']!r}"
+            f"{prefix}type: must be {REQUEST_TYPE} or {RESPONSE_TYPE}, got {_shown(event['type'])}"
         )
+    try:
+        check_id(event["id"], f"{prefix}id")
+    except InvalidEventError as error:
+        raise InvalidEventError(str(error), kind) from None
+    endpoint = _name(event, "endpoint", prefix, kind) or DEFAULT_ENDPOINT
+    component = _name(event, "component", prefix, kind) or "unknown"
+    metadata = decode_metadata(_metadata_header(event.get("metadata"), prefix, kind))
     payload = _json_payload(event.get("data") if data is None else data, kind)
-    metadata = decode_metadata(event.get("metadata"))
     rate = _sample_rate(event.get(SAMPLE_RATE), prefix, kind)
     try:
         rows, predictions, version, bounds = None, None, None, None
@@ -198,17 +218,52 @@ def _decode(event: Any, data: Any, features: Sequence[str], prefix: str = "") ->
             bounds = decode_bounds(payload, len(predictions))
     except InvalidEventError as error:
         raise InvalidEventError(str(error), kind) from None
+    model_version = metadata.get(METADATA_MODEL_VERSION) or version
+    if model_version is not None and len(model_version) > MAX_NAME_CHARS:
+        field = (
+            f"{prefix}metadata.{METADATA_MODEL_VERSION}"
+            if metadata.get(METADATA_MODEL_VERSION)
+            else ("model_version")
+        )
+        raise InvalidEventError(
+            f"{field}: must be at most {MAX_NAME_CHARS} characters, got {len(model_version):,}", kind
+        )
     return InferenceEvent(
         kind=kind,
-        id=str(event["id"]),
-        endpoint=str(event.get("endpoint") or DEFAULT_ENDPOINT),
-        component=str(event.get("component") or "unknown"),
-        model_version=metadata.get(METADATA_MODEL_VERSION) or version,
+        id=event["id"],
+        endpoint=endpoint,
+        component=component,
+        model_version=model_version,
         rows=rows,
         predictions=predictions,
         sample_rate=rate,
         intervals=bounds,
     )
+
+
+def _name(event: Any, attribute: str, prefix: str, kind: str) -> str | None:
+    """The event's ``attribute`` (a name: endpoint, component), at most :data:`MAX_NAME_CHARS` characters."""
+    value = event.get(attribute)
+    if value is None:
+        return None
+    text = value if type(value) is str else str(value)
+    if len(text) > MAX_NAME_CHARS:
+        message = f"{prefix}{attribute}: must be at most {MAX_NAME_CHARS} characters, got {len(text):,}"
+        raise InvalidEventError(message, kind)
+    return text
+
+
+def _metadata_header(value: Any, prefix: str, kind: str) -> str | None:
+    """``ce-metadata`` as text (a JSON object), at most :data:`MAX_METADATA_CHARS` characters."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        message = f"{prefix}metadata: must be a JSON object as a string, got {type(value).__name__}"
+        raise InvalidEventError(message, kind)
+    if len(value) > MAX_METADATA_CHARS:
+        message = f"{prefix}metadata: must be at most {MAX_METADATA_CHARS} characters, got {len(value):,}"
+        raise InvalidEventError(message, kind)
+    return value
 
 
 def _sample_rate(value: Any, prefix: str, kind: str) -> float:
@@ -219,7 +274,9 @@ def _sample_rate(value: Any, prefix: str, kind: str) -> float:
     except (TypeError, ValueError):
         rate = math.nan
     if not 0.0 < rate <= 1.0:
-        raise InvalidEventError(f"{prefix}{SAMPLE_RATE}: must be a number in (0, 1], got {value!r}", kind)
+        raise InvalidEventError(
+            f"{prefix}{SAMPLE_RATE}: must be a number in (0, 1], got {_shown(value)}", kind
+        )
     return rate
 
 
@@ -295,27 +352,30 @@ def decode_bounds(payload: Any, rows: int) -> Bounds | None:
     """The interval bounds a response carries (``None`` when it carries none), one per prediction.
 
     Raises:
-        InvalidEventError: They are malformed: not numbers, not one per prediction, a level outside (0, 1),
-            or a lower bound above its upper bound.
+        InvalidEventError: They are malformed: not numbers, not one per prediction, a level that is not one
+            of the levels served (:data:`model.intervals.LEVELS`), or a lower bound above its upper bound.
     """
     if isinstance(payload.get(INTERVALS), dict):
         found = payload[INTERVALS]
         level, lower, upper, field = found.get("level"), found.get("lower"), found.get("upper"), INTERVALS
     elif isinstance(payload.get("outputs"), list):
-        named = {item.get("name"): item for item in payload["outputs"] if isinstance(item, dict)}
+        named = {
+            item["name"]: item
+            for item in payload["outputs"]
+            if isinstance(item, dict) and isinstance(item.get("name"), str)
+        }
         if not all(name in named for name in BOUND_OUTPUTS):
             return None
-        parameters = named[BOUND_OUTPUTS[0]].get("parameters") or {}
-        level, field = parameters.get(LEVEL_PARAMETER), "outputs"
+        parameters = named[BOUND_OUTPUTS[0]].get("parameters")
+        level = parameters.get(LEVEL_PARAMETER) if isinstance(parameters, dict) else None
+        field = "outputs"
         lower, upper = (named[name].get("data") for name in BOUND_OUTPUTS)
     else:
         return None
-    try:
-        level = float(level)
-    except (TypeError, ValueError):
-        level = math.nan
-    if not 0.0 < level < 1.0:
-        raise InvalidEventError(f"{field}.level: must be a number in (0, 1), got {level!r}")
+    try:  # one of the levels served: the monitor keeps a coverage series per level
+        level = check_level(level)
+    except LevelError:
+        raise InvalidEventError(f"{field}.level: {level_rule()}, got {_shown(level)}") from None
     low = _finite(f"{field}.lower", lower).reshape(-1)
     high = _finite(f"{field}.upper", upper).reshape(-1)
     if len(low) != rows or len(high) != rows:
@@ -325,12 +385,55 @@ def decode_bounds(payload: Any, rows: int) -> Bounds | None:
     return Bounds(level, low, high)
 
 
+def check_id(value: Any, field: str) -> str:
+    """``value``, checked as an inference id by the servers' rule (:data:`serving.inputs.ID_RULE`).
+
+    Raises:
+        InvalidEventError: It breaks the rule; the message names ``field`` and never echoes the id (it may
+            be a megabyte).
+    """
+    if not isinstance(value, str):
+        raise InvalidEventError(f"{field}: must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidEventError(f"{field}: must be {ID_RULE}; got 0 characters")
+    try:
+        check_request_id(value, field)
+    except ValueError as error:
+        raise InvalidEventError(str(error)) from None
+    return value
+
+
+def read_json(data: bytes | bytearray | str, field: str, expected: str) -> Any:
+    """``data`` parsed as JSON by the servers' parser (:func:`serving.inputs.parse_json`).
+
+    Raises:
+        InvalidEventError: Naming the rule: ``expected`` for what is not JSON,
+            ``serving.inputs.NESTING_RULE`` past the depth limit, Python's limit for an integer of more than
+            4,300 digits (a ``ValueError`` that was a 500).
+    """
+    try:
+        return parse_json(bytes(data) if isinstance(data, bytearray) else data)
+    except ValueError as error:
+        message = str(error)
+        if message == NESTING_RULE:
+            raise InvalidEventError(message) from None
+        if message.startswith("body: not valid JSON") or isinstance(error, UnicodeDecodeError):
+            raise InvalidEventError(f"{field}: {expected}") from None
+        raise InvalidEventError(f"{field}: {expected} ({_shown(message, 120)})") from None
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a message never echoes a megabyte back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def _json_payload(data: Any, kind: str) -> Any:
     if isinstance(data, bytes | bytearray | str):
         try:
-            return json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InvalidEventError("body: must be a JSON inference payload", kind) from None
+            return read_json(data, "body", "must be a JSON inference payload")
+        except InvalidEventError as error:
+            raise InvalidEventError(str(error), kind) from None
     if data is None:
         raise InvalidEventError("body: empty", kind)
     return data

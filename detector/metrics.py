@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
 from prometheus_client import Counter, Gauge
+from prometheus_client.metrics import MetricWrapperBase
 
 KEY = ["endpoint", "model_version"]
 FEATURE_KEY = [*KEY, "feature"]
@@ -97,7 +99,8 @@ RETRAINS = Counter(
 )
 REFUSED = Counter(
     "housing_detector_refused",
-    "Event and feedback bodies refused by the input limits: body_too_large (413), too_many_rows (400).",
+    "Event and feedback bodies refused by the input limits: body_too_large (413), too_many_rows (400), "
+    "endpoint (400: not one of --endpoints), model_versions (400: no room for another model version).",
     ["reason"],
 )
 INFERENCES = Counter(
@@ -113,8 +116,28 @@ UNSEEN = Counter(
 )
 FEEDBACK_REJECTED = Counter(
     "housing_feedback_rejected_total",
-    "Ground-truth bodies refused with 400 because a label is outside the target's domain (out_of_range).",
+    "Ground-truth bodies refused with 400, by reason (detector/labels.py): malformed, not_a_number, "
+    "out_of_range (outside the target's domain), too_many, duplicate (one id, two values), rows (not one "
+    "value per predicted row).",
     ["reason"],
+)
+EVICTED = Counter(
+    "housing_detector_evicted",
+    "Entries pushed out of a bounded buffer before their time, by buffer: pending (events waiting for their "
+    "partner), recent (predictions waiting for their label), labelled (labels waiting for a shadow's copy), "
+    "model_version (a model version forgotten, with its windows, labels and metric series).",
+    ["buffer"],
+)
+BUFFER_BYTES = Gauge(
+    "housing_detector_buffer_bytes",
+    "Memory counted in a bounded buffer (pending, recent, labelled), against its --max_*_bytes limit.",
+    ["buffer"],
+)
+STATE_DROPPED = Counter(
+    "housing_detector_state_dropped",
+    "Entries of the saved state dropped when it was loaded because they break a rule (a label outside the "
+    "target's domain, a non-finite number, an endpoint not taken, an id too long ...), by section.",
+    ["section"],
 )
 
 ARCHIVE_ROWS = Counter(
@@ -148,3 +171,20 @@ def inferences(endpoint: str) -> Any:
     """
     UNSEEN.labels(endpoint=endpoint)
     return INFERENCES.labels(endpoint=endpoint)
+
+
+def forget(endpoint: str, model_version: str) -> None:
+    """Remove every series of one endpoint and model version (a key the monitor no longer tracks)."""
+    for metric in list(globals().values()):
+        if not isinstance(metric, MetricWrapperBase):
+            continue
+        doomed = {
+            tuple(sample.labels.values())
+            for family in metric.collect()
+            for sample in family.samples
+            if sample.labels.get("endpoint") == endpoint
+            and sample.labels.get("model_version") == model_version
+        }
+        for values in doomed:
+            with contextlib.suppress(KeyError):
+                metric.remove(*values)

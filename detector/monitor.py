@@ -3,10 +3,17 @@
 Nothing here does I/O: the HTTP app (:mod:`detector.app`) feeds decoded events and labels in, and saves
 :meth:`Monitor.snapshot` to the state directory. Everything runs on the event loop's thread, so no locks.
 
-- A request and its response (same ``ce-id`` and component, in either order) wait in a bounded pending buffer;
-  an event whose partner has not come within ``pending_ttl`` seconds, or that is pushed out when the buffer is
-  full, is counted ``unmatched``. Each endpoint may hold at most ``max_pending_per_endpoint`` of them, so a
-  flood on one endpoint pushes out its own oldest events, never another endpoint's.
+- A request and its response (same ``ce-id`` and component, in either order) wait in a pending buffer
+  bounded in bytes (``max_pending_bytes``: the values, the ids and what Python spends on each entry); an event
+  whose partner has not come within ``pending_ttl`` seconds, or that is pushed out when the buffer is full, is
+  counted ``unmatched`` (pushed out: ``housing_detector_evicted_total`` too). Each endpoint may hold at most
+  ``max_pending_bytes_per_endpoint``, so a flood on one endpoint pushes out its own oldest events, never
+  another endpoint's.
+- **What is kept is bounded whatever arrives**: events of an endpoint outside ``endpoints`` are refused, and
+  at most ``max_model_versions`` model versions are tracked at once (one idle for ``model_version_idle``
+  seconds is forgotten to make room, with its windows, labels and metric series; the reference's never);
+  an inference of a new version with no room is refused. So the metrics' label sets and the state's keys
+  stay bounded, also when the events are forged.
 - Joined rows go to the window of their :class:`~detector.keys.WindowKey` (endpoint, model version): canary
   traffic is judged on its own, and each model version against the reference. A full window (``window_size``
   rows) is queued for its test (:meth:`Monitor.take_due`; the service runs it in a worker process,
@@ -16,11 +23,12 @@ Nothing here does I/O: the HTTP app (:mod:`detector.app`) feeds decoded events a
   the sender dropped under overload: an inference sent at ``housingsamplerate`` r stands for 1/r offered
   ones (``housing_events_unseen_total`` adds 1/r - 1). The sender drops whole inferences at random, so the
   windows stay an unbiased sample of the traffic; only their pace slows.
-- Labels posted to ``/feedback`` are matched to every prediction of the same request id (the answering
-  model's and any shadow's; a shadow's copy joined after its label is scored when it comes, the last
-  ``max_recent`` labels being kept by id); MAE, RMSE and R² are computed over the last ``label_window``
-  labels of each key. Up to ``max_outcomes`` labelled predictions per
-  key are kept (and saved) for experiments (:meth:`Monitor.outcomes`, ``housing experiment analyze``).
+- Labels posted to ``/feedback`` (checked by :mod:`detector.labels`) are matched to every prediction of the
+  same request id (the answering model's and any shadow's; a shadow's copy joined after its label is scored
+  when it comes). Predictions wait for their label, and labels for a shadow's copy, in buffers bounded by
+  ``max_recent_bytes`` each. MAE, RMSE and R² are computed over the last ``label_window`` labels of each key.
+  Up to ``max_outcomes`` labelled predictions per key are kept (and saved) for experiments
+  (:meth:`Monitor.outcomes`, ``housing experiment analyze``).
 - Each label is also scored against its prediction's interval, when the response carried one (the transformer
   logs the 90% bounds of every prediction, or the level its client asked for): a hit when the true price lies
   inside. Over the last ``coverage_window`` labels of each key and level, the share of hits is
@@ -31,17 +39,20 @@ Nothing here does I/O: the HTTP app (:mod:`detector.app`) feeds decoded events a
 - Each tested window's rows are scored by the artifact's outlier density (:mod:`model.outliers`), when it has
   one: the share of houses unlike any seen in training is the window's outlier rate.
 - With an archive (:mod:`detector.archive`), every joined inference and every label is handed to it as a
-  record (it only encodes them; the app commits them to its log before answering). A label whose prediction
-  the monitor no longer holds is archived too: the archive joins it to the row it archived long ago.
+  record (it only encodes them; the app commits them to its log before answering). Only a label that matches
+  a prediction the monitor holds is archived: a label for an unknown id could otherwise be archived before
+  a forged or future inference of that id and joined to it at training.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
 import time
 from collections import Counter, OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +61,10 @@ import numpy as np
 from detector import metrics
 from detector.events import Bounds, InferenceEvent, InvalidEventError
 from detector.keys import WindowKey
+from detector.labels import InvalidLabelError, Label, check_values
 from detector.retrain import RetrainTrigger
 from detector.settings import Settings
-from detector.state import STATE_FORMAT
+from detector.state import STATE_FORMAT, json_safe
 from detector.stats import DriftResult, DriftTester
 from model.archive import LabelRecord, RowRecord
 from model.dle import LossEstimator
@@ -65,6 +77,10 @@ log = logging.getLogger(__name__)
 
 # Tested windows kept per key for the drift report's score and accuracy history (GET /report), and saved.
 HISTORY = 50
+ENTRY_BYTES = 500
+"""What Python spends on one buffered entry beside its values and id: the dataclass or dict, the array's and
+the string's headers, the key tuple, the ordered dict's slot (tracemalloc over 20,000 entries: 450 bytes a
+pending event, 460 a prediction waiting for its label)."""
 
 
 @dataclass
@@ -76,6 +92,8 @@ class Pending:
     endpoint: str
     model_version: str | None
     values: np.ndarray
+    size: int = 0
+    """Bytes counted against ``max_pending_bytes``."""
     bounds: Bounds | None = None
 
 
@@ -85,6 +103,11 @@ class Priced:
 
     predictions: np.ndarray
     bounds: Bounds | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes counted against ``max_recent_bytes``."""
+        return self.predictions.nbytes + (0 if self.bounds is None else 2 * self.bounds.lower.nbytes)
 
 
 @dataclass
@@ -137,14 +160,22 @@ class Monitor:
         self.settings = settings
         self.trigger = trigger
         self.pending: OrderedDict[tuple[str, str], Pending] = OrderedDict()
-        self._pending_by_endpoint: Counter[str] = Counter()
+        self._pending_by_endpoint: Counter[str] = Counter()  # bytes
+        self._buffer_bytes: Counter[str] = Counter()  # pending, recent, labelled
+        for buffer in ("pending", "recent", "labelled"):
+            metrics.BUFFER_BYTES.labels(buffer=buffer).set_function(
+                functools.partial(self._buffer_bytes.__getitem__, buffer)
+            )
+        # Model version -> when an inference of it was last joined (at most max_model_versions of them).
+        self.versions: dict[str, float] = {}
         self.windows: dict[WindowKey, Window] = {}
         self.results: dict[WindowKey, DriftResult] = {}
         self.labels: dict[WindowKey, deque[tuple[float, float, str]]] = {}  # truth, prediction, request id
         self.labels_received: Counter[WindowKey] = Counter()  # ever, per key: the retrain's label count
         # Request id -> the predictions made for it, per key: a shadow's are logged under the same id.
         self.recent: OrderedDict[str, dict[WindowKey, Priced]] = OrderedDict()
-        # (key, level) -> (hit, width) of the last labelled predictions with an interval at that level.
+        # (key, level) -> (hit, width) of the last labelled predictions with an interval at that level (one of
+        # model.intervals.LEVELS: detector.events refuses others), at most coverage_window of them.
         self.coverage: dict[tuple[WindowKey, float], deque[tuple[bool, float]]] = {}
         # Request id -> its true values, once labelled: a shadow's copy joined after the label is scored then.
         self.labelled: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -177,20 +208,28 @@ class Monitor:
         values = event.rows if event.kind == "request" else event.predictions
         if values is None:
             raise InvalidEventError("body: carries no values", event.kind)
+        if event.endpoint not in self.settings.endpoints:
+            metrics.REFUSED.labels(reason="endpoint").inc()
+            raise InvalidEventError(
+                f"endpoint: must be one of {list(self.settings.endpoints)} (--endpoints), got "
+                f"{event.endpoint[:40]!r}",
+                event.kind,
+            )
+        if event.model_version is not None and event.model_version not in self.versions:
+            self._admit(event.model_version, now, event.kind, evict=False)  # refused now if never joinable
         key = (event.component, event.id)
-        partner = self.pending.pop(key, None)
-        if partner is not None:
-            self._pending_by_endpoint[partner.endpoint] -= 1
+        partner = self._release(key)
         if partner is not None and partner.kind == event.kind:  # a duplicate: the older one will never pair
             metrics.EVENTS.labels(type=partner.kind, outcome="unmatched").inc()
             partner = None
+        bounds = event.intervals
+        size = values.nbytes + len(event.id) + len(event.component) + ENTRY_BYTES
+        size += 0 if bounds is None else 2 * bounds.lower.nbytes
+        this = Pending(event.kind, now, event.endpoint, event.model_version, values, size, bounds)
         if partner is None:
-            self._hold(
-                key, Pending(event.kind, now, event.endpoint, event.model_version, values, event.intervals)
-            )
+            self._hold(key, this)
             metrics.events(event.kind, "accepted").inc()
             return
-        this = Pending(event.kind, now, event.endpoint, event.model_version, values, event.intervals)
         request, response = (this, partner) if event.kind == "request" else (partner, this)
         if len(request.values) != len(response.values):
             metrics.EVENTS.labels(type=partner.kind, outcome="unmatched").inc()
@@ -199,12 +238,20 @@ class Monitor:
                 f"for {len(request.values)} request rows",
                 event.kind,
             )
+        version = response.model_version or request.model_version or self.tester.reference.version
+        if version in self.versions:
+            self.versions[version] = now
+        else:
+            try:
+                self._admit(version, now, event.kind)
+            except InvalidEventError:
+                metrics.EVENTS.labels(type=partner.kind, outcome="unmatched").inc()  # taken from the buffer
+                raise
         metrics.events(event.kind, "accepted").inc()
         # Counted per inference: a sampled sender drops requests and responses together (serving/events.py).
         metrics.inferences(request.endpoint).inc()
         if event.sample_rate < 1.0:
             metrics.UNSEEN.labels(endpoint=request.endpoint).inc(1.0 / event.sample_rate - 1.0)
-        version = response.model_version or request.model_version or self.tester.reference.version
         if self.archive is not None:
             features, times = self.tester.reference.features, (request.time, response.time)
             pair = (request.values, response.values)
@@ -219,28 +266,100 @@ class Monitor:
             oldest = next(iter(self.pending.values()))
             if oldest.time >= deadline:
                 return
-            self.pending.popitem(last=False)
-            self._pending_by_endpoint[oldest.endpoint] -= 1
+            self._release(next(iter(self.pending)))
             metrics.EVENTS.labels(type=oldest.kind, outcome="unmatched").inc()
+
+    def _release(self, key: tuple[str, str]) -> Pending | None:
+        """Take ``key``'s pending event out of the buffer (``None`` when there is none)."""
+        item = self.pending.pop(key, None)
+        if item is not None:
+            self._pending_by_endpoint[item.endpoint] -= item.size
+            self._buffer_bytes["pending"] -= item.size
+        return item
 
     def _hold(self, key: tuple[str, str], item: Pending) -> None:
         """Keep ``item`` until its partner comes, pushing out the oldest pending events over the limits."""
         self.pending[key] = item
-        self._pending_by_endpoint[item.endpoint] += 1
-        if self._pending_by_endpoint[item.endpoint] > self.settings.max_pending_per_endpoint:
+        self._pending_by_endpoint[item.endpoint] += item.size
+        self._buffer_bytes["pending"] += item.size
+        while self._pending_by_endpoint[item.endpoint] > self.settings.max_pending_bytes_per_endpoint:
             # The endpoint's own oldest: an endpoint's flood must not evict another's pending requests.
             oldest = next(held for held, pending in self.pending.items() if pending.endpoint == item.endpoint)
             self._evict(oldest)
-        while len(self.pending) > self.settings.max_pending:
+        while self._buffer_bytes["pending"] > self.settings.max_pending_bytes:
             self._evict(next(iter(self.pending)))
 
     def _evict(self, key: tuple[str, str]) -> None:
-        evicted = self.pending.pop(key)
-        self._pending_by_endpoint[evicted.endpoint] -= 1
+        evicted = self._release(key)
+        assert evicted is not None
         metrics.EVENTS.labels(type=evicted.kind, outcome="unmatched").inc()
+        metrics.EVICTED.labels(buffer="pending").inc()
+
+    def _admit(self, version: str, now: float, kind: str, *, evict: bool = True) -> None:
+        """Track ``version`` (its inference is joined now), forgetting an idle one to make room if needed.
+
+        With ``evict=False``, only check that there is or could be room (a request naming its version).
+
+        Raises:
+            InvalidEventError: ``max_model_versions`` versions are tracked and none may be forgotten yet.
+        """
+        if version not in self.versions and len(self.versions) >= self.settings.max_model_versions:
+            reference = self.tester.reference.version
+            idle = [(seen, tracked) for tracked, seen in self.versions.items() if tracked != reference]
+            oldest = min(idle)[1] if idle else None
+            if oldest is None or self.versions[oldest] > now - self.settings.model_version_idle:
+                metrics.REFUSED.labels(reason="model_versions").inc()
+                settings = self.settings
+                raise InvalidEventError(
+                    f"model_version: {version[:40]!r} would be model version {len(self.versions) + 1} "
+                    f"tracked; at most {settings.max_model_versions} (--max_model_versions), and none has "
+                    f"been idle for {settings.model_version_idle:g} s (--model_version_idle) to make room",
+                    kind,
+                )
+            if not evict:
+                return
+            self._forget(oldest)
+        if evict:
+            self.versions[version] = now
+
+    def _forget(self, version: str) -> None:
+        """Drop everything kept for ``version``: windows, results, labels, history, metric series."""
+        keys = {
+            key
+            for key in (*self.windows, *self.results, *self.labels, *self.history)
+            if key.model_version == version
+        }
+        for table in (
+            self.windows,
+            self.results,
+            self.labels,
+            self.labels_received,
+            self.estimates,
+            self.outlier_rates,
+            self.history,
+            self.tested_rows,
+        ):
+            for key in keys:
+                table.pop(key, None)
+        for key, level in [(key, level) for key, level in self.coverage if key.model_version == version]:
+            del self.coverage[(key, level)]
+        for number in [number for number, item in self.queued.items() if item.key.model_version == version]:
+            del self.queued[number]
+        for by_key in self.recent.values():
+            for key in [key for key in by_key if key.model_version == version]:
+                self._buffer_bytes["recent"] -= by_key.pop(key).nbytes
+        for key in keys:
+            self.trigger.active.discard(key)
+            self.trigger.waiting.pop(key, None)
+            metrics.forget(key.endpoint, key.model_version)
+        self.versions.pop(version, None)
+        metrics.EVICTED.labels(buffer="model_version").inc()
+        log.warning(
+            "model version %r forgotten to make room for another (--max_model_versions)", version[:40]
+        )
 
     def feedback(self, request_id: str, values: float | list[float]) -> bool:
-        """Record the true value(s) of an earlier request's prediction(s).
+        """Record the true value(s) of one earlier request's prediction(s): :meth:`label` for one label.
 
         Args:
             request_id: The inference request id (``ce-id``).
@@ -250,33 +369,59 @@ class Monitor:
             ``False`` when no recent prediction has that id (the label is counted ``unmatched``).
 
         Raises:
-            ValueError: The number of values does not match the number of predictions, or one is not finite.
+            InvalidLabelError: A value breaks the label rule, or their number is not the predictions'.
         """
-        found = self.recent.get(request_id)
-        try:
-            truth = np.asarray(values, dtype=float).reshape(-1)
-        except (TypeError, ValueError):
-            truth = np.array([np.nan])
-        if not found:
-            metrics.EVENTS.labels(type="feedback", outcome="unmatched").inc()
-            if self.archive is not None and len(truth) and np.isfinite(truth).all():
-                self.archive.add(LabelRecord(request_id, truth, time.time()))
-            return False
-        rows = len(next(iter(found.values())).predictions)
-        if len(truth) != rows or not np.isfinite(truth).all():
-            raise ValueError(f"value: must be {rows} finite number(s), one per predicted row")
-        if self.archive is not None:
-            self.archive.add(LabelRecord(request_id, truth, time.time()))
-        # Every model that priced this request is scored on the label: the answering one and any shadow,
-        # whose copy may be joined after the label (then :meth:`_add` scores it).
-        for key, priced in found.items():
-            self._score(key, request_id, truth, priced)
+        return not self.label([Label(request_id, check_values(values))])
+
+    def label(self, labels: Sequence[Label]) -> list[str]:
+        """Record checked labels (:mod:`detector.labels`): all of them, or none.
+
+        A label whose id no recent prediction has is counted ``unmatched`` and not archived (its prediction
+        was never seen, or was pushed out of ``max_recent_bytes``).
+
+        Returns:
+            The ids of the unmatched labels.
+
+        Raises:
+            InvalidLabelError: A label's values are not one per predicted row (nothing is recorded).
+        """
+        matched, unmatched = [], []
+        for label in labels:
+            found = self.recent.get(label.id)
+            if not found:
+                unmatched.append(label.id)
+                continue
+            rows = len(next(iter(found.values())).predictions)
+            if len(label.values) != rows:
+                got = len(label.values)
+                message = f"{label.field}value: must be {rows} number(s), one per predicted row, got {got}"
+                raise InvalidLabelError(message, "rows")
+            matched.append((label, found))
+        if unmatched:
+            metrics.EVENTS.labels(type="feedback", outcome="unmatched").inc(len(unmatched))
+        for label, found in matched:
+            truth = np.asarray(label.values, dtype=float)
+            if self.archive is not None:
+                self.archive.add(LabelRecord(label.id, truth, time.time()))
+            # Every model that priced this request is scored on the label: the answering one and any shadow,
+            # whose copy may be joined after the label (then :meth:`_add` scores it).
+            for key, priced in found.items():
+                self._score(key, label.id, truth, priced)
+            self._keep_labelled(label.id, truth)
+        metrics.EVENTS.labels(type="feedback", outcome="accepted").inc(len(matched))
+        return unmatched
+
+    def _keep_labelled(self, request_id: str, truth: np.ndarray) -> None:
+        """Remember ``truth`` for a shadow's copy joined later, within ``max_recent_bytes``."""
+        previous = self.labelled.pop(request_id, None)
+        if previous is not None:
+            self._buffer_bytes["labelled"] -= previous.nbytes + len(request_id) + ENTRY_BYTES
         self.labelled[request_id] = truth
-        self.labelled.move_to_end(request_id)
-        while len(self.labelled) > self.settings.max_recent:
-            self.labelled.popitem(last=False)
-        metrics.EVENTS.labels(type="feedback", outcome="accepted").inc()
-        return True
+        self._buffer_bytes["labelled"] += truth.nbytes + len(request_id) + ENTRY_BYTES
+        while self._buffer_bytes["labelled"] > self.settings.max_recent_bytes:
+            oldest, values = self.labelled.popitem(last=False)
+            self._buffer_bytes["labelled"] -= values.nbytes + len(oldest) + ENTRY_BYTES
+            metrics.EVICTED.labels(buffer="labelled").inc()
 
     def _score(self, key: WindowKey, request_id: str, truth: np.ndarray, priced: Priced) -> None:
         """Keep ``key``'s predictions of one request with their true values; update its live figures.
@@ -345,7 +490,14 @@ class Monitor:
         }
 
     def status(self) -> dict[str, Any]:
-        """A JSON-safe summary per ``endpoint/model_version``: rows waiting, last result, live metrics."""
+        """A JSON-safe summary per ``endpoint/model_version``: rows waiting, last result, live metrics.
+
+        Non-finite figures (an error squared past the float range, from a forged prediction of 1e300) are
+        ``null``: nothing held can make ``/status`` fail to encode.
+        """
+        return dict(json_safe(self._summary()))
+
+    def _summary(self) -> dict[str, Any]:
         keys = sorted(
             {*self.windows, *self.results, *self.labels, *(key for key, _ in self.coverage)}, key=str
         )
@@ -423,7 +575,7 @@ class Monitor:
                     **key.labels(),
                     "level": level,
                     "hits": [hit for hit, _ in kept],
-                    "widths": [w for _, w in kept],
+                    "widths": [width for _, width in kept],
                 }
                 for (key, level), kept in self.coverage.items()
             ],
@@ -439,15 +591,14 @@ class Monitor:
         if state.get("format") != STATE_FORMAT:
             log.warning("ignoring saved state of format %r (expected %d)", state.get("format"), STATE_FORMAT)
             return
+        # Trusted as detector.state.validated left it (the app validates what it loads); byte bounds apply.
         for saved in state.get("pending", []):
-            self.pending[(saved["component"], saved["request_id"])] = item = Pending(
-                saved["kind"],
-                saved["time"],
-                saved["endpoint"],
-                saved["model_version"],
-                np.asarray(saved["values"], dtype=float),
+            values = np.asarray(saved["values"], dtype=float)
+            size = values.nbytes + len(saved["request_id"]) + len(saved["component"]) + ENTRY_BYTES
+            item = Pending(
+                saved["kind"], saved["time"], saved["endpoint"], saved["model_version"], values, size
             )
-            self._pending_by_endpoint[item.endpoint] += 1
+            self._hold((saved["component"], saved["request_id"]), item)
         for saved in state.get("windows", []):
             key = WindowKey.of(saved)
             rows = np.asarray(saved["rows"], dtype=float).reshape(-1, self.width)
@@ -474,11 +625,15 @@ class Monitor:
         for saved in state.get("history", []):
             self.history[WindowKey.of(saved)] = deque(saved["entries"], maxlen=HISTORY)
         for saved in state.get("recent", []):
-            by_key = self.recent.setdefault(saved["request_id"], {})
             bounds = None
             if "level" in saved:  # saved with its intervals
-                bounds = Bounds(saved["level"], np.asarray(saved["lower"]), np.asarray(saved["upper"]))
-            by_key[WindowKey.of(saved)] = Priced(np.asarray(saved["predictions"], dtype=float), bounds)
+                bounds = Bounds(
+                    float(saved["level"]),
+                    np.asarray(saved["lower"], dtype=float),
+                    np.asarray(saved["upper"], dtype=float),
+                )
+            priced = Priced(np.asarray(saved["predictions"], dtype=float), bounds)
+            self._add_recent(saved["request_id"], WindowKey.of(saved), priced)
         for saved in state.get("coverage", []):  # absent in states saved before intervals
             key, level = WindowKey.of(saved), float(saved["level"])
             scored = [
@@ -487,7 +642,10 @@ class Monitor:
             self.coverage[(key, level)] = deque(scored, maxlen=self.settings.coverage_window)
             self._publish_coverage(key, level)
         for saved in state.get("labelled", []):
-            self.labelled[saved["request_id"]] = np.asarray(saved["true_values"], dtype=float)
+            self._keep_labelled(saved["request_id"], np.asarray(saved["true_values"], dtype=float))
+        now = time.time()
+        for key in sorted({*self.windows, *self.results, *self.labels, *self.history}, key=str):
+            self.versions[key.model_version] = now
         log.info(
             "resumed state: %d pending, %d windows, %d results, %d label sets",
             len(self.pending),
@@ -497,12 +655,9 @@ class Monitor:
         )
 
     def _add(self, key: WindowKey, request_id: str, rows: np.ndarray, priced: Priced) -> None:
-        by_key = self.recent.setdefault(request_id, {})
-        truth = self.labelled.get(request_id) if key not in by_key else None
-        by_key[key] = priced
-        self.recent.move_to_end(request_id)
-        while len(self.recent) > self.settings.max_recent:
-            self.recent.popitem(last=False)
+        by_key = self.recent.get(request_id)
+        truth = self.labelled.get(request_id) if by_key is None or key not in by_key else None
+        self._add_recent(request_id, key, priced)
         predictions = priced.predictions
         if truth is not None and len(truth) == len(predictions):  # a shadow's copy, after the label
             self._score(key, request_id, truth, priced)
@@ -519,6 +674,21 @@ class Monitor:
                 all_rows, all_predictions = all_rows[size:], all_predictions[size:]
             self.windows[key] = Window([all_rows], [all_predictions], len(all_rows))
         metrics.WINDOW_ROWS.labels(**key.labels()).set(self.windows[key].count)
+
+    def _add_recent(self, request_id: str, key: WindowKey, priced: Priced) -> None:
+        """Keep ``key``'s predictions of ``request_id`` for its label, within ``max_recent_bytes``."""
+        by_key = self.recent.get(request_id)
+        if by_key is None:
+            by_key = self.recent[request_id] = {}
+            self._buffer_bytes["recent"] += len(request_id) + ENTRY_BYTES
+        previous = by_key.get(key)
+        self._buffer_bytes["recent"] += priced.nbytes - (previous.nbytes if previous is not None else 0)
+        by_key[key] = priced
+        self.recent.move_to_end(request_id)
+        while self._buffer_bytes["recent"] > self.settings.max_recent_bytes and len(self.recent) > 1:
+            oldest, by_key = self.recent.popitem(last=False)
+            self._buffer_bytes["recent"] -= len(oldest) + ENTRY_BYTES + sum(v.nbytes for v in by_key.values())
+            metrics.EVICTED.labels(buffer="recent").inc()
 
     def take_due(self) -> list[tuple[int, Due]]:
         """Full windows not yet handed out for testing (each is handed out once; see :meth:`record`)."""
@@ -541,11 +711,11 @@ class Monitor:
         self.results[key] = result
         metrics.WINDOWS_TESTED.labels(**key.labels()).inc()
         self._publish_result(key, result)
-        if self.estimator is not None:  # about 1 ms for 200 rows (python -m benchmarks label_free)
+        if self.estimator is not None:  # about 1 ms for 200 rows (./dev bench label_free)
             self.estimates[key] = estimate = self.estimator.estimate(item.rows, item.predictions)
             metrics.ESTIMATED_MAE.labels(**key.labels()).set(estimate["mae"])
             metrics.ESTIMATED_RMSE.labels(**key.labels()).set(estimate["rmse"])
-        if self.outliers is not None:  # about 0.2 ms for 200 rows (python -m benchmarks outliers)
+        if self.outliers is not None:  # about 0.2 ms for 200 rows (./dev bench outliers)
             self._score_outliers(key, item.rows)
         drifted = [feature.name for feature in result.features if feature.drifted]
         log.info(

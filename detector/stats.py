@@ -5,6 +5,9 @@ One window of live rows is compared with the reference (the training sample stor
 - every continuous feature with a two-sample Kolmogorov-Smirnov test (alibi-detect ``KSDrift``, corrected for
   testing many features at once: Benjamini-Hochberg FDR by default, or Bonferroni);
 - each binary feature (``chas``) with a chi-squared test (alibi-detect ``ChiSquareDrift``, at the same level);
+  both tests come from one of two backends with the same decisions: ``alibi-detect`` (the default; Business
+  Source License 1.1, :mod:`detector.alibi_tests`) or ``scipy`` (:mod:`detector.univariate`, scipy and numpy
+  alone, for a deployment that may not run alibi-detect);
 - every feature also with the population stability index (PSI) and the Jensen-Shannon distance, both on bins
   cut at the reference's deciles;
 - the model's predictions with a KS test and the JS distance (prediction drift);
@@ -18,7 +21,7 @@ lies in [0, 1] and drift is declared when it exceeds the threshold (default 0.3,
 test keeps sampling noise of small windows from raising alarms; the JS distance keeps tiny but significant
 changes of large windows from raising them, and gives the score a meaning: how far the most changed input
 moved. The window also drifted when its reconstruction error is beyond the reference's (multivariate drift),
-whatever the score. The benchmark (``python -m benchmarks detector``) measures both error rates; see
+whatever the score. The benchmark (``./dev bench detector``) measures both error rates; see
 docs/detector.md.
 """
 
@@ -30,13 +33,21 @@ from typing import Any
 import numpy as np
 
 from detector.multivariate import ReconstructionDrift, ReconstructionResult
+from detector.univariate import CORRECTIONS, Backend, FeatureTest, Outcome
 from model.schema import FEATURES_BY_NAME
 
 DEFAULT_THRESHOLD = 0.3
 DEFAULT_P_VALUE = 0.05
 DEFAULT_BINS = 10
-CORRECTIONS = ("fdr", "bonferroni")
 DEFAULT_CORRECTION = "fdr"
+BACKENDS = ("alibi-detect", "scipy")
+"""Where the KS and chi-squared tests come from (see the module docstring)."""
+DEFAULT_BACKEND = "alibi-detect"
+BACKEND_HELP = (
+    "where the KS and chi-squared tests come from: alibi-detect (Business Source License 1.1) or scipy "
+    "(scipy and numpy alone, the same decisions) [env STATS_BACKEND]"
+)
+"""The help of the detector's ``--stats_backend`` and ``housing drift --stats-backend``."""
 # PSI is undefined for empty bins; this floor is the usual remedy and caps one bin's contribution.
 PSI_FLOOR = 1e-4
 
@@ -178,8 +189,43 @@ def js_distance(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.nan_to_num(jensenshannon(expected, actual, base=2)))
 
 
+def load_backend(name: str) -> Backend:
+    """The module that builds a backend's tests (:class:`detector.univariate.Backend`).
+
+    Only ``alibi-detect`` imports alibi-detect, here and only when chosen.
+    """
+    if name == "scipy":
+        from detector import univariate
+
+        return univariate
+    if name == "alibi-detect":
+        from detector import alibi_tests
+
+        return alibi_tests
+    raise ValueError(f"stats backend must be one of {BACKENDS}, got {name!r}")
+
+
+def backend_problem(name: str) -> str | None:
+    """Why backend ``name`` cannot run here (unknown, or alibi-detect not installed), else ``None``.
+
+    Checked at start-up, so that an image built without alibi-detect and left at the default backend says what
+    to set instead of failing at its first window.
+    """
+    from importlib.util import find_spec
+
+    if name not in BACKENDS:
+        return f"stats backend must be one of {BACKENDS}, got {name!r}"
+    if name == "alibi-detect" and find_spec("alibi_detect") is None:
+        return (
+            "stats backend alibi-detect: alibi-detect is not installed here (the detector-oss install); "
+            "choose the scipy backend: STATS_BACKEND=scipy (the detector's --stats_backend, housing drift's "
+            "--stats-backend, the chart's detector.statsBackend)"
+        )
+    return None
+
+
 class DriftTester:
-    """Compares windows with one reference; the alibi-detect detectors are built once, here.
+    """Compares windows with one reference; the per-feature tests are built once, here.
 
     Args:
         reference: The reference sample.
@@ -187,6 +233,7 @@ class DriftTester:
         p_value: Significance level of the tests (the FDR level with ``correction="fdr"``).
         correction: ``fdr`` (Benjamini-Hochberg) or ``bonferroni``, across the continuous features.
         bins: Number of reference-quantile bins for PSI and JS distance.
+        backend: Where the KS and chi-squared tests come from: ``alibi-detect`` or ``scipy`` (same decisions).
     """
 
     def __init__(
@@ -197,15 +244,16 @@ class DriftTester:
         p_value: float = DEFAULT_P_VALUE,
         correction: str = DEFAULT_CORRECTION,
         bins: int = DEFAULT_BINS,
+        backend: str = DEFAULT_BACKEND,
     ) -> None:
-        from alibi_detect.cd import ChiSquareDrift, KSDrift
-
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if correction not in CORRECTIONS:
             raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
+        tests = load_backend(backend)
         self.reference = reference
         self.threshold = threshold
+        self.backend = backend
         rows = reference.rows
         kinds = [
             FEATURES_BY_NAME[name].kind if name in FEATURES_BY_NAME else "continuous"
@@ -215,21 +263,19 @@ class DriftTester:
         self.continuous = [index for index, kind in enumerate(kinds) if kind != "binary"]
         self.edges = [bin_edges(rows[:, index], bins) for index in range(rows.shape[1])]
         self.expected = [proportions(rows[:, index], edges) for index, edges in enumerate(self.edges)]
-        self.ks = (
-            KSDrift(rows[:, self.continuous], p_val=p_value, correction=correction)
-            if self.continuous
-            else None
+        self.ks: FeatureTest | None = (
+            tests.ks_test(rows[:, self.continuous], p_value, correction) if self.continuous else None
         )
-        self.chi2 = [
-            ChiSquareDrift(rows[:, [index]].astype(int), p_val=p_value, categories_per_feature={0: [0, 1]})
-            for index in self.binary
-        ]
+        self.chi2: FeatureTest | None = (
+            tests.chi2_test(rows[:, self.binary].astype(int), p_value) if self.binary else None
+        )
         self.reconstruction = ReconstructionDrift(rows)
-        self.prediction_ks = None
+        self.prediction_ks: FeatureTest | None = None
         if reference.predictions is not None:
             self.prediction_edges = bin_edges(reference.predictions, bins)
             self.prediction_expected = proportions(reference.predictions, self.prediction_edges)
-            self.prediction_ks = KSDrift(reference.predictions.reshape(-1, 1), p_val=p_value)
+            # One feature: no correction, the same as Bonferroni over one.
+            self.prediction_ks = tests.ks_test(reference.predictions.reshape(-1, 1), p_value, None)
 
     def test(self, rows: np.ndarray, predictions: np.ndarray | None = None) -> DriftResult:
         """Compare one window with the reference.
@@ -244,37 +290,19 @@ class DriftTester:
         rows = np.asarray(rows, dtype=float)
         if rows.ndim != 2 or rows.shape[1] != len(self.reference.features) or len(rows) == 0:
             raise ValueError(f"rows must have shape [n, {len(self.reference.features)}], got {rows.shape}")
-        tests: dict[int, tuple[str, float, float, bool]] = {}
-        if self.ks is not None:
-            data = self.ks.predict(rows[:, self.continuous], drift_type="batch")["data"]
-            # With FDR, alibi returns one cut-off when something is significant, else the array of BH levels.
-            cutoff = float(data["threshold"]) if np.ndim(data["threshold"]) == 0 else -1.0
-            for position, index in enumerate(self.continuous):
-                p = float(data["p_val"][position])
-                tests[index] = ("ks", float(data["distance"][position]), p, p < cutoff)
-        for index, detector in zip(self.binary, self.chi2, strict=True):
-            data = detector.predict(rows[:, [index]].astype(int), drift_type="feature")["data"]
-            p = float(np.nan_to_num(data["p_val"][0], nan=1.0))
-            tests[index] = ("chi2", float(data["distance"][0]), p, bool(data["is_drift"][0]))
-
+        tests: dict[int, tuple[str, Outcome, int]] = {}
+        for name, test, columns, window in (
+            ("ks", self.ks, self.continuous, rows[:, self.continuous]),
+            ("chi2", self.chi2, self.binary, rows[:, self.binary].astype(int)),
+        ):
+            if test is not None:
+                outcome = test.test(window)
+                tests.update({index: (name, outcome, position) for position, index in enumerate(columns)})
         features = []
         for index, name in enumerate(self.reference.features):
-            test, statistic, p, significant = tests[index]
+            test_name, outcome, position = tests[index]
             actual = proportions(rows[:, index], self.edges[index])
-            js = js_distance(self.expected[index], actual)
-            features.append(
-                FeatureResult(
-                    name=name,
-                    test=test,
-                    statistic=statistic,
-                    p_value=p,
-                    psi=psi(self.expected[index], actual),
-                    js_distance=js,
-                    significant=significant,
-                    score=js if significant else 0.0,
-                    drifted=significant and js > self.threshold,
-                )
-            )
+            features.append(self._feature(name, test_name, outcome, position, self.expected[index], actual))
         score = max((feature.score for feature in features), default=0.0)
         multivariate = self.reconstruction.test(rows)
         return DriftResult(
@@ -287,26 +315,31 @@ class DriftTester:
             multivariate=multivariate,
         )
 
-    def _test_predictions(self, predictions: np.ndarray | None) -> FeatureResult | None:
-        if self.prediction_ks is None or predictions is None or len(predictions) == 0:
-            return None
-        values = np.asarray(predictions, dtype=float).reshape(-1)
-        data = self.prediction_ks.predict(values.reshape(-1, 1), drift_type="batch")["data"]
-        p = float(data["p_val"][0])
-        actual = proportions(values, self.prediction_edges)
-        js = js_distance(self.prediction_expected, actual)
-        significant = bool(data["is_drift"])
+    def _feature(
+        self, name: str, test: str, outcome: Outcome, position: int, expected: np.ndarray, actual: np.ndarray
+    ) -> FeatureResult:
+        """One feature's result: its test's verdict, PSI and JS distance, and its drift score."""
+        js = js_distance(expected, actual)
+        significant = bool(outcome.significant[position])
         return FeatureResult(
-            name="prediction",
-            test="ks",
-            statistic=float(data["distance"][0]),
-            p_value=p,
-            psi=psi(self.prediction_expected, actual),
+            name=name,
+            test=test,
+            statistic=float(outcome.statistics[position]),
+            p_value=float(outcome.p_values[position]),
+            psi=psi(expected, actual),
             js_distance=js,
             significant=significant,
             score=js if significant else 0.0,
             drifted=significant and js > self.threshold,
         )
+
+    def _test_predictions(self, predictions: np.ndarray | None) -> FeatureResult | None:
+        if self.prediction_ks is None or predictions is None or len(predictions) == 0:
+            return None
+        values = np.asarray(predictions, dtype=float).reshape(-1)
+        outcome = self.prediction_ks.test(values.reshape(-1, 1))
+        actual = proportions(values, self.prediction_edges)
+        return self._feature("prediction", "ks", outcome, 0, self.prediction_expected, actual)
 
 
 def summarize(result: DriftResult) -> str:

@@ -1,4 +1,4 @@
-"""The window-testing worker process: it builds the alibi-detect detectors once, then tests the windows sent.
+"""The window-testing worker process: it builds the drift tests once, then tests the windows sent.
 
 The service hands full windows to one such process (a ``ProcessPoolExecutor``), so ingest never waits for the
 KS tests and the tests use a second core.

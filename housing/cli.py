@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "drift": "detector.drift_cli",
 }
 """Sub-command name -> module implementing it."""
+VERBOSE_HELP = "also log the libraries' per-request lines (Azure SDK HTTP headers, httpx), as DEBUG does"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,11 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Boston Housing price prediction on KServe: train, publish, serve, watch drift, roll out",
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
         sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
         module.configure(sub)
+        # Also after the sub-command (`housing up --verbose`); SUPPRESS keeps the top level's value otherwise.
+        sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
         sub.set_defaults(run=module.run)
     return parser
 
@@ -53,5 +57,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code.
     """
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, verbose=args.verbose)
     return int(args.run(args) or 0)

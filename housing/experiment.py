@@ -46,7 +46,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     analyze = actions.add_parser("analyze", help=HELP, description=__doc__.split("\n\n")[1])
     source = analyze.add_mutually_exclusive_group()
     source.add_argument(
-        "--detector", default="http://127.0.0.1:8070", help="the detector's URL (default: %(default)s)"
+        "--detector",
+        default="http://127.0.0.1:8070",
+        help="the detector's URL; under --auth set HOUSING_API_KEY to a key with the analyst role "
+        "(default: %(default)s)",
     )
     source.add_argument("--outcomes", type=Path, help="a CSV of outcomes instead: id,arm,truth,prediction")
     analyze.add_argument(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,15 +13,20 @@ import numpy as np
 
 from housing.sequential import CHALLENGER, CHAMPION
 
+API_KEY_ENV = "HOUSING_API_KEY"  # pragma: allowlist secret (a variable name)
+"""A key with the ``analyst`` role, sent to a detector run with ``--auth`` (docs/security.md)."""
+
 
 class OutcomesError(RuntimeError):
     """The outcomes could not be read, or do not hold the arms asked for."""
 
 
 def fetch_outcomes(detector: str) -> dict[str, dict[str, list[float]]]:
-    """The detector's labelled predictions per ``endpoint/model_version``."""
+    """The detector's labelled predictions per ``endpoint/model_version`` (sends ``HOUSING_API_KEY``)."""
+    key = os.environ.get(API_KEY_ENV)
+    headers = {"x-api-key": key} if key else {}
     try:
-        response = httpx.get(f"{detector.rstrip('/')}/outcomes", timeout=10)
+        response = httpx.get(f"{detector.rstrip('/')}/outcomes", headers=headers, timeout=10)
     except httpx.HTTPError as error:
         raise OutcomesError(f"cannot reach the detector at {detector}: {error}") from error
     if response.status_code != 200:

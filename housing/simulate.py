@@ -27,8 +27,10 @@ Live coverage is the detector's ``housing_interval_coverage`` (``/status``), ove
 labels of each model (the detector's ``--coverage_window``), so each figure is about one phase's houses.
 
 Everything the loop writes (detector state, archive, MLflow store, the new artifact, logs) goes under
-``var/simulate/<time>/``: the champion the user serves is not touched. Exit code 0: promoted; 2: the test
-did not decide; 1: a step failed.
+``var/simulate/<time>/``: the champion the user serves and the user's MLflow store (``MLFLOW_TRACKING_URI``
+or ``var/mlflow``) are not touched. The run's own store numbers its versions from 1 again, so each version
+printed carries the sha256 of its ``model.onnx`` too: "version 1" of the run's store is not the champion's.
+Exit code 0: promoted; 2: the test did not decide; 1: a step failed.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ import argparse
 import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,6 +132,31 @@ def split(frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     return shuffled.iloc[:cut], shuffled.iloc[cut:]
 
 
+def named(metadata: dict[str, Any]) -> str:
+    """A model version named unambiguously: ``version 1 (model.onnx sha256 0123456789ab)``.
+
+    Version numbers belong to one MLflow store, and the run's store starts at 1 again; the sha256 of the file
+    the predictor serves tells two models apart wherever they were numbered.
+    """
+    served = metadata.get("onnx_sha256") or metadata["sha256"]
+    return f"version {metadata['version']} (model.onnx sha256 {str(served)[:12]})"
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables (inherited by every process started meanwhile); restore them after."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def step(number: int, text: str) -> None:
     """One step of the loop, printed as it happens."""
     print(f"\n[{number}/6] {text}", flush=True)
@@ -136,33 +164,31 @@ def step(number: int, text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the loop (see the module docstring)."""
-    import logging
-
     from housing.stack import latest_or_train
+    from model.tracking import TRACKING_URI_ENV, tracking_uri
 
     if args.requests < args.window + args.min_labels:
         print(f"housing simulate drift: --requests must be at least --window + --min-labels "
               f"({args.window + args.min_labels}): the retrain awaits its labels after the first window",
               file=sys.stderr)  # fmt: skip
         return 1
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line per request
     out = (args.out or var_dir() / "simulate" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")).resolve()
     champion_dir = (args.artifact or latest_or_train(fast=True)).resolve()
-    previous = os.environ.get(VAR_DIR_ENV)
-    # The retrain (a child of the detector), its MLflow store, the detector's state and archive: all in out.
-    os.environ[VAR_DIR_ENV] = str(out)
+    yours = tracking_uri()
+    # The retrain (a child of the detector), its MLflow store, the detector's state and archive: all in out,
+    # whatever MLFLOW_TRACKING_URI says.
+    store = f"sqlite:///{out / 'mlflow' / 'mlflow.db'}"
+    (out / "mlflow").mkdir(parents=True, exist_ok=True)
     stack = Stack(out / "logs")
-    try:
-        return Loop(args, stack, champion_dir, out).run()
-    except (RuntimeError, TimeoutError, OSError) as error:
-        print(f"housing simulate drift: {error}", file=sys.stderr)
-        return 1
-    finally:
-        stack.stop()
-        if previous is None:
-            os.environ.pop(VAR_DIR_ENV, None)
-        else:
-            os.environ[VAR_DIR_ENV] = previous
+    with environment({VAR_DIR_ENV: str(out), TRACKING_URI_ENV: store}):
+        try:
+            print(f"MLflow store of this run: {store} (yours, {yours}, is not touched)", flush=True)
+            return Loop(args, stack, champion_dir, out).run()
+        except (RuntimeError, TimeoutError, OSError) as error:
+            print(f"housing simulate drift: {error}", file=sys.stderr)
+            return 1
+        finally:
+            stack.stop()
 
 
 class Loop:
@@ -195,8 +221,9 @@ class Loop:
         frame = load_dataset()
         pool, held_out = split(frame, self.args.seed)
         median = float(frame["lstat"].median())
-        version = str(read_metadata(self.champion_dir)["version"])
-        step(1, f"champion: version {version} ({self.champion_dir}); the run writes to {self.out}")
+        champion = read_metadata(self.champion_dir)
+        version = str(champion["version"])
+        step(1, f"champion: {named(champion)} ({self.champion_dir}); the run writes to {self.out}")
         self.start(self.champion_dir)
         key = f"default/{version}"
         if self.args.before:
@@ -222,19 +249,19 @@ class Loop:
         challenger_dir = self.await_artifact()
         metadata = read_metadata(challenger_dir)
         params = metadata.get("params", {})
-        step(3, f"retrained: version {metadata['version']} registered in MLflow as 'challenger' "
+        step(3, f"retrained: {named(metadata)} registered in the run's MLflow store as 'challenger' "
                 f"({out_path(self.out, challenger_dir)}); {params.get('data_rows')} rows from "
                 f"{params.get('data_sources')}, {params.get('data_archive_rows')} of them archived "
                 "traffic")  # fmt: skip
 
         self.start(self.champion_dir, shadow=challenger_dir, names=("challenger", "transformer"))
-        step(4, f"challenger {metadata['version']} served as a shadow: every request copied to it")
+        step(4, f"challenger {named(metadata)} served as a shadow: every request copied to it")
         houses = shifted_houses(held_out, self.args.held_out, self.rng, median)
         self.send(houses)
         shadow_key = f"shadow/{metadata['version']}"
-        return self.analyse_and_promote(key, shadow_key, challenger_dir, metadata["version"])
+        return self.analyse_and_promote(key, shadow_key, challenger_dir)
 
-    def analyse_and_promote(self, key: str, shadow_key: str, challenger_dir: Path, version: str) -> int:
+    def analyse_and_promote(self, key: str, shadow_key: str, challenger_dir: Path) -> int:
         """Steps 5 and 6: the paired test on the held-out houses; promotion on a win."""
         from housing.experiment import describe
         from housing.outcomes import fetch_outcomes, paired_errors
@@ -266,11 +293,14 @@ class Loop:
             return 2
         from model.promote_cli import set_alias
 
-        previous = set_alias(version, "champion")
+        challenger = read_metadata(challenger_dir)
+        previous = set_alias(str(challenger["version"]), "champion")
+        before = f"version {previous}" if previous else "unset, a new store"
         self.start(challenger_dir)
         answered = self.predict_one()
-        step(6, f"promoted: MLflow alias champion -> version {version} (was {previous or 'unset'}); the "
-                f"stack now serves it: a prediction answered by model version {answered}")  # fmt: skip
+        step(6, f"promoted in the run's MLflow store: alias champion -> {named(challenger)} "
+                f"(before: {before}); the stack now serves it: a prediction answered by "
+                f"{answered}")  # fmt: skip
         return 0
 
     # --- the stack ---------------------------------------------------------------------------------------
@@ -343,7 +373,7 @@ class Loop:
         wait_until(accepted, timeout=self.args.timeout, what=f"the detector to know request {request_id}")
 
     def predict_one(self) -> str:
-        """One prediction through the transformer; the version that answered."""
+        """One prediction through the transformer; the version that answered, named as :func:`named` does."""
         import httpx
 
         from model.dataset import load_dataset
@@ -354,7 +384,8 @@ class Loop:
         url = f"{self.services['transformer'].url}/v1/models/housing:predict"
         answer = httpx.post(url, json={"instances": [instance]}, timeout=30)
         answer.raise_for_status()
-        return answer.headers.get("x-model-version", "?")
+        served = httpx.get(f"{self.services['predictor'].url}/v2/models/housing", timeout=30).json()
+        return named({"version": answer.headers.get("x-model-version", "?"), **served["parameters"]})
 
     # --- reading the detector and the artifacts --------------------------------------------------------
 

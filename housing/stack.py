@@ -1,14 +1,16 @@
 """``housing up``: the serving stack on loopback, started the way the containers start it.
 
-Each service is a ``python -m <component>`` process with the container's own arguments (see
-:func:`services`); ``housing up`` waits until every one is ready, prints the URLs and
-a curl example, sends one real prediction, then keeps running until Ctrl-C (SIGINT) or SIGTERM, and stops
-every process it started. A component that exits meanwhile is restarted with exponential back-off (1 s,
-doubling to 30 s), its exit code and last log lines printed; the stack stops only when one crash-loops (five
-restarts within a minute), saying so (:class:`~housing.processes.Supervisor`).
+Each service is a ``python -m <component>`` process with the container's own arguments (see :func:`services`);
+``housing up`` starts the servers at once, waits until every one is ready, warms the transformer
+(:func:`warm_up`), prints the URLs and a curl example, sends one real prediction, starts MLflow (after it:
+:data:`AFTER_THE_PREDICTION`), prints a time line (:class:`TimeLine`), then keeps running until Ctrl-C
+(SIGINT) or SIGTERM, and stops every process it started. A component that exits meanwhile is restarted with
+exponential back-off (1 s, doubling to 30 s), its exit code and last log lines printed; the stack stops only
+when one crash-loops (five restarts within a minute), saying so (:class:`~housing.processes.Supervisor`).
 ``--once`` exits after the prediction (tests and CI).
 
-Default ports (all on 127.0.0.1): predictor HTTP 8080 / gRPC 8081, transformer HTTP 8090 / gRPC 8091,
+Every server binds 127.0.0.1 only (their ``--bind_address`` default; serving/edge.py). Default ports:
+predictor HTTP 8080 / gRPC 8081, transformer HTTP 8090 / gRPC 8091,
 drift detector HTTP 8070 (the transformer logs every inference to it; ``--no-detector`` leaves it out),
 explainer HTTP 8060 (the transformer sends ``:explain`` to it; same artifact, pinned by model.json's
 ``sha256`` of model.joblib; ``--no-explainer`` leaves it out),
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -44,7 +45,14 @@ from model.paths import latest_artifact, var_dir
 
 API_KEYS_ENV = "HOUSING_API_KEYS"  # pragma: allowlist secret (a variable name)
 """``serving.auth.API_KEYS_ENV``, repeated: ``housing --help`` need not import Starlette (a test checks)."""
-HELP = "Start predictor, transformer and detector on loopback, show a real prediction; Ctrl-C stops them."
+LOGGER_KEY_ENV = "HOUSING_LOGGER_API_KEY"  # pragma: allowlist secret (a variable name)
+"""``transformer.request_logger.LOGGER_KEY_ENV``, repeated for the same reason: the ingest key it sends."""
+ROLES = ("predict", "feedback", "ingest", "monitor", "analyst", "admin")
+"""The roles of serving/policy.py a credential can hold; ``--auth`` generates a key for each."""
+HELP = (
+    "Start the stack on loopback (predictor, transformer, explainer, detector; MLflow, Prometheus and "
+    "Azurite when asked), show a real prediction; Ctrl-C stops it."
+)
 AZURITE_ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key, published by Microsoft for the emulator: not a secret.
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -114,9 +122,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--auth",
         action="store_true",
-        help="require API keys: role 'predict' on the transformer's predict and explain routes, 'feedback' "
-        f"on the detector's /feedback; keys from {API_KEYS_ENV}, else generated once into var/api-keys "
-        "and printed (default: off, the stack listens on loopback only)",
+        help="require API keys with each route's role (docs/security.md): 'predict' on the transformer's "
+        "predict and explain routes; on the detector 'feedback' for /feedback, 'ingest' for the events "
+        "(the transformer's logger gets its own key), 'monitor' for /status and /report, 'analyst' for "
+        f"/outcomes; 'admin' for the repository API. Keys from {API_KEYS_ENV}, else generated once into "
+        "var/api-keys and printed (default: off; the stack listens on 127.0.0.1 only either way)",
     )
     parser.add_argument(
         "--rate-limit",
@@ -136,11 +146,12 @@ def services(
     python = sys.executable
     explainer = getattr(args, "explainer", False)
     edge = edge_flags(args)
+    logger_env = {LOGGER_KEY_ENV: ingest_key()} if getattr(args, "auth", False) and args.detector else {}
     return [
         Service(
             "predictor",
             [python, "-m", "predictor", "--model_name", "housing", "--storage_uri", storage_uri,
-             "--http_port", str(args.predictor_port), "--grpc_port", str(args.predictor_grpc_port)],
+             "--http_port", str(args.predictor_port), "--grpc_port", str(args.predictor_grpc_port), *edge],
             args.predictor_port,
             env=env,
         ),
@@ -155,18 +166,19 @@ def services(
              *(["--logger_url", f"http://{HOST}:{args.detector_port}/"] if args.detector else []),
              *(["--explainer_host", f"{HOST}:{args.explainer_port}"] if explainer else []), *edge],
             args.transformer_port,
+            env=logger_env,  # the logger's key: in its environment, never on a command line (ps shows those)
         ),
         *([Service(
             "explainer",
             [python, "-m", "explainer", "--model_name", "housing", "--storage_uri", storage_uri,
              *(["--expected_sha256", model_sha256] if model_sha256 else []),
-             "--http_port", str(args.explainer_port), "--enable_grpc", "false"],  # :explain is REST only
+             "--http_port", str(args.explainer_port), "--enable_grpc", "false", *edge],  # REST only
             args.explainer_port,
             env=env,
         )] if explainer else []),
         *([Service(
             "detector",
-            [python, "-m", "detector", "--storage_uri", storage_uri, "--host", HOST,
+            [python, "-m", "detector", "--storage_uri", storage_uri,
              "--http_port", str(args.detector_port), "--state_dir", str(var_dir() / "detector"),
              "--archive_uri", archive_uri(args), *edge],
             args.detector_port,
@@ -187,7 +199,7 @@ def archive_uri(args: argparse.Namespace) -> str:
 
 
 def edge_flags(args: argparse.Namespace) -> list[str]:
-    """The transformer's and the detector's edge flags for ``--auth`` and ``--rate-limit`` (serving/edge.py).
+    """Every server's edge flags for ``--auth`` and ``--rate-limit`` (serving/edge.py).
 
     The keys reach the servers in ``HOUSING_API_KEYS`` (inherited) or the file :func:`api_keys` writes.
     """
@@ -209,7 +221,10 @@ def api_keys_file() -> Path:
 
 
 def api_keys() -> dict[str, frozenset[str]]:
-    """The stack's API keys: ``HOUSING_API_KEYS``, else var/api-keys, written with a new key per role once."""
+    """The stack's API keys: ``HOUSING_API_KEYS``, else var/api-keys, with a new key for each role it lacks.
+
+    A key file of an earlier version (predict and feedback only) gets the new roles' keys appended.
+    """
     from serving.auth import parse_api_keys
 
     if os.environ.get(API_KEYS_ENV):
@@ -217,10 +232,22 @@ def api_keys() -> dict[str, frozenset[str]]:
     path = api_keys_file()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"{secrets.token_urlsafe(24)}={role}" for role in ("predict", "feedback")]
         path.touch(mode=0o600)
-        path.write_text("# housing up --auth: KEY=ROLE[,ROLE] (serving/auth.py)\n" + "\n".join(lines) + "\n")
+        path.write_text("# housing up --auth: KEY=ROLE[,ROLE] (serving/auth.py, roles: serving/policy.py)\n")
+    held = {role for roles in parse_api_keys(path.read_text(), str(path)).values() for role in roles}
+    missing = [role for role in ROLES if role not in held]
+    if missing:
+        with path.open("a") as keys:
+            keys.writelines(f"{secrets.token_urlsafe(24)}={role}\n" for role in missing)
     return parse_api_keys(path.read_text(), str(path))
+
+
+def ingest_key() -> str:
+    """The key with the ``ingest`` role that the transformer's request logger sends to the detector."""
+    key = next((key for key, roles in api_keys().items() if "ingest" in roles), None)
+    if key is None:
+        raise RuntimeError(f"--auth: no API key has the role 'ingest' ({API_KEYS_ENV} or {api_keys_file()})")
+    return key
 
 
 def mlflow_service(port: int) -> Service:
@@ -263,28 +290,43 @@ def azurite_connection_string(port: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Start the stack, show a prediction, wait for Ctrl-C (or exit with ``--once``)."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     stack = Stack(args.log_dir or var_dir() / "stack")
+    clock = TimeLine()
     with _stop_on_signals():
         try:
+            must_train = args.artifact is None and latest_artifact() is None
             artifact = args.artifact or latest_or_train(fast=args.fast)
+            clock.lap("training" if must_train else "training (none: the model exists)")
             storage_uri, env = str(artifact), dict[str, str]()
             if args.azurite:
                 storage_uri, env = _serve_from_azurite(stack, artifact, args.azurite_port)
             sha256 = json.loads((artifact / "model.json").read_text()).get("sha256")
             headers = _auth_headers() if args.auth else {}
-            started = [
-                stack.start(service) for service in services(args, storage_uri, env, model_sha256=sha256)
-            ]
+            # The servers start at once (their imports overlap on the cores); Prometheus once they are ready
+            # (else HousingComponentDown counts their start-up); MLflow, which the prediction does not need,
+            # after the prediction (AFTER_THE_PREDICTION).
+            planned = services(args, storage_uri, env, model_sha256=sha256)
+            first = [service for service in planned if service.name not in AFTER_THE_PREDICTION]
+            started = [stack.start(service) for service in first]
             for service in started:
                 stack.wait_ready(service, args.ready_timeout)
                 print(f"ready: {service.name} at {service.url}", flush=True)
-            if args.monitoring:
-                _start_prometheus(stack, started, args)
+            later = [_start_prometheus(stack, started, args)] if args.monitoring else []
             transformer = next(service for service in started if service.name == "transformer")
+            warm_up(transformer, args.ready_timeout)
+            clock.lap("start-up")
             _show_prediction(transformer.url, explain=args.explainer, headers=headers)
+            clock.lap("first prediction")
+            later += [stack.start(service) for service in planned if service.name in AFTER_THE_PREDICTION]
+            for service in later:  # not needed for the prediction: longer on a busy machine (MLflow: 100 s)
+                stack.wait_ready(service, max(args.ready_timeout, LATER_READY_TIMEOUT))
+                _say_ready(service)
+            if later:
+                clock.lap(" and ".join(service.name for service in later) + " ready")
+            clock.show()
             if args.once:
                 return 0
+            _say_how_to_reach_housing()
             print("serving; press Ctrl-C to stop", flush=True)
             supervisor = Supervisor(stack)  # a component that exits is restarted, until one crash-loops
             while (reason := supervisor.check()) is None:
@@ -300,7 +342,68 @@ def run(args: argparse.Namespace) -> int:
             stack.stop()
 
 
-def _start_prometheus(stack: Stack, started: list[Service], args: argparse.Namespace) -> None:
+AFTER_THE_PREDICTION = ("mlflow",)
+"""Services started once the example prediction is printed: it does not need them, and MLflow's start-up
+(11 CPU seconds until ready, measured, against 1.6 for the predictor and 6.7 for the detector) would take
+the cores from the servers it needs."""
+LATER_READY_TIMEOUT = 300.0
+"""Seconds at least that the services started after the prediction may take to be ready."""
+SETUP_SECONDS_ENV = "HOUSING_SETUP_SECONDS"
+"""Set by ``./dev up``: the seconds its set-up took, the first entry of the time line."""
+
+
+class TimeLine:
+    """Where the seconds to the first prediction went: set-up (``./dev``), training, start-up, prediction."""
+
+    def __init__(self) -> None:
+        self.laps: list[tuple[str, float]] = []
+        setup = os.environ.get(SETUP_SECONDS_ENV)
+        if setup:
+            self.laps.append(("set-up", float(setup)))
+        self._last = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        """End the current step, naming it."""
+        now = time.monotonic()
+        self.laps.append((name, now - self._last))
+        self._last = now
+
+    def show(self) -> None:
+        """Print the time line, and the total to the first prediction."""
+        names = [name for name, _ in self.laps]
+        first = names.index("first prediction") + 1 if "first prediction" in names else len(names)
+        total = sum(seconds for _, seconds in self.laps[:first])
+        steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.laps)
+        print(f"time line: {steps}; {total:.1f} s to the first prediction", flush=True)
+
+
+def warm_up(transformer: Service, timeout: float) -> None:
+    """Have the transformer read its predictor's metadata (``GET /health``) before the first prediction.
+
+    The transformer reads it, and opens its clients, on the first request: cold, that request took 0.2-0.4 s
+    here and 1.9 s on a busy machine, which alone set HousingHighLatency pending on an idle stack. After this,
+    the example prediction takes milliseconds. ``/health`` (the original API's) answers 200 once the
+    predictor has answered; nothing is counted in the request metrics.
+    """
+    transformer.wait_ready(transformer.url + "/health", timeout=timeout)
+
+
+def _say_how_to_reach_housing() -> None:
+    """Outside an activated venv (``./dev up``), say how another shell gets ``housing`` and its tools."""
+    if os.environ.get("VIRTUAL_ENV") != sys.prefix:
+        activate = Path(sys.prefix) / "bin" / "activate"
+        print(f"in another shell: source {activate} (housing, its tools and the tests' on PATH), then "
+              "housing --help", flush=True)  # fmt: skip
+
+
+def _say_ready(service: Service) -> None:
+    if service.name == "prometheus":
+        print(f"prometheus: {service.url} (alerts: {service.url}/alerts; scraping every 5 s)", flush=True)
+    else:
+        print(f"ready: {service.name} at {service.url}", flush=True)
+
+
+def _start_prometheus(stack: Stack, started: list[Service], args: argparse.Namespace) -> Service:
     """``--monitoring``: Prometheus with the chart's alert rules, scraping each component every 5 s."""
     targets = [
         prometheus.Target(service.name, f"{HOST}:{service.port}")
@@ -308,13 +411,8 @@ def _start_prometheus(stack: Stack, started: list[Service], args: argparse.Names
         if service.name in prometheus.COMPONENTS
     ]
     config_file = prometheus.write_config(stack.log_dir / "prometheus", targets)
-    server = stack.start(prometheus.service(config_file, args.prometheus_port))
-    stack.wait_ready(server, args.ready_timeout)
-    print(
-        f"prometheus: {server.url} (alerts: {server.url}/alerts; scraping "
-        f"{', '.join(target.component for target in targets)} every 5 s; config {config_file})",
-        flush=True,
-    )
+    print(f"prometheus config {config_file}: scraping {', '.join(t.component for t in targets)}", flush=True)
+    return stack.start(prometheus.service(config_file, args.prometheus_port))
 
 
 def latest_or_train(fast: bool) -> Path:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlparse
 
-from model.schema import ALL_FEATURES, TARGET, TARGET_DOMAIN, first_violations
+from model.schema import ALL_FEATURES, FEATURES_BY_NAME, TARGET, TARGET_DOMAIN
 from model.storage import StorageError, container_client, is_blob_url, parse_blob_url
 
 if TYPE_CHECKING:
@@ -328,29 +328,59 @@ def read_archive(uri: str) -> pd.DataFrame:
 def training_frame(uri: str) -> pd.DataFrame:
     """The archive's labelled rows as training data: the schema's features (NaN where not archived), ``medv``.
 
-    Rows are checked as :func:`model.dataset.load_dataset` checks a CSV: features in their domains, the
-    target in ``model.schema.TARGET_DOMAIN`` (the detector refuses other labels, so this is a guard).
+    A labelled row is refused (left out, logged; counted in the frame's ``attrs["refused"]``) when its label
+    breaks the target's rule (``model.schema.TARGET_DOMAIN``: a finite number in (0, 50], the rule the
+    detector's ``/feedback`` applies), when it was labelled before its prediction was made (a label posted
+    for an id in advance, joined to whatever later came with that id), or when a feature breaks the schema
+    (as :func:`model.dataset.load_dataset` checks a CSV). So labels poisoned before the detector checked them
+    (``999``, ``-1e6``) never reach training, and one of them cannot stop every retraining either.
 
     Raises:
-        EmptyArchiveError: The archive holds no archived row, or none with a label yet.
+        EmptyArchiveError: The archive holds no archived row, or none with a label (that is not refused) yet.
         StorageError: The archive cannot be read.
-        ValueError: A row breaks the schema (named by request id and row).
     """
+    import numpy as np
+
     archived = read_archive(uri)
     labelled = archived[archived[TARGET].notna()].reset_index(drop=True)
     if labelled.empty:
         raise EmptyArchiveError(f"{uri}: none of its {len(archived)} archived rows has a label yet")
-    present = [name for name in ALL_FEATURES if name in labelled.columns]
-    values = labelled[present].to_numpy(dtype="float64")
-    complete = ~labelled[present].isna().any(axis=1).to_numpy()
-    problems = first_violations(values[complete], present)
-    for request_id, row, value in labelled[["request_id", "row", TARGET]].itertuples(index=False):
-        rule = TARGET_DOMAIN.violation(float(value))
-        if rule is not None and len(problems) < 5:
-            problems.append(f"request {request_id!r} row {row}: {TARGET} {rule}")
-    if problems:
-        raise ValueError(f"{uri}: " + "; ".join(problems[:5]))
-    frame = labelled.reindex(columns=[*ALL_FEATURES, TARGET]).astype("float64")
+    reasons = np.full(len(labelled), None, dtype=object)
+    for feature in [TARGET_DOMAIN, *(FEATURES_BY_NAME[name] for name in ALL_FEATURES if name in labelled)]:
+        values = labelled[feature.name].to_numpy(dtype="float64")
+        values_seen = (
+            np.unique(values[~np.isnan(values)]) if feature is not TARGET_DOMAIN else np.unique(values)
+        )
+        broken = {
+            value: rule for value in values_seen.tolist() if (rule := feature.violation(value)) is not None
+        }
+        if broken:
+            where = np.isin(values, list(broken)) & (reasons == None)  # noqa: E711 (elementwise)
+            reasons[where] = [f"{feature.name} {broken[value]}" for value in values[where].tolist()]
+    early = (labelled["label_time"] < labelled["response_time"]).to_numpy() & (reasons == None)  # noqa: E711
+    reasons[early] = "labelled before its prediction was made"
+    refused = reasons != None  # noqa: E711
+    if refused.any():
+        examples = [
+            f"request {request_id!r} row {row}: {reason}"
+            for (request_id, row), reason in zip(
+                labelled.loc[refused, ["request_id", "row"]].itertuples(index=False),
+                reasons[refused],
+                strict=True,
+            )
+        ][:5]
+        log.warning(
+            "%s: %d of %d labelled rows refused, e.g. %s",
+            uri,
+            int(refused.sum()),
+            len(labelled),
+            "; ".join(examples),
+        )
+    kept = labelled[~refused]
+    if kept.empty:
+        raise EmptyArchiveError(f"{uri}: every one of its {len(labelled)} labelled rows was refused")
+    frame = kept.reindex(columns=[*ALL_FEATURES, TARGET]).astype("float64").reset_index(drop=True)
+    frame.attrs["refused"] = int(refused.sum())
     return frame
 
 
@@ -374,13 +404,13 @@ def load_training_data(
     Returns:
         The rows of every source in order (the schema's features, NaN where a source lacks one; ``medv``),
         and the provenance model.json and MLflow record: ``data_sources``, ``data_rows``,
-        ``data_archive_rows`` and ``data_sha256`` (of the frame written as CSV without index: reproducible
-        from the same sources).
+        ``data_archive_rows``, ``data_archive_refused`` (labelled rows left out by :func:`training_frame`) and
+        ``data_sha256`` (of the frame written as CSV without index: reproducible from the same sources).
 
     Raises:
         DataValidationError: A CSV breaks the schema.
         StorageError: An archive cannot be read, or is empty and the only source.
-        ValueError: An archive has no labelled row or breaks the schema, or rows lack one of ``features``.
+        ValueError: Rows lack one of ``features``.
     """
     import hashlib
 
@@ -388,7 +418,7 @@ def load_training_data(
 
     from model.dataset import load_dataset
 
-    frames, archived, names = [], 0, []
+    frames, archived, refused, names = [], 0, 0, []
     for source in sources or [BUNDLED]:
         text = str(source)
         if text == BUNDLED:
@@ -404,6 +434,7 @@ def load_training_data(
                 log.warning("%s; training on the other sources", error)
             else:
                 archived += len(frames[-1])
+                refused += frames[-1].attrs.get("refused", 0)
         names.append(text)
     frame = pd.concat(frames, ignore_index=True)[[*ALL_FEATURES, TARGET]]
     lacking = [name for name in features if frame[name].isna().any()]
@@ -416,6 +447,7 @@ def load_training_data(
         "data_sources": " + ".join(names),
         "data_rows": len(frame),
         "data_archive_rows": archived,
+        "data_archive_refused": refused,
         "data_sha256": hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest(),
     }
     return frame, provenance

@@ -3,7 +3,8 @@
 This is the one module that writes and reads artifacts; the trainer, the predictor and the detector use it.
 A pickle runs code when it is loaded, and an ONNX file decides every prediction, so :func:`load_artifact`
 checks the sha256 of every model file against the one recorded in ``model.json`` (and the file it loads
-against the sha256 the deployment pins, if any) *before* it unpickles or parses anything.
+against the sha256 the deployment pins, if any) *before* it unpickles or parses anything, and loads the very
+bytes it checked (read once: a file swapped in after the check is never opened).
 
 Two forms of the same model: ``model.joblib`` (the fitted scikit-learn pipeline: what training, evaluation,
 MLflow and the detector use) and ``model.onnx`` (:mod:`model.compiled`: what the predictor serves, with
@@ -44,6 +45,7 @@ pinned to ``model.joblib`` serves ``model.joblib``, and says how to serve the co
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -300,7 +302,8 @@ def load_artifact(
     directory = Path(directory)
     if model_format == ONNX:
         return _load_compiled(directory, expected_sha256, intra_op_threads)
-    metadata = verify_artifact(directory, expected_sha256)
+    metadata = read_metadata(directory)
+    data = _read_verified(directory, metadata, expected_sha256, SKLEARN)
     if ONNX_SHA256 in metadata:  # hashed, not loaded: an artifact with any file modified is refused whole
         verify_artifact(directory, model_format=ONNX)
     read_dle(directory, metadata)
@@ -309,7 +312,8 @@ def load_artifact(
     try:
         import joblib
 
-        pipeline = joblib.load(directory / MODEL_FILE)
+        # From the bytes checked, never from the path again: a file swapped in since would be unpickled.
+        pipeline = joblib.load(io.BytesIO(data))
     except ImportError as error:
         raise ArtifactError(
             f"cannot load {MODEL_FILE}: {error.name} is not installed (the predictor-sklearn extra); "
@@ -330,14 +334,9 @@ def _load_compiled(directory: Path, expected_sha256: str | None, intra_op_thread
     read_dle(directory, metadata)
     read_outliers(directory, metadata)
     calibrated = read_intervals(directory, metadata)
-    path = directory / ONNX_FILE
+    data = _read_verified(directory, metadata, expected_sha256, ONNX)
     try:
-        data = path.read_bytes()  # read once: the bytes checked are the bytes loaded
-    except FileNotFoundError:
-        raise ArtifactError(f"{path} not found") from None
-    check_sha256(path, hashlib.sha256(data).hexdigest(), metadata, expected_sha256, ONNX)
-    try:
-        compiled = CompiledModel(data, intra_op_threads)
+        compiled = CompiledModel(data, intra_op_threads)  # from the bytes checked, not from the path
     except Exception as error:  # onnxruntime raises its own types: a file it cannot run, most often
         raise ArtifactError(
             f"cannot load {ONNX_FILE} (libraries {metadata.get('libraries')}): {error}"
@@ -345,6 +344,27 @@ def _load_compiled(directory: Path, expected_sha256: str | None, intra_op_thread
     return ModelArtifact(
         pipeline=compiled, metadata=metadata, path=directory, format=ONNX, intervals=calibrated
     )
+
+
+def _read_verified(
+    directory: Path, metadata: dict[str, Any], expected_sha256: str | None, model_format: str
+) -> bytes:
+    """The bytes of the model file of ``model_format``, read once and checked (:func:`check_sha256`).
+
+    The caller loads these bytes, never the file again: what was checked is what runs.
+
+    Raises:
+        ArtifactError: The file is missing or its sha256 differs.
+    """
+    path = directory / FILES[model_format]
+    if not path.is_file():  # a directory or a pipe is no model file
+        raise ArtifactError(f"{path} not found")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} not found") from None
+    check_sha256(path, hashlib.sha256(data).hexdigest(), metadata, expected_sha256, model_format)
+    return data
 
 
 def read_dle(directory: str | Path, metadata: dict[str, Any]) -> bytes | None:

@@ -39,7 +39,7 @@ PARAMS: dict[str, Any] = {
     "l2_regularization": 1.0,
 }
 """Small, strongly regularised trees: a few hundred residuals are a noisy target (measured in
-``python -m benchmarks label_free``)."""
+``./dev bench label_free``)."""
 
 
 def fit(

@@ -88,12 +88,14 @@ def check_level(value: Any) -> float:
     """
     try:
         level = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         level = math.nan
     for served in LEVELS:
         if math.isclose(level, served, abs_tol=1e-9):
             return served
-    raise LevelError(f"{LEVEL_PARAMETER}: {level_rule()}, got {value!r}")
+    shown = repr(value)  # never echo a megabyte back
+    shown = shown if len(shown) <= 40 else f"{shown[:40]}... ({len(shown):,} characters)"
+    raise LevelError(f"{LEVEL_PARAMETER}: {level_rule()}, got {shown}")
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> float:

@@ -14,7 +14,7 @@ of components is the one with the best cross-validated log-likelihood among :dat
 scored by a mixture fitted without its fold, as a live house is scored by a mixture that never saw it. A
 threshold from the training rows' own NLLs would be too low (the mixture fits its own rows best) and flag
 more real houses than intended. Measured over random train/held-out splits of the bundled data
-(``python -m benchmarks outliers``): see docs/detector.md, "Houses unlike any seen in training".
+(``./dev bench outliers``): see docs/detector.md, "Houses unlike any seen in training".
 One Gaussian (a Mahalanobis distance) flags about 74% of such houses to the mixture's 94% (the benchmark's
 baseline): the Boston tracts form several tight clusters (the industrial tracts share ``rad``, ``tax``,
 ``indus`` and ``ptratio``), not one elliptical cloud. Isolation Forest, LOF and a Gaussian copula did worse

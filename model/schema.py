@@ -66,7 +66,10 @@ class Feature:
             not isinstance(value, int | float) and not hasattr(value, "__float__")
         ):
             return f"must be a number, got {type(value).__name__}"
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float (JSON allows any number of digits)
+            return f"must be a finite number, got an integer of {len(str(abs(int(value)))):,} digits"
         if math.isnan(number) or math.isinf(number):
             return "must be a finite number, got " + repr(number)
         if self.kind == "binary":

@@ -5,8 +5,13 @@ background: storage that cannot be reached is retried with bounded exponential b
 it waits), and an artifact that fails its checksum is refused: the server never serves an unverified model.
 
 With ``--models_config`` (or ``--model NAME=URI@SHA256``) it serves several pinned models side by side, the
-champion also as ``--model_name`` (``housing``), loaded and unloaded at run time through the V2 repository
-extension (:mod:`predictor.repository`, docs/serving.md "Several models in one predictor").
+champion also as ``--model_name`` (``housing``); with ``--enable_repository_api`` too, they are loaded and
+unloaded at run time through the V2 repository extension (:mod:`predictor.repository`, the ``admin`` role
+with ``--auth``; docs/serving.md "Several models in one predictor"). Off, those routes answer 404.
+
+Its listeners bind ``--bind_address`` (127.0.0.1 unless told otherwise); the edge's flags
+(:mod:`serving.edge`) guard its admin routes: inference is the transformer's call, ``internal`` in
+serving/policy.py (loopback locally, the transformer's service account on AKS).
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import os
 import threading
 
 from model.artifact import MODEL_FORMATS, ONNX
-from predictor.model import HousingModel
+from predictor.model import MAX_BATCH_ROWS, HousingModel
 from predictor.repository import ArtifactRepository, ConfigError, ModelPin, ModelsConfig, read_models_config
-from predictor.repository_api import add_repository_routes
+from predictor.repository_api import ENABLE_FLAG, add_repository_routes
+from serving.edge import add_edge_arguments, edge_settings
 from serving.loading import add_artifact_args, load_with_backoff, serve
 from serving.server import configure_server_logging, parse_server_args, server_parser
 
@@ -46,8 +52,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="threads of one onnxruntime call (default 1: fastest for small batches on few cores; "
         "env INTRA_OP_THREADS)",
     )
+    parser.add_argument(
+        "--max_batch_rows",
+        type=int,
+        default=int(os.environ.get("MAX_BATCH_ROWS", MAX_BATCH_ROWS)),
+        help="most rows one request may hold; more get 400 before any work (default %(default)s; env "
+        "MAX_BATCH_ROWS)",
+    )
     add_repository_args(parser)
+    add_edge_arguments(parser)
     args = parse_server_args(parser, argv)
+    args.edge = edge_settings(args, parser)
+    args.enabled = frozenset({ENABLE_FLAG}) if args.enable_repository_api else frozenset()
+    if args.enable_repository_api and not (args.models_config or args.model):
+        parser.error(f"{ENABLE_FLAG} serves the pinned models of --models_config or --model: give them")
     if args.models_config or args.model:
         if args.expected_sha256 and not args.storage_uri:
             parser.error("--expected_sha256 pins --storage_uri's model; each other model has its own pin")
@@ -69,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--storage_uri (or STORAGE_URI) is required")
     if args.intra_op_threads < 1:
         parser.error(f"--intra_op_threads must be at least 1, got {args.intra_op_threads}")
+    if args.max_batch_rows < 1:
+        parser.error(f"--max_batch_rows must be at least 1, got {args.max_batch_rows}")
     return args
 
 
@@ -102,6 +122,14 @@ def add_repository_args(parser: argparse.ArgumentParser) -> None:
         help="a pinned model loaded at start beside the champion (repeatable; readiness waits for it)",
     )
     parser.add_argument(
+        ENABLE_FLAG,
+        action="store_true",
+        default=os.environ.get("ENABLE_REPOSITORY_API", "").lower() in ("1", "true", "yes"),
+        help="serve the V2 repository API (POST /v2/repository/models/NAME/load|unload, "
+        "/v2/repository/index) over the pinned models, with the admin role under --auth "
+        "(env ENABLE_REPOSITORY_API=1; default: off, 404)",
+    )
+    parser.add_argument(
         "--models_root",
         default=os.environ.get("MODELS_ROOT") or None,
         help="where a model without storage_uri is, as NAME/ (KServe's model agent: /mnt/models; env "
@@ -122,7 +150,12 @@ def main(argv: list[str] | None = None) -> None:
 def housing_model(args: argparse.Namespace, name: str, storage_uri: str, sha256: str | None) -> HousingModel:
     """The model of one artifact (not loaded yet), in the form and with the threads the flags say."""
     return HousingModel(
-        name, storage_uri, sha256, model_format=args.model_format, intra_op_threads=args.intra_op_threads
+        name,
+        storage_uri,
+        sha256,
+        model_format=args.model_format,
+        intra_op_threads=args.intra_op_threads,
+        max_batch_rows=args.max_batch_rows,
     )
 
 
@@ -153,7 +186,8 @@ def serve_several(args: argparse.Namespace) -> None:
         threading.Thread(
             target=load_with_backoff, args=(model, stop, args.retry_max_seconds), daemon=True
         ).start()
-    add_repository_routes(app, repository)
+    if args.enable_repository_api:
+        add_repository_routes(app, repository)
     try:
         serve("predictor", champion, args, registered_models=repository)
     finally:

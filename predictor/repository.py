@@ -12,7 +12,8 @@ unverified model.
 ``housing`` (``--model_name``) is an alias: another name of the champion, one of the loaded models. A load
 with ``{"parameters": {"champion": true}}`` points it at that model once it is verified and loaded. Unloading
 a name removes that name only; a model stays loaded while a name refers to it (unloading the champion's own
-name leaves it served as ``housing``).
+name leaves it served as ``housing``). The server is ready only while the alias is served
+(:attr:`ArtifactRepository.serving`): without it ``housing`` answers 404, whatever else is loaded.
 """
 
 from __future__ import annotations
@@ -193,6 +194,11 @@ class ArtifactRepository(ModelRepository):
 
     def load_models(self) -> None:
         """Nothing: KServe would load every directory under the models root, pinned or not."""
+
+    @property
+    def serving(self) -> bool:
+        """Whether the alias is served: readiness (:meth:`serving.server.ServingDataPlane.ready`) asks."""
+        return self.alias in self.models
 
     def register_unloaded(self, model: Any, *, champion: bool = False) -> None:
         """Serve a model that loads in the background (start-up): answers 503 and not ready until loaded."""

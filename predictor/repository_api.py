@@ -6,21 +6,27 @@ the extension's optional body (``{"parameters": {"champion": true}}`` makes the 
 in a worker thread (a download and a model parse never stall the requests being served), and answer a
 refusal with its own status: 404 unknown, 403 unpinned, 409 artifact fails its checks, 400 malformed call,
 503 storage unreachable. ``GET`` or ``POST /v2/repository/index`` lists every pinned model and the alias.
-The gRPC repository calls stay KServe's (no champion parameter; every refusal is ``UNAVAILABLE``).
+
+The routes are served only with ``--enable_repository_api`` (the edge answers 404 otherwise), need the
+``admin`` role with ``--auth`` (serving/policy.py), and never take down what ``housing`` serves: unloading the
+alias or the model it resolves to is refused with 409 until another model is made the champion (a load
+with ``{"parameters": {"champion": true}}``). The gRPC repository calls are refused
+(:mod:`serving.listeners`): gRPC checks no credential.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from predictor.repository import ArtifactRepository, RepositoryError
+from serving.inputs import parse_json
 
 CHAMPION = "champion"
+ENABLE_FLAG = "--enable_repository_api"
 
 
 def add_repository_routes(app: FastAPI, repository: ArtifactRepository) -> None:
@@ -39,6 +45,12 @@ def add_repository_routes(app: FastAPI, repository: ArtifactRepository) -> None:
         }
 
     async def unload(model_name: str) -> dict[str, Any]:
+        if model_name in (repository.alias, repository.champion):
+            raise RepositoryError(
+                409,
+                f"refusing to unload {model_name}: {repository.alias} resolves to it; make another model "
+                f'the champion first (load it with {{"parameters": {{"{CHAMPION}": true}}}})',
+            )
         try:
             repository.unload(model_name)
         except KeyError:
@@ -59,9 +71,9 @@ def _champion_parameter(body: bytes) -> bool:
     if not body.strip():
         return False
     try:
-        document = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RepositoryError(400, f"load request body is not valid JSON: {error}") from None
+        document = parse_json(body)  # the servers' one rule: also a 400 for JSON nested too deeply
+    except ValueError as error:
+        raise RepositoryError(400, f"load request {error}") from None
     parameters = document.get("parameters", {}) if isinstance(document, dict) else None
     if not isinstance(parameters, dict):
         raise RepositoryError(400, "load request: parameters must be an object")

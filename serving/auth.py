@@ -1,45 +1,32 @@
-"""Local authentication: API keys or JWTs, one role per protected path, as an ASGI middleware.
+"""Local authentication: API keys or JWTs, and the roles they hold.
 
 On the cluster, Istio checks Entra ID tokens at the gateway (``RequestAuthentication`` and
-``AuthorizationPolicy``, helm/housing-kserve/templates/edge.yaml); locally, ``housing up --auth`` has the
-transformer and the detector make the same decisions in process with this module:
+``AuthorizationPolicy``, helm/housing-kserve/templates/edge.yaml); locally, ``housing up --auth`` has each
+server make the same decisions in process (:mod:`serving.edge`, the role of each route from
+:mod:`serving.policy`), with this module:
 
-- a credential is ``Authorization: Bearer <credential>`` or ``X-API-Key: <key>``;
+- a credential is ``Authorization: Bearer <credential>`` or ``X-API-Key: <key>``; a request carrying two
+  (the same header twice, or both headers with different values) is refused, never one picked;
 - an API key is looked up by its sha256 (keys come from ``--api_keys_file`` or ``HOUSING_API_KEYS``, see
   :func:`parse_api_keys`); a bearer credential that is not a known key and looks like a JWT is verified
-  with PyJWT (HS256 with a shared secret or RS256 with a public key; expiry required; issuer and audience
-  checked when configured); its roles are the ``roles`` claim (Entra ID's app roles), a list or a
-  space-separated string;
-- a protected path without a credential, or with one that does not verify, is answered 401 with
-  ``WWW-Authenticate: Bearer`` (RFC 6750); a verified credential without the path's role, 403;
-- every other path (health, readiness, metrics, metadata, the detector's event ingest) stays open, as the
-  probes and Prometheus need it.
+  with PyJWT (HS256 with a shared secret or RS256 with a public key; expiry and audience required, issuer
+  checked when configured; ``exp``, ``nbf`` and ``iat`` must be numbers); its roles are the ``roles`` claim
+  (Entra ID's app roles), a list or a space-separated string.
 
-The verified principal goes into the request's ``scope["state"]`` for the rate limiter
-(:mod:`serving.ratelimit`) to key on. Why a pure ASGI middleware rather than a FastAPI dependency: the same
-code guards KServe's own routes (which take no extra dependencies) and the detector's Starlette app, and
-refuses before a body is read.
+The verified :class:`Principal` goes into the request's ``scope["state"]`` for the rate limiter to key on.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from starlette.responses import JSONResponse
-
-from serving.metrics import AUTH_REFUSED
 
 API_KEYS_ENV = "HOUSING_API_KEYS"  # pragma: allowlist secret (a variable name)
 """API keys in the environment: ``KEY=ROLE[,ROLE]`` entries separated by ``;`` or new lines."""
 
 PRINCIPAL = "principal"
 """The key of the verified :class:`Principal` in the ASGI scope's ``state``."""
-
-_REALM = 'Bearer realm="housing"'
 
 
 @dataclass(frozen=True)
@@ -49,7 +36,7 @@ class Principal:
     Attributes:
         name: ``key:<first 12 hex digits of its sha256>`` for an API key (never the key itself),
             ``jwt:<sub claim>`` for a JWT; the rate limiter's key.
-        roles: What it may do (``predict``, ``feedback``).
+        roles: What it may do (:data:`serving.policy.ROLES`).
     """
 
     name: str
@@ -57,15 +44,17 @@ class Principal:
 
 
 class AuthError(Exception):
-    """A credential that is missing or does not verify (401).
+    """A credential that is missing, does not verify (401), or is given twice (400).
 
     Attributes:
-        reason: ``missing`` or ``invalid`` (the label of ``housing_auth_refused_total``).
+        reason: ``missing``, ``invalid`` or ``ambiguous`` (the label of ``housing_auth_refused_total``).
+        status: The HTTP status to answer.
     """
 
-    def __init__(self, message: str, reason: str):
+    def __init__(self, message: str, reason: str, status: int = 401):
         super().__init__(message)
         self.reason = reason
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -76,15 +65,19 @@ class JwtSettings:
         key: The HS256 shared secret, or the RS256 public key (PEM).
         algorithms: The accepted algorithms (one: ``HS256`` or ``RS256``; never ``none``).
         issuer: The required ``iss`` claim, or ``None`` not to check it.
-        audience: The required ``aud`` claim, or ``None`` not to check it.
+        audience: The required ``aud`` claim: a token minted for another service is refused.
         roles_claim: The claim that lists the roles.
     """
 
     key: str | bytes = field(repr=False)
     algorithms: tuple[str, ...]
     issuer: str | None = None
-    audience: str | None = None
+    audience: str = ""
     roles_claim: str = "roles"
+
+    def __post_init__(self) -> None:
+        if not self.audience:
+            raise ValueError("JWTs need an audience (--jwt_audience): else a token for any service passes")
 
 
 def parse_api_keys(text: str, source: str) -> dict[str, frozenset[str]]:
@@ -132,25 +125,16 @@ class Authenticator:
         }
         self.jwt = jwt
 
-    def authenticate(self, headers: Mapping[str, str]) -> Principal:
+    def authenticate(self, headers: Sequence[tuple[bytes, bytes]]) -> Principal:
         """The principal of the request's credential.
 
         Args:
-            headers: The request headers, names in lower case.
+            headers: The request headers as the ASGI scope has them (names in lower case).
 
         Raises:
-            AuthError: No credential, or one that does not verify.
+            AuthError: No credential, one that does not verify, or two.
         """
-        credential = headers.get("x-api-key")
-        if credential is None:
-            scheme, _, credential = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not credential.strip():
-                raise AuthError(
-                    "authorization: missing; send 'Authorization: Bearer <token or API key>' "
-                    "or 'X-API-Key: <key>'",
-                    "missing",
-                )
-        credential = credential.strip()
+        credential = _credential(headers)
         principal = self._keys.get(_digest(credential))
         if principal is not None:
             return principal
@@ -169,17 +153,16 @@ class Authenticator:
                 algorithms=list(settings.algorithms),
                 issuer=settings.issuer,
                 audience=settings.audience,
-                options={
-                    "require": [
-                        "exp",
-                        *(["iss"] if settings.issuer else []),
-                        *(["aud"] if settings.audience else []),
-                    ],
-                    "verify_aud": settings.audience is not None,
-                },
+                options={"require": ["exp", "aud", *(["iss"] if settings.issuer else [])]},
             )
         except jwt.PyJWTError as error:
             raise AuthError(f"authorization: invalid token: {error}", "invalid") from None
+        for claim in ("exp", "nbf", "iat"):  # PyJWT takes "exp": "1999999999" (a string) as a time
+            value = claims.get(claim)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise AuthError(f"authorization: invalid token: claim {claim!r} must be a number", "invalid")
+        if not isinstance(claims.get("sub", ""), str):
+            raise AuthError("authorization: invalid token: claim 'sub' must be a string", "invalid")
         roles = claims.get(settings.roles_claim, [])
         if isinstance(roles, str):
             roles = roles.split()
@@ -188,69 +171,41 @@ class Authenticator:
         return Principal(f"jwt:{claims.get('sub', '')}", frozenset(str(role) for role in roles))
 
 
-@dataclass(frozen=True)
-class Rule:
-    """A protected path pattern and the role it needs."""
+def _credential(headers: Sequence[tuple[bytes, bytes]]) -> str:
+    """The one credential of a request: ``X-API-Key``, else ``Authorization: Bearer``.
 
-    pattern: re.Pattern[str]
-    role: str
-
-
-def rules(protected: Mapping[str, str]) -> tuple[Rule, ...]:
-    """Regular expression of a path -> role, compiled."""
-    return tuple(Rule(re.compile(pattern), role) for pattern, role in protected.items())
-
-
-def required_role(path: str, protected: Sequence[Rule]) -> str | None:
-    """The role ``path`` needs, or ``None`` for an open path."""
-    return next((rule.role for rule in protected if rule.pattern.match(path)), None)
-
-
-class AuthMiddleware:
-    """ASGI middleware answering 401/403 for protected paths without the right credential.
-
-    Args:
-        app: The ASGI app.
-        authenticator: Verifies credentials.
-        protected: The protected paths and their roles (see :func:`rules`).
-        component: The ``component`` label of ``housing_auth_refused_total``.
+    Raises:
+        AuthError: None, or two that differ (a proxy and a client could each read a different one).
     """
-
-    def __init__(self, app: Any, authenticator: Authenticator, protected: Sequence[Rule], component: str):
-        self.app = app
-        self.authenticator = authenticator
-        self.protected = protected
-        self.component = component
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Pass open paths on; check the credential of protected ones."""
-        role = required_role(scope["path"], self.protected) if scope["type"] == "http" else None
-        if role is None:
-            await self.app(scope, receive, send)
-            return
-        headers = {
-            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
-        }
-        try:
-            principal = self.authenticator.authenticate(headers)
-        except AuthError as error:
-            AUTH_REFUSED.labels(component=self.component, reason=error.reason).inc()
-            challenge = _REALM if error.reason == "missing" else f'{_REALM}, error="invalid_token"'
-            refusal = JSONResponse({"error": str(error)}, 401, headers={"WWW-Authenticate": challenge})
-            await refusal(scope, receive, send)
-            return
-        if role not in principal.roles:
-            AUTH_REFUSED.labels(component=self.component, reason="forbidden").inc()
-            held = ", ".join(sorted(principal.roles)) or "none"
-            refusal = JSONResponse(
-                {"error": f"authorization: {scope['path']} needs role {role!r}; the credential has {held}"},
-                403,
-                headers={"WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{role}"'},
-            )
-            await refusal(scope, receive, send)
-            return
-        scope.setdefault("state", {})[PRINCIPAL] = principal
-        await self.app(scope, receive, send)
+    keys = [value for name, value in headers if name == b"x-api-key"]
+    authorizations = [value for name, value in headers if name == b"authorization"]
+    if len(keys) > 1 or len(authorizations) > 1:
+        raise AuthError(
+            "authorization: the credential is given more than once; send one 'Authorization' or one "
+            "'X-API-Key' header",
+            "ambiguous",
+            400,
+        )
+    bearer = None
+    if authorizations:
+        scheme, _, token = authorizations[0].decode("latin-1").partition(" ")
+        bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+        if bearer is None and not keys:
+            raise AuthError("authorization: only 'Bearer <token or API key>' is accepted", "missing")
+    key = keys[0].decode("latin-1").strip() if keys else None
+    if key is not None and authorizations and bearer != key:
+        raise AuthError(
+            "authorization: X-API-Key and Authorization carry different credentials; send one",
+            "ambiguous",
+            400,
+        )
+    credential = key if key is not None else bearer
+    if not credential:
+        raise AuthError(
+            "authorization: missing; send 'Authorization: Bearer <token or API key>' or 'X-API-Key: <key>'",
+            "missing",
+        )
+    return credential
 
 
 def _digest(key: str) -> str:

@@ -15,11 +15,15 @@ import logging
 from typing import Any
 
 from fastapi import Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from grpc import StatusCode
 from grpc_interceptor.exceptions import GrpcException
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
+from starlette.exceptions import HTTPException
+
+from serving.inputs import NESTING_RULE
 
 
 class UpstreamError(GrpcException):
@@ -137,6 +141,20 @@ async def request_validation_handler(_: Request, error: Exception) -> JSONRespon
     return JSONResponse(
         status_code=400, content={"error": f"invalid V2 inference request: {describe(problems)}"}
     )
+
+
+async def http_error_handler(request: Request, error: Exception) -> Response:
+    """FastAPI's answer to an ``HTTPException``, but a body too deeply nested for its parser names the rule.
+
+    FastAPI parses a V2 JSON body with the standard library, which recurses; it turns the ``RecursionError``
+    into a 400 "There was an error parsing the body" (the error is its cause): answered here with
+    :data:`serving.inputs.NESTING_RULE`, as every other parser's refusal is.
+    """
+    if not isinstance(error, HTTPException):  # registered for HTTPException alone
+        raise error
+    if isinstance(error.__cause__, RecursionError):
+        return JSONResponse(status_code=400, content={"error": NESTING_RULE})
+    return await http_exception_handler(request, error)
 
 
 def describe(problems: Any) -> str:

@@ -74,6 +74,8 @@ ENDPOINTS = (DEFAULT_ENDPOINT, CANARY_ENDPOINT)
 """The values of ``ce-endpoint``, and of the ``endpoint`` label of every metric and scrape target."""
 SHADOW_ENDPOINT = "shadow"
 """``ce-endpoint`` of a shadow's predictions: logged with the client's request id, answered to no client."""
+LOGGED_ENDPOINTS = (*ENDPOINTS, SHADOW_ENDPOINT)
+"""Every ``ce-endpoint`` a sender of this project logs: the detector takes these and refuses others."""
 
 
 def encode_metadata(values: Mapping[str, str]) -> str:

@@ -94,7 +94,8 @@ def serve(component: str, model: ArtifactModel, args: argparse.Namespace, **serv
     Args:
         component: ``predictor`` or ``explainer`` (the metrics' ``component`` label).
         model: The model to load and serve.
-        args: Parsed flags: KServe's server flags and :func:`add_artifact_args`'.
+        args: Parsed flags: KServe's server flags, :func:`add_artifact_args`' and the edge's
+            (``args.edge``, :func:`serving.edge.edge_settings`; ``args.enabled``: flags that turn routes on).
         **server: More ``HousingModelServer`` arguments.
     """
     stop = threading.Event()
@@ -111,6 +112,8 @@ def serve(component: str, model: ArtifactModel, args: argparse.Namespace, **serv
             workers=args.workers,
             enable_grpc=args.enable_grpc,
             enable_latency_logging=args.enable_latency_logging,
+            edge=args.edge,
+            enabled=getattr(args, "enabled", frozenset()),
             **server,
         ).start_unready([model])
     finally:

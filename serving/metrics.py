@@ -37,7 +37,14 @@ RATE_LIMITED = Counter(
 )
 AUTH_REFUSED = Counter(
     "housing_auth_refused_total",
-    "Requests refused by local authentication: missing or invalid credential (401), forbidden (403).",
+    "Requests refused by local authentication: missing, invalid or ambiguous credential (401, 400), "
+    "forbidden (403), or an address throttled for failing too often (429).",
+    ["component", "reason"],
+)
+EDGE_REFUSED = Counter(
+    "housing_edge_refused_total",
+    "Requests the edge answered itself (serving/edge.py): no such route or route off (404), header too "
+    "large (431), body too large (413) or too slow (408), authentication (400/401/403), rate (429).",
     ["component", "reason"],
 )
 

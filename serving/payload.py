@@ -43,6 +43,18 @@ def check_unsigned_shape(name: str, shape: Sequence[int]) -> None:
         )
 
 
+def check_batch_rows(field: str, rows: int, max_rows: int) -> None:
+    """Refuse a batch of more than ``max_rows`` rows, before any work is done on it.
+
+    Each server has its own limit (``--max_batch_rows``): what one request may cost it in time and memory.
+
+    Raises:
+        ValueError: Too many rows; the message names the field and the limit (a 400 in every server).
+    """
+    if rows > max_rows:
+        raise ValueError(f"{field}: batch of {rows} rows is over the limit of {max_rows}; split it")
+
+
 def instance_rows(instances: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[tuple[Any, ...]]:
     """V1 named instances as rows of their values, in ``columns`` order (other keys are left out).
 

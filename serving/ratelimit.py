@@ -1,10 +1,17 @@
-"""Local rate limit: a token bucket per client, as an ASGI middleware answering 429 with ``Retry-After``.
+"""Local rate limits: a token bucket per client, and a cap on the requests one client has in flight.
 
-On the cluster Envoy's ``local_ratelimit`` filter does this at the sidecar
-(helm/housing-kserve/templates/edge.yaml); locally the transformer and the detector do it in process, so
-that ``housing up`` behaves like the cluster. A client is its verified principal (:mod:`serving.auth`, when
-authentication is on), else its address. Each client's bucket holds up to ``burst`` tokens and refills at
-``rate`` tokens a second; a request takes one or is refused.
+On the cluster Envoy's ``local_ratelimit`` filter limits rates at the sidecar
+(helm/housing-kserve/templates/edge.yaml); locally every server's edge (:mod:`serving.edge`) does it in
+process, so that ``housing up`` behaves like the cluster. A client is its verified principal (when
+authentication is on), else its address (the peer's, or the one a trusted proxy forwarded).
+
+- :class:`TokenBucketLimiter`: each client's bucket holds up to ``burst`` tokens and refills at ``rate`` a
+  second; a request takes one or is refused (429 with ``Retry-After``). The edge keeps one for requests
+  (``--rate_limit``) and one for failed authentications per address (``--auth_failures_per_minute``), so
+  that guessing keys costs time.
+- :class:`ClientSlots`: at most ``limit`` requests of one client in flight, from their first byte to their
+  answer (``--max_in_flight_per_client``): one client cannot hold all of a server's places, even with
+  bodies sent a byte at a time.
 
 Why not a library: ``slowapi`` (on ``limits``) decorates FastAPI routes one by one (KServe's routes are not
 ours to decorate) and counts fixed or moving windows rather than a token bucket; one event loop needs no
@@ -16,13 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from typing import Any
-
-from starlette.responses import JSONResponse
-
-from serving.auth import PRINCIPAL, Rule, required_role
-from serving.metrics import RATE_LIMITED
+from collections.abc import Callable
 
 MAX_CLIENTS = 10_000
 """Buckets kept at most; the least recently seen client's is dropped first (a full bucket is the default)."""
@@ -78,49 +79,41 @@ class TokenBucketLimiter:
             self._buckets.popitem(last=False)
         return wait
 
+    def peek(self, key: str) -> float:
+        """Like :meth:`take`, without taking: 0 when ``key``'s bucket holds a token, else the wait."""
+        tokens, at = self._buckets.get(key, (self.burst, 0.0))
+        tokens = min(self.burst, tokens + (self.clock() - at) * self.rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
 
-class RateLimitMiddleware:
-    """ASGI middleware limiting each client's rate on the protected paths (the others stay unlimited).
+
+class ClientSlots:
+    """At most ``limit`` requests of one client in flight at once, for use on one event loop.
 
     Args:
-        app: The ASGI app.
-        limiter: The buckets.
-        limited: The paths limited (the same rules as authentication's; their roles are not used here).
-        component: The ``component`` label of ``housing_requests_rate_limited_total``.
+        limit: Requests one client may have in flight; at least 1.
+
+    Raises:
+        ValueError: ``limit`` is less than 1.
     """
 
-    def __init__(self, app: Any, limiter: TokenBucketLimiter, limited: Sequence[Rule], component: str):
-        self.app = app
-        self.limiter = limiter
-        self.limited = limited
-        self.refused = RATE_LIMITED.labels(component=component)
+    def __init__(self, limit: int):
+        if limit < 1:
+            raise ValueError(f"a client needs at least 1 request in flight, got {limit}")
+        self.limit = limit
+        self._held: dict[str, int] = {}  # only clients with requests in flight: bounded by the connections
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Pass the request on, or answer 429 when its client's bucket is empty."""
-        if scope["type"] != "http" or required_role(scope["path"], self.limited) is None:
-            await self.app(scope, receive, send)
-            return
-        wait = self.limiter.take(client_key(scope))
-        if wait > 0:
-            self.refused.inc()
-            seconds = math.ceil(wait)
-            refusal = JSONResponse(
-                {
-                    "error": f"rate limit: more than {self.limiter.rate:g} requests a second (burst "
-                    f"{self.limiter.burst:g}) from this client; retry in {seconds} s"
-                },
-                429,
-                headers={"Retry-After": str(seconds)},
-            )
-            await refusal(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+    def acquire(self, key: str) -> bool:
+        """Take a place for ``key``; ``False`` when it holds ``limit`` already."""
+        held = self._held.get(key, 0)
+        if held >= self.limit:
+            return False
+        self._held[key] = held + 1
+        return True
 
-
-def client_key(scope: dict[str, Any]) -> str:
-    """The verified principal's name, else the client's address."""
-    principal = scope.get("state", {}).get(PRINCIPAL)
-    if principal is not None:
-        return str(principal.name)
-    client = scope.get("client")
-    return f"address:{client[0]}" if client else "address:unknown"
+    def release(self, key: str) -> None:
+        """Give ``key``'s place back."""
+        held = self._held[key] - 1
+        if held:
+            self._held[key] = held
+        else:
+            del self._held[key]

@@ -8,20 +8,25 @@ KServe's server already routes V1/V2 REST and gRPC, answers health, decodes payl
 - the serving metrics of :mod:`serving.metrics` (REST is measured around the whole HTTP exchange; gRPC at the
   data plane, with the status mapped to its HTTP equivalent by :func:`serving.errors.http_status`);
 - a 400 with a readable message for bodies that are not valid JSON (NaN/Infinity, which Python and JavaScript
-  emit, are parsed so that validation can name the field), and 503/504 when the transformer's predictor is
-  down or slow (:mod:`serving.errors`);
+  emit, are parsed so that validation can name the field) or nest too deeply, for request ids that cannot be
+  carried in a header (:mod:`serving.inputs`), and 503/504 when the transformer's predictor is down or slow
+  (:mod:`serving.errors`);
+- liveness that fails when a model says it cannot recover without a restart (the transformer's request
+  logger stopped), and readiness that fails when a model repository lacks the model it must serve;
 - V2 model metadata with ``versions`` and model-level ``parameters`` (feature names, units) over REST;
 - a heap frozen out of the garbage collector's full scans once the server is built (:func:`freeze_heap`);
-- logs in the project's logfmt shape, without KServe's per-request timing lines unless asked for.
+- logs in the project's logfmt shape, without KServe's per-request timing lines unless asked for;
+- the edge in front of the app (:mod:`serving.edge`: the policy table's roles and limits) and listeners
+  bound to ``--bind_address`` (:mod:`serving.listeners`), the gRPC repository calls closed.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextvars
 import functools
 import gc
-import json
 import logging
 import os
 import re
@@ -30,20 +35,26 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
-from kserve import ModelServer
-from kserve.errors import InvalidInput, ModelNotReady
+from kserve import InferRequest, ModelServer
+from kserve.errors import InvalidInput, ModelNotReady, ServerNotLive
+from kserve.model_server import FASTAPI_APP_IMPORT_STRING
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 
+from serving.edge import EdgeSettings, install_edge
 from serving.errors import (
     ClientErrorLogFilter,
     UpstreamError,
     describe,
+    http_error_handler,
     http_status,
     request_validation_handler,
     upstream_error_handler,
 )
+from serving.inputs import REQUEST_ID_HEADER, check_request_id, parse_json
+from serving.listeners import BoundGRPCServer, ClosedRepositoryExtension, rest_server
 from serving.logs import configure_logging, silence_fastapi_deprecation
 from serving.metrics import observe_request
 
@@ -55,16 +66,47 @@ _QUIET_LOGGERS = ("kserve.trace", "uvicorn.access")
 
 
 class ServingDataPlane(DataPlane):
-    """KServe's data plane with readiness tied to the models, and gRPC requests counted."""
+    """KServe's data plane with readiness tied to the models, and gRPC requests counted.
 
-    def __init__(self, component: str, **kwargs: Any):
+    Args:
+        component: The ``component`` label of the metrics.
+        upstream: Why what the server depends on does not serve now (``None`` when it does); the transformer
+            passes its predictor's model readiness, so that its readiness and ``/health`` agree.
+        **kwargs: KServe's ``DataPlane`` arguments.
+    """
+
+    def __init__(
+        self, component: str, upstream: Callable[[], Awaitable[str | None]] | None = None, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.component = component
+        self.upstream = upstream
 
     async def ready(self) -> bool:
-        """Ready when KServe's checks pass and every registered model is loaded."""
+        """Ready when every registered model is loaded, none that must be is missing, and the upstream serves.
+
+        KServe's own checks must pass too. A repository that serves a model under an alias
+        (:class:`predictor.repository.ArtifactRepository`) says whether it does (``serving``): after the alias
+        is unloaded its other models are all loaded, yet requests for the alias answer 404.
+        """
         models = self.model_registry.get_models().values()
-        return bool(models) and all(model.ready for model in models) and await super().ready()
+        serving = getattr(self.model_registry, "serving", True)
+        if not (models and serving and all(model.ready for model in models) and await super().ready()):
+            return False
+        return self.upstream is None or await self.upstream() is None
+
+    async def live(self) -> dict[str, str]:  # KServe's is a staticmethod: an instance one overrides it
+        """Alive unless a model says why it cannot do its job again without a restart (its ``dead()``).
+
+        Raises:
+            ServerNotLive: Such a model (KServe answers 503 on ``/`` and ``/v2/health/live``).
+        """
+        for model in self.model_registry.get_models().values():
+            dead = getattr(model, "dead", None)
+            reason = dead() if dead is not None else None
+            if reason:
+                raise ServerNotLive(reason)
+        return {"status": "alive"}
 
     async def get_model(self, name: str) -> Any:
         """The model, or ``ModelNotReady`` while it loads (never a load on the request path)."""
@@ -86,14 +128,14 @@ class ServingDataPlane(DataPlane):
             if not isinstance(body, bytes):
                 raise
             if "inference-header-content-length" not in str(error):
-                return super().decode(_lenient_json(body), headers, *args, **kwargs)
+                return super().decode(_parsed(body), headers, *args, **kwargs)
             try:  # a V2 JSON body sent without a JSON content type
-                request = InferenceRequest.model_validate(_lenient_json(body))
+                request = InferenceRequest.model_validate(_parsed(body))
             except ValidationError as invalid:
                 raise InvalidInput(f"invalid V2 inference request: {describe(invalid.errors())}") from None
             return super().decode(request, headers, *args, **kwargs)
         if isinstance(decoded, bytes):
-            return super().decode(_lenient_json(decoded), headers, *args, **kwargs)
+            return super().decode(_parsed(decoded), headers, *args, **kwargs)
         return decoded, attributes
 
     async def model_metadata(self, model_name: str) -> dict[str, Any]:
@@ -106,11 +148,17 @@ class ServingDataPlane(DataPlane):
         return metadata
 
     async def infer(self, model_name: str, request: Any, headers: Any = None) -> Any:
-        """Run inference; requests that did not come through REST (gRPC) are counted here."""
+        """Run inference; requests that did not come through REST (gRPC) are counted here.
+
+        Raises:
+            InvalidInput: The V2 ``id`` or the ``x-request-id`` header breaks :data:`serving.inputs.ID_RULE`.
+        """
         if _IN_REST_REQUEST.get():
+            _check_request_ids(request, headers)
             return await super().infer(model_name, request, headers)
         start, code = time.perf_counter(), 500
         try:
+            _check_request_ids(request, headers)
             result = await super().infer(model_name, request, headers)
             code = 200
             return result
@@ -118,15 +166,51 @@ class ServingDataPlane(DataPlane):
             code = http_status(error)
             raise
         finally:
-            observe_request(self.component, model_name, code, time.perf_counter() - start)
+            name = _label(model_name, self.model_registry)
+            observe_request(self.component, name, code, time.perf_counter() - start)
+
+    async def explain(self, model_name: str, request: Any, headers: Any = None) -> Any:
+        """KServe's ``:explain``, once the request's ids are checked as for :meth:`infer`."""
+        _check_request_ids(request, headers)
+        return await super().explain(model_name, request, headers)
+
+
+UNKNOWN_MODEL = "unknown"
+"""The ``model_name`` label of requests for a model the server does not have (so labels stay bounded)."""
+
+
+def _label(model_name: str, registry: Any) -> str:
+    """``model_name`` when the server has that model, else :data:`UNKNOWN_MODEL`.
+
+    A client picks the path, and a label per name it makes up would grow ``/metrics`` without bound.
+    """
+    return model_name if model_name in registry.get_models() else UNKNOWN_MODEL
+
+
+def _check_request_ids(request: Any, headers: Any) -> None:
+    """The ids a request carries, checked before anything uses them (:mod:`serving.inputs`)."""
+    try:
+        if isinstance(request, InferRequest):
+            check_request_id(request.id, "id")
+        if headers:
+            check_request_id(headers.get(REQUEST_ID_HEADER), REQUEST_ID_HEADER)
+    except ValueError as error:
+        raise InvalidInput(str(error)) from None
 
 
 class RequestMetricsMiddleware:
-    """ASGI middleware measuring each REST inference request with its final HTTP status."""
+    """ASGI middleware measuring each REST inference request with its final HTTP status.
 
-    def __init__(self, app: Any, component: str):
+    Args:
+        app: The ASGI app.
+        component: The ``component`` label.
+        registry: The server's models (a request for another name is counted as :data:`UNKNOWN_MODEL`).
+    """
+
+    def __init__(self, app: Any, component: str, registry: Any):
         self.app = app
         self.component = component
+        self.registry = registry
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Pass the request on; count it and time it if it is an inference request."""
@@ -148,7 +232,7 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send_and_record_status)
         finally:
             _IN_REST_REQUEST.reset(token)
-            model_name = match["v1"] or match["v2"]
+            model_name = _label(match["v1"] or match["v2"], self.registry)
             observe_request(self.component, model_name, status, time.perf_counter() - start)
 
 
@@ -156,14 +240,29 @@ class HousingModelServer(ModelServer):
     """``kserve.ModelServer`` with the additions listed in the module docstring (one worker per process).
 
     Args:
-        component: ``predictor`` or ``transformer`` (the ``component`` label of the metrics).
+        component: ``predictor``, ``transformer`` or ``explainer`` (the ``component`` label of the metrics,
+            and whose rows of :mod:`serving.policy` its edge applies).
+        edge: The edge's settings (default: everything off but the input limits, on loopback).
+        enabled: The flags given that turn routes on (``--enable_repository_api``).
+        upstream: What readiness also waits for (:class:`ServingDataPlane`).
         **kwargs: Passed to ``kserve.ModelServer`` (ports, workers, predictor config, ...).
     """
 
-    def __init__(self, component: str, **kwargs: Any):
+    def __init__(
+        self,
+        component: str,
+        *,
+        edge: EdgeSettings | None = None,
+        enabled: frozenset[str] = frozenset(),
+        upstream: Callable[[], Awaitable[str | None]] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.component = component
-        self.dataplane = ServingDataPlane(component, model_registry=self.registered_models)
+        self.edge = edge or EdgeSettings()
+        self.enabled = enabled
+        self.dataplane = ServingDataPlane(component, upstream, model_registry=self.registered_models)
+        self.model_repository_extension = ClosedRepositoryExtension(model_registry=self.registered_models)
         if self.workers > 1:
             raise ValueError(
                 "--workers > 1 is not supported: scale with replicas (each replica loads one model)"
@@ -180,9 +279,13 @@ class HousingModelServer(ModelServer):
         for model in models:
             self.register_model(model)
             model.enable_latency_logging = self.enable_latency_logging
-        app.add_middleware(RequestMetricsMiddleware, component=self.component)
+        install_edge(app, self.edge, self.component, self.enabled)
+        app.add_middleware(  # outside the edge: its refusals are counted too
+            RequestMetricsMiddleware, component=self.component, registry=self.registered_models
+        )
         app.add_exception_handler(UpstreamError, upstream_error_handler)
         app.add_exception_handler(RequestValidationError, request_validation_handler)
+        app.add_exception_handler(HTTPException, http_error_handler)
         app.add_api_route("/v2/models/{model_name}", self._model_metadata, methods=["GET"])
         if not self.enable_latency_logging:
             # KServe wraps its app in timing_asgi's TimingMiddleware whatever the flag says: per request it
@@ -191,6 +294,41 @@ class HousingModelServer(ModelServer):
             app.build_middleware_stack = functools.partial(_build_without_timing, app)
         freeze_heap()
         self.start([])
+
+    def start(self, models: list[Any]) -> None:
+        """KServe's ``ModelServer.start`` (one process), its listeners bound (:mod:`serving.listeners`).
+
+        The only changes from KServe's: the REST server's uvicorn options and the gRPC server's address.
+        """
+        from kserve.model_server import args as kserve_args
+
+        self._register_and_check_atleast_one_model_is_ready(models)
+        self._rest_server = rest_server(
+            self.edge,
+            FASTAPI_APP_IMPORT_STRING,
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            access_log_format=self.access_log_format,
+            workers=self.workers,
+            grace_period=self.grace_period,
+            event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive,
+        )
+        self.servers.append(self._rest_server.start())
+        if self.enable_grpc:
+            self._grpc_server = BoundGRPCServer(
+                self.edge.bind_address,
+                self.grpc_port,
+                self.dataplane,
+                self.model_repository_extension,
+                kwargs=vars(kserve_args),
+                grace_period=self.grace_period,
+            )
+            self.servers.append(self._grpc_server.start(self.max_threads))
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())
 
     async def _model_metadata(self, model_name: str) -> dict[str, Any]:
         # Registered before KServe's own route so that ``versions`` and ``parameters`` survive (KServe's
@@ -256,16 +394,14 @@ def configure_server_logging(level: str, *, latency_logging: bool) -> None:
         logger.propagate = False
         logger.setLevel(level.upper())
     logging.getLogger("kserve").addFilter(ClientErrorLogFilter(access_lines=latency_logging))
-    for chatty in ("httpx", "azure"):  # a line per HTTP call (to the predictor, to Blob Storage) otherwise
-        logging.getLogger(chatty).setLevel(logging.WARNING)
     if not latency_logging:
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
     silence_fastapi_deprecation()
 
 
-def _lenient_json(body: bytes) -> Any:
+def _parsed(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InvalidInput(f"request body is not valid JSON: {error}") from None
+        return parse_json(body)
+    except ValueError as error:
+        raise InvalidInput(str(error)) from None

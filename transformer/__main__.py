@@ -5,25 +5,27 @@ KServe injects ``--model_name``, ``--predictor_host`` and ``--http_port`` into a
 canary predictor that gets a share of the requests (see :mod:`transformer.routing`); ``--explainer_host`` is
 where ``:explain`` goes (:mod:`transformer.explain`; KServe does not inject it). Beside V1 and V2 it serves
 the original system's API (:mod:`transformer.seed_api`); ``--auth``, ``--rate_limit`` and ``--cors_*`` turn on
-the local edge (:mod:`serving.edge`, all off by default).
+the local edge (:mod:`serving.edge`, all off by default; the input limits of serving/policy.py always on).
+With ``--auth`` locally, the request logger sends the key in ``HOUSING_LOGGER_API_KEY`` (role ``ingest``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 
 from kserve.predictor_config import PredictorConfig
 
-from serving.edge import add_edge_arguments, edge_settings, install_edge
+from serving.edge import add_edge_arguments, edge_settings
 from serving.server import HousingModelServer, configure_server_logging, parse_server_args, server_parser
 from transformer.batching import COALESCE_ROWS
 from transformer.explain import ExplainerClient
 from transformer.model import MAX_BATCH_ROWS, HousingTransformer
 from transformer.request_logger import BATCH_EVENTS as LOGGER_BATCH_EVENTS
 from transformer.request_logger import FLUSH_SECONDS as LOGGER_FLUSH_SECONDS
-from transformer.request_logger import LOGGER_URL_ENV, RequestLogger
+from transformer.request_logger import LOGGER_KEY_ENV, LOGGER_URL_ENV, RequestLogger
 from transformer.request_logger import MAX_QUEUE as LOGGER_MAX_QUEUE
 from transformer.resilience import DEFAULT_MAX_IN_FLIGHT, AdmissionMiddleware
 from transformer.routing import (
@@ -34,7 +36,7 @@ from transformer.routing import (
     check_canaries,
     parse_canary,
 )
-from transformer.seed_api import PROTECTED, seed_router
+from transformer.seed_api import HEALTH_SECONDS, seed_router
 from transformer.shadow import DEFAULT_MAX_IN_FLIGHT as SHADOW_MAX_IN_FLIGHT
 from transformer.shadow import LINGER_SECONDS as SHADOW_LINGER_SECONDS
 from transformer.shadow import Shadow
@@ -182,6 +184,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--shadow {args.shadow!r}: {error}")
     if args.shadow_max_in_flight < 1:
         parser.error(f"--shadow_max_in_flight must be at least 1, got {args.shadow_max_in_flight}")
+    if args.max_in_flight_per_client is None:  # one client may hold half the places, not all of them
+        args.max_in_flight_per_client = max(1, args.max_in_flight // 2)
     args.edge = edge_settings(args, parser)
     return args
 
@@ -238,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
             max_queue=args.logger_queue,
             batch_events=args.logger_batch_events,
             flush_seconds=args.logger_flush_ms / 1000,
+            api_key=os.environ.get(LOGGER_KEY_ENV) or None,
         )
         log.info("sending inference events to %s", ", ".join(args.logger_url))
     model = HousingTransformer(
@@ -263,12 +268,13 @@ def main(argv: list[str] | None = None) -> None:
         )
     from kserve.model_server import app
 
-    # Added before the server's own middleware, so that its request metrics count the refusals too.
+    # Added before the server's own middleware, so that its request metrics count the refusals too; the
+    # server puts its edge outside: a request refused there, or still sending its body, takes no place.
     app.add_middleware(AdmissionMiddleware, admission=model.admission)
-    # Outside admission: a request refused by authentication or the rate limit takes no place in flight.
-    install_edge(app, args.edge, PROTECTED, "transformer")
     server = HousingModelServer(
         "transformer",
+        edge=args.edge,
+        upstream=functools.partial(router.stable.unserved, HEALTH_SECONDS),  # /health's question too
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         workers=args.workers,

@@ -22,7 +22,9 @@ answers 503 at once instead of queueing.
 
 The request id is the one the client knows: the V2 body's ``id``, else the ``x-request-id`` header, else a
 new UUID. It is the ``ce-id`` of the logged events (so ``POST /feedback`` to the detector finds the
-prediction), the ``id`` of a V2 answer, and the ``x-request-id`` header of every REST answer.
+prediction), the ``id`` of a V2 answer, and the ``x-request-id`` header of every REST answer. An id that
+could not be carried so (not 1-256 printable ASCII characters) is refused with a 400 before preprocess
+(:mod:`serving.inputs`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from serving.outputs import (
     v2_outputs,
 )
 from serving.payload import FEATURE_NAMES
+from serving.policy import rows_limit
 from transformer.explain import ExplainerClient, check_same_model
 from transformer.metrics import IN_FLIGHT, SHED, VALIDATION_ERRORS
 from transformer.payload import PayloadError, rows_from
@@ -65,8 +68,9 @@ MODEL_VERSION_HEADER = "x-model-version"
 ARM_HEADER = "x-housing-arm"
 """Which predictor answered (``stable`` or the canary's name), on every REST prediction: an A/B test's arm."""
 
-MAX_BATCH_ROWS = 1000
-"""The largest request accepted, in rows (houses); the detector refuses larger logged events alike."""
+MAX_BATCH_ROWS = rows_limit("transformer", "/v2/models/{name}/infer")
+"""The largest request accepted, in rows (houses; serving/policy.py); the detector refuses larger logged
+events alike."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,16 @@ class HousingTransformer(Model):
         v2 = isinstance(payload, InferRequest)
         binary = payload.use_binary_outputs if isinstance(payload, InferRequest) else False
         return ValidatedRequest(rows, request_id, arm, model, v2, deadline, binary, payload, outputs, level)
+
+    def dead(self) -> str | None:
+        """Why the transformer cannot do its whole job again without a restart (liveness fails), or ``None``.
+
+        A request logger whose sender stopped would lose every inference from then on while predictions
+        still succeed: only a restart brings it back (:attr:`RequestLogger.alive`).
+        """
+        if self.request_logger is not None and not self.request_logger.alive:
+            return "the request logger stopped: inferences are no longer logged"
+        return None
 
     def validate(self, payload: Any) -> Any:
         """Nothing to add: :meth:`preprocess` validated the payload against the schema."""

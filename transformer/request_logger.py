@@ -53,8 +53,12 @@ and the gauge ``housing_logger_sampling_ratio{endpoint}`` (the share last stampe
 ``batch_events=2`` each inference travels alone, with ``x-inference-id: ID``, for a hashing proxy in front of
 the replicas (Istio's ``consistentHash``; docs/kubernetes.md).
 
-A batch is sent once (at most once delivery): a failed POST (detector down, timeout, non-2xx) counts its
-inferences ``failed`` and is not retried, since the detector may have taken part of it.
+A batch is sent once (at most once delivery): a failed POST (detector down, timeout, non-2xx, a header
+``http.client`` refuses) counts its inferences ``failed`` and is not retried, since the detector may have
+taken part of it. An inference whose events cannot be encoded is counted ``failed`` alone; the rest of its
+batch still goes. So every inference offered ends up ``delivered``, ``failed`` or ``dropped``, and a sender
+thread never stops on a failure; if one ever ends all the same, :attr:`RequestLogger.alive` turns false and
+the transformer's liveness with it (a restart is the only way back).
 """
 
 from __future__ import annotations
@@ -94,6 +98,9 @@ from transformer.metrics import LOGGER_EVENTS, LOGGER_INFERENCES, LOGGER_SAMPLIN
 log = logging.getLogger(__name__)
 
 LOGGER_URL_ENV = "LOGGER_URL"
+LOGGER_KEY_ENV = "HOUSING_LOGGER_API_KEY"  # pragma: allowlist secret (a variable name)
+"""The API key (role ``ingest``) the logger sends to a detector run with ``--auth``: in the environment, never
+on the command line (``ps`` shows that)."""
 MAX_QUEUE = 10_000
 """Inferences waiting per detector URL: about 14 s of the 690 requests/s the issue-19 soak served."""
 BATCH_EVENTS = 1000
@@ -190,10 +197,12 @@ class Connection:
         self._used = False
 
     def post(self, body: bytes, headers: dict[str, str]) -> int:
-        """POST ``body``; its status. Raises ``OSError`` or ``http.client.HTTPException`` when it fails.
+        """POST ``body``; its status.
 
-        A keep-alive connection the detector has closed since the last batch fails at once; the batch is then
-        sent once more on a new connection (it had not been taken). A failure on a new connection is final.
+        Raises ``OSError``, ``http.client.HTTPException`` or ``ValueError`` (a header it cannot send) when it
+        fails, and the connection is then closed. A keep-alive connection the detector has closed since the
+        last batch fails at once; the batch is then sent once more on a new connection (it had not been
+        taken). A failure on a new connection is final.
         """
         while True:
             reused = self._connection is not None and self._used
@@ -208,7 +217,7 @@ class Connection:
                 if reused:
                     continue
                 raise
-            except (OSError, http.client.HTTPException):
+            except Exception:  # also a header it refuses (ValueError): the connection is left mid-request
                 self.close()
                 raise
             self._used = True
@@ -277,7 +286,11 @@ class _Lane:
                 self.full.clear()
                 closing = self.closing
                 while batch := self.take():
-                    self.owner.send(self.connection, batch)
+                    try:
+                        self.owner.send(self.connection, batch)
+                    except Exception:  # a fault of its own (send counts what it can foresee): never stop
+                        log.exception("request logger: %d inferences to %s failed", len(batch), self.url)
+                        self.owner.count(batch, "failed")
                 if closing:
                     return
         finally:
@@ -305,6 +318,7 @@ class RequestLogger:
         timeout: Seconds allowed for one POST.
         rate_seconds: The span over which the delivered share stamped on the events is measured.
         seed: Seed of the random drops (tests).
+        api_key: Sent as ``X-API-Key`` with every batch: the detector's ``ingest`` role under ``--auth``.
     """
 
     def __init__(
@@ -320,6 +334,7 @@ class RequestLogger:
         timeout: float = 2.0,
         rate_seconds: float = RATE_SECONDS,
         seed: int | None = None,
+        api_key: str | None = None,
     ):
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls or max_queue < 1 or batch_events < 2 or not flush_seconds > 0:
@@ -333,6 +348,7 @@ class RequestLogger:
         self.batch_inferences = batch_events // 2
         self.flush_seconds = flush_seconds
         self.source = f"http://localhost/{component}/{inference_service}"
+        self.credential = {"x-api-key": api_key} if api_key else {}
         self.random = random.Random(seed)
         self.rates = SamplingRates(rate_seconds)
         self._lanes = [_Lane(self, url, max_queue) for url in self.urls]
@@ -341,6 +357,11 @@ class RequestLogger:
     def url(self) -> str:
         """The first (usually the only) detector URL."""
         return self.urls[0]
+
+    @property
+    def alive(self) -> bool:
+        """Every sender thread runs, or was stopped by :meth:`close`: one that ended would log no more."""
+        return all(lane.closing or lane.thread.is_alive() for lane in self._lanes)
 
     def log(
         self,
@@ -438,25 +459,58 @@ class RequestLogger:
         """
         return orjson.dumps([event for item in batch for event in self.events(item, rates[item.endpoint])])
 
+    def _body_without_failures(
+        self, batch: list[Inference], rates: dict[str, float]
+    ) -> tuple[bytes, list[Inference]]:
+        """The batch's body with each inference encoded alone; those that cannot be are counted ``failed``.
+
+        Only after encoding the whole batch failed: one bad event must not cost the others.
+        """
+        parts: list[bytes] = []
+        encoded: list[Inference] = []
+        for item in batch:
+            try:
+                parts.extend(orjson.dumps(event) for event in self.events(item, rates[item.endpoint]))
+            except Exception as error:  # whatever the inference holds, it is counted and left out
+                log.warning("request logger: cannot encode inference %r: %s", item.event_id[:64], error)
+                self.count([item], "failed")
+            else:
+                encoded.append(item)
+        return b"[" + b",".join(parts) + b"]", encoded
+
     def send(self, connection: Connection, batch: list[Inference]) -> None:
-        """POST one batch (from a sender thread) and count its inferences delivered or failed."""
+        """POST one batch (from a sender thread) and count each of its inferences delivered or failed."""
         now = time.monotonic()
         rates = {endpoint: self.rates.rate(endpoint, now) for endpoint in {item.endpoint for item in batch}}
         for endpoint, rate in rates.items():
             LOGGER_SAMPLING.labels(component=self.component, endpoint=endpoint).set(rate)
-        headers = {"content-type": BATCH_CONTENT_TYPE}
+        try:
+            body = self.body(batch, rates)
+        except Exception:  # orjson's TypeError, or anything an inference holds: sort them out one by one
+            body, batch = self._body_without_failures(batch, rates)
+            if not batch:
+                return
+        headers = {"content-type": BATCH_CONTENT_TYPE, **self.credential}
         if len(batch) == 1:
             headers[ROUTING_HEADER] = batch[0].event_id
         outcome = "delivered"
         try:
-            status = connection.post(self.body(batch, rates), headers)
+            status = connection.post(body, headers)
             if not 200 <= status < 300:
                 raise http.client.HTTPException(f"the detector answered {status}")
-        except (OSError, http.client.HTTPException, orjson.JSONEncodeError) as error:
+        except Exception as error:  # unreachable, refused, or a header http.client cannot send (ValueError)
             outcome = "failed"
             log.warning(
-                "request logger: cannot post %d inferences to %s: %s", len(batch), connection.url, error
+                "request logger: cannot post %d inferences to %s: %s: %s",
+                len(batch),
+                connection.url,
+                type(error).__name__,
+                error,
             )
+        self.count(batch, outcome)
+
+    def count(self, batch: list[Inference], outcome: str) -> None:
+        """Count ``batch``'s inferences (and their events) ``delivered`` or ``failed``."""
         for endpoint, count in Counter(item.endpoint for item in batch).items():
             self._counter(endpoint, outcome).inc(count)
         sent = "sent" if outcome == "delivered" else outcome

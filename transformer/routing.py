@@ -25,8 +25,10 @@ import bisect
 import functools
 import hashlib
 import itertools
+import math
 import random
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -212,6 +214,8 @@ class PredictorArm:
         self.metadata_url = f"{scheme}://{spec.rest_host or spec.host}/v2/models/{model_name}"
         self.cached_model: PredictorMetadata | None = None
         self._reading: asyncio.Task[PredictorMetadata] | None = None
+        # When the predictor's model readiness was last read, and why it was not served then.
+        self._served: tuple[float, str | None] = (-math.inf, "its model readiness has not been read yet")
         self._rest: InferenceRESTClient | None = None
         self._grpc: InferenceGRPCClient | None = None
         self._coalescer = (
@@ -251,6 +255,29 @@ class PredictorArm:
                 context = f"cannot read the predictor's metadata at {self.metadata_url}"
                 raise self.failure(error, context, seconds=deadline.seconds, counted=False) from error
         return self.cached_model
+
+    async def unserved(self, timeout: float) -> str | None:
+        """Why the predictor does not serve the model now (``None`` when it does): its V2 model readiness.
+
+        Health and readiness (``/health``, ``/v2/health/ready``) both ask this, so they agree whenever the
+        served model is gone. Read at most once a second: probes, which anyone may send, never multiply
+        into calls to the predictor.
+        """
+        checked_at, reason = self._served
+        if time.monotonic() - checked_at < 1.0:
+            return reason
+        self._served = (time.monotonic(), reason)  # callers meanwhile share the last answer
+        url = f"{self.metadata_url}/ready"
+        try:
+            async with httpx.AsyncClient(timeout=timeout) as client:
+                response = await client.get(url)
+            reason = None if response.status_code == 200 else f"{url} answered {response.status_code}"
+        except httpx.HTTPError as error:
+            reason = f"cannot reach {url}: {error or type(error).__name__}"
+        if reason is not None:
+            self.cached_model = None  # the model may come back as another version
+        self._served = (time.monotonic(), reason)
+        return reason
 
     async def predict(
         self,

@@ -1,8 +1,9 @@
 """The original system's API, served by the transformer next to V1 and V2 (its users' scripts call it today).
 
-- ``GET /health``: 200 ``{"status": "healthy", "model_version": ...}`` once the stable predictor's model is
-  known, else 503 ``{"status": "unhealthy", "reason": ...}`` (predictor unreachable, not ready, or its
-  circuit breaker open);
+- ``GET /health``: 200 ``{"status": "healthy", "model_version": ...}`` while the stable predictor serves the
+  model, else 503 ``{"status": "unhealthy", "reason": ...}`` (predictor unreachable, its model not ready or
+  gone, or its circuit breaker open; or the transformer itself cannot recover, as liveness says: its request
+  logger stopped); the transformer's readiness asks the same question;
 - ``POST /predict`` with one flat house (``{"crim": 0.00632, ..., "b": 396.9, "lstat": 4.98}``, ``b``
   accepted and ignored when the model does not use it) -> ``{"prediction": ..., "interval": {"level": 0.9,
   "lower": ..., "upper": ...}, "model_version": ..., "unit": "USD 1000s"}``;
@@ -27,7 +28,6 @@ they are counted in ``housing_requests_total``. The routes are FastAPI's, so the
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,18 +39,11 @@ from pydantic import BaseModel, Field
 from model.intervals import DEFAULT_LEVEL, LEVEL_PARAMETER, level_rule
 from model.schema import FEATURES, TARGET_DESCRIPTION, TARGET_UNIT
 from serving.errors import UpstreamError
+from serving.inputs import parse_json
 from serving.outputs import INTERVALS, NoIntervalsError
 from transformer.model import MODEL_VERSION_HEADER, REQUEST_ID_HEADER, HousingTransformer
 from transformer.payload import PayloadError
 from transformer.resilience import Deadline
-
-PROTECTED = {
-    r"^/(predict(/batch)?|explain)$": "predict",
-    r"^/v1/models/[^/]+:(predict|explain)$": "predict",
-    r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$": "predict",
-}
-"""The transformer's routes that need the ``predict`` role when authentication is on (:mod:`serving.edge`);
-they are also the rate-limited ones. Health, readiness, metadata and metrics stay open."""
 
 HEALTH_SECONDS = 2.0
 """How long ``/health`` waits for the predictor's metadata at most."""
@@ -142,12 +135,16 @@ def seed_router(dataplane: DataPlane, model: HousingTransformer) -> APIRouter:
         "/health", response_model=Health, response_model_exclude_none=True, responses={503: {"model": Health}}
     )
     async def health() -> Any:
-        """200 with the model version once the predictor's model is known, else 503 with the reason."""
+        """200 with the model version while the predictor serves the model, else 503 with the reason."""
         try:
-            metadata = await model.router.stable.model(Deadline.start(HEALTH_SECONDS, None))
+            reason = model.dead() or await model.router.stable.unserved(HEALTH_SECONDS)
+            if reason is None:
+                metadata = await model.router.stable.model(Deadline.start(HEALTH_SECONDS, None))
         except UpstreamError as error:
+            reason = str(error)
+        if reason is not None:
             return JSONResponse(
-                {"status": "unhealthy", "model_name": model.name, "reason": str(error)}, status_code=503
+                {"status": "unhealthy", "model_name": model.name, "reason": reason}, status_code=503
             )
         return Health(status="healthy", model_name=model.name, model_version=metadata.version)
 
@@ -236,9 +233,9 @@ def _house(body: Any) -> dict[str, Any]:
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise PayloadError(f"body: not valid JSON: {error}", field="instances", rule="malformed") from None
+        return parse_json(body)
+    except ValueError as error:
+        raise PayloadError(str(error), field="instances", rule="malformed") from None
 
 
 def _version(headers: dict[str, str]) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from dataclasses import asdict
 
@@ -134,7 +133,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one ``housing rollout`` action; errors are one line on stderr and exit code 1 (analyze: 3)."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # else one log line per Prometheus query
     try:
         return _run(args)
     except (RolloutError, PrometheusError) as error:

@@ -31,6 +31,24 @@ STABLE_MODEL_ANNOTATION = "housing.kserve.dev/stable-model"
 # A canary behind the transformer: its own InferenceService STABLE-NAME, labelled with the stable's name, and
 # one `--canary NAME=PERCENT,HOST` in the transformer's args (transformer/routing.py reads it).
 CANARY_OF_LABEL = "housing.kserve.dev/canary-of"
+# One owner per canary (docs/rollout.md): a canary this command started carries this annotation, and the Helm
+# chart keeps it through `helm upgrade` while it runs (templates/_rollout.tpl); the canaries a release's
+# values declare are listed in the transformer's annotation below, and only `helm upgrade` changes or ends
+# those.
+STARTED_BY_ANNOTATION = "housing.kserve.dev/started-by"
+STARTED_BY = "housing-rollout"
+HELM_CANARIES_ANNOTATION = "housing.kserve.dev/helm-canaries"
+# Helm's ownership metadata (helm pkg/action/validate.go checkOwnership): copied from the stable so that Helm
+# may take the canary into the same release rather than refuse it.
+HELM_RELEASE_ANNOTATIONS = ("meta.helm.sh/release-name", "meta.helm.sh/release-namespace")
+# No public route to a canary: KServe's ingress reconcilers skip an InferenceService labelled cluster-local
+# (ingress_reconciler.go reads Knative's label in Knative mode; kube_ingress_reconciler.go and
+# httproute_reconciler.go read KServe's in Standard mode).
+VISIBILITY_LABELS = {
+    KNATIVE: "networking.knative.dev/visibility",
+    STANDARD: "networking.kserve.io/visibility",
+}
+CLUSTER_LOCAL = "cluster-local"
 CANARY_ARG = "--canary"
 DEFAULT_CANARY_NAME = "canary"
 STABLE_ARM = "stable"  # the transformer's name for the stable predictor: no canary may take it
@@ -396,21 +414,41 @@ def canary_isvc(stable: dict[str, Any], name: str, model: ModelRef) -> dict[str,
     """Canary ``name`` of the stable InferenceService: a predictor-only InferenceService serving ``model``.
 
     Its predictor is the stable's with the canary's model and the pod label ``endpoint: canary``; its labels
-    are the stable's plus ``canary-of: STABLE``; its annotations only the deployment mode and the autoscaler
-    class, so that it runs the way the stable does. No transformer: the stable's transformer calls it.
+    are the stable's plus ``canary-of: STABLE`` and the mode's cluster-local label (only the transformer calls
+    it); its annotations the deployment mode and the autoscaler class, so that it runs the way the stable
+    does, ``started-by: housing-rollout`` and the stable's Helm release annotations, so that a ``helm
+    upgrade`` of that release keeps it as it runs (the chart renders it, Helm adopts it). No transformer: the
+    stable's transformer calls it.
     """
     metadata = stable["metadata"]
     annotations = metadata.get("annotations") or {}
     mode = declared_mode(stable)
+    copied = (AUTOSCALER_CLASS_ANNOTATION, *HELM_RELEASE_ANNOTATIONS)
+    labels = dict(metadata.get("labels") or {}) | {CANARY_OF_LABEL: name_of(stable)}
+    canonical = deployment_mode(stable)
+    if canonical is not None:
+        labels[VISIBILITY_LABELS[canonical]] = CLUSTER_LOCAL
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "InferenceService",
         "metadata": {
             "name": canary_isvc_name(stable, name),
             "namespace": metadata["namespace"],
-            "labels": dict(metadata.get("labels") or {}) | {CANARY_OF_LABEL: name_of(stable)},
+            "labels": labels,
             "annotations": ({MODE_ANNOTATION: mode} if mode else {})
-            | {key: annotations[key] for key in (AUTOSCALER_CLASS_ANNOTATION,) if key in annotations},
+            | {key: annotations[key] for key in copied if key in annotations}
+            | {STARTED_BY_ANNOTATION: STARTED_BY},
         },
         "spec": {"predictor": with_model(predictor_spec(stable), model, "canary")},
     }
+
+
+def helm_canaries(stable: dict[str, Any]) -> list[str]:
+    """The canaries the stable's Helm release declares in its values (``rollout.canaries``), by name.
+
+    The chart lists them in the transformer's annotation ``housing.kserve.dev/helm-canaries``; a ``helm
+    upgrade`` keeps that list exact, as it changes only with the values.
+    """
+    transformer = stable.get("spec", {}).get("transformer") or {}
+    listed = (transformer.get("annotations") or {}).get(HELM_CANARIES_ANNOTATION, "")
+    return [name for name in listed.split(",") if name]

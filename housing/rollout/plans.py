@@ -39,6 +39,7 @@ from housing.rollout.objects import (
     check_canary_name,
     deployment_mode,
     has_transformer,
+    helm_canaries,
     knative_canary_percent,
     kserve_sees_a_model,
     name_of,
@@ -197,6 +198,23 @@ def _refuse_kserve_canary_fields(isvc: dict[str, Any]) -> None:
         )
 
 
+def _refuse_helm_canaries(stable: dict[str, Any], names: list[str]) -> None:
+    """Refuse to touch the canaries the Helm release's values declare: one owner per canary.
+
+    ``helm upgrade`` changes and ends those; it would bring back what this command removed.
+
+    Raises:
+        RolloutError: Naming the canary.
+    """
+    declared = [name for name in names if name in helm_canaries(stable)]
+    if declared:
+        raise RolloutError(
+            f"canary {', '.join(declared)} is declared in the Helm release's values (rollout.canaries), "
+            "which would bring it back on the next upgrade: change or end it there (helm upgrade without it "
+            "in rollout.canaries; to promote, with its model in model.*)"
+        )
+
+
 def _running(seen: Observed) -> str:
     """The canaries that run, for a refusal: those with traffic and those without (left half-started)."""
     routed = {canary_isvc_name(seen.stable, route.name): route for route in routes(seen.stable)}
@@ -213,6 +231,7 @@ def _transformer_canary(
     check_canary_name(stable, name)
     if _stable_model(stable).same_artifact(model):
         raise RolloutError("the canary's model is the stable model; nothing to compare")
+    _refuse_helm_canaries(stable, [*(route.name for route in routes(stable)), name])
     running = _running(seen)
     if running and not replace:
         raise RolloutError(f"canary {running} already runs; promote or roll back, or --replace")
@@ -271,6 +290,7 @@ def _pick_route(isvc: dict[str, Any], name: str | None) -> Route:
 def _transformer_promote(seen: Observed, name: str | None) -> list[Step]:
     stable = seen.stable
     route = _pick_route(stable, name)
+    _refuse_helm_canaries(stable, [route.name])
     canary = seen.canary(canary_isvc_name(stable, route.name))
     if canary is None:
         raise RolloutError(
@@ -322,6 +342,7 @@ def _transformer_rollback(seen: Observed, name: str | None) -> list[Step]:
         names = {name}
     if not names:
         raise RolloutError("no canary runs (no --canary arg on the transformer, no canary InferenceService)")
+    _refuse_helm_canaries(stable, sorted(names))
     steps: list[Step] = []
     routed = sorted(route.name for route in routes(stable) if route.name in names)
     if routed:

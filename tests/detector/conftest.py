@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from cloudevents.http import CloudEvent
 from housing.cli import main
 from housing.processes import Service, free_port, python_service, wait_until
 from serving.events import BATCH_CONTENT_TYPE, REQUEST_TYPE, RESPONSE_TYPE, SAMPLE_RATE, encode_metadata
+from tests.conftest import ROOT
 
 
 def drift(*args: str) -> int:
@@ -85,6 +87,16 @@ def held_out_rows(artifact_dir: Path) -> np.ndarray:
     rows = load_dataset()[names].to_numpy()
     reference = {tuple(np.round(row, 6)) for row in metadata["reference"]["features"]}
     return np.array([row for row in rows if tuple(np.round(row, 6)) not in reference])
+
+
+def without_alibi(directory: Path) -> dict[str, str]:
+    """An environment whose Python processes, and the processes they start, find no alibi-detect.
+
+    A ``sitecustomize`` on PYTHONPATH runs at every interpreter's start and marks the module absent.
+    """
+    directory.mkdir(exist_ok=True)
+    (directory / "sitecustomize.py").write_text('import sys\nsys.modules["alibi_detect"] = None\n')
+    return {"PYTHONPATH": os.pathsep.join([str(directory), str(ROOT)])}
 
 
 @dataclass

@@ -246,3 +246,48 @@ def test_flush_uploads_what_was_committed_at_once_for_a_retrain(tmp_path: Path) 
     stopped.add(RowRecord("r2", "default", "1", 1.0, 1.1, ["lstat"], [[5.0]], [24.0]))
     stopped.commit()
     assert not stopped.flush(timeout=1)  # no upload thread: it says so instead of waiting forever
+
+
+def test_the_cpu_budget_paces_spending_beyond_its_burst_and_refills_with_time() -> None:
+    from detector.archive import CpuBudget
+
+    clock, cpu = [0.0], [0.0]
+    budget = CpuBudget(0.1, 1.0, clock=lambda: clock[0], cpu=lambda: cpu[0])
+    cpu[0] = 0.8  # within the burst
+    assert budget.delay() == 0.0
+    cpu[0] = 1.5  # 0.5 CPU seconds beyond it: 5 s at a tenth of a core
+    assert budget.delay() == pytest.approx(5.0)
+    clock[0] = 5.0
+    assert budget.delay() == pytest.approx(0.0)
+    clock[0] = 1000.0  # idle for long: the bucket holds no more than its burst
+    cpu[0] = 2.6
+    assert budget.delay() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("sealed_ago", [0.0, 3600.0])
+def test_a_segment_waits_for_the_budget_no_longer_than_its_lag_bound(
+    tmp_path: Path, sealed_ago: float
+) -> None:
+    """The uploader's guarantee under CPU saturation: no segment waits on the budget past ``max_lag``."""
+    import time
+
+    import pyarrow.parquet  # noqa: F401  (imported before the clock starts, as the uploader's warm_up does)
+
+    from detector.archive import CpuBudget, Uploader, encode
+    from model.archive import RowRecord
+
+    wal = tmp_path / "wal"
+    wal.mkdir()
+    sealed = int((time.time() - sealed_ago) * 1e9)
+    record = RowRecord("r1", "default", "1", 1.0, 1.1, ["lstat"], [[5.0]], [24.0])
+    (wal / f"{sealed:020d}-0000abcd.jsonl").write_bytes(encode([record], []))
+    used = [0.0]
+    spent = CpuBudget(0.1, 1.0, cpu=lambda: used[0])
+    used[0] = 101.0  # 100 CPU seconds over budget: 1,000 s to pay back
+    uploader = Uploader(str(tmp_path / "archive"), wal, 10**9, budget=spent, max_lag=1.0)
+    started = time.monotonic()
+    assert uploader.upload()
+    elapsed = time.monotonic() - started
+    assert read_archive(str(tmp_path / "archive"))["request_id"].tolist() == ["r1"]
+    # Fresh: waits until it is 1 s old (the bound), not the budget's 1,000 s; overdue: no wait at all.
+    assert (0.9 <= elapsed < 30) if sealed_ago == 0.0 else elapsed < 0.9

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from model.dataset import load_dataset
-from tests.detector.conftest import drift
+from tests.conftest import ROOT
+from tests.detector.conftest import drift, without_alibi
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +140,33 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "--reference-data" in out and "--current-data" in out and "--report" in out
+
+
+def housing(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m housing ARGS`` in a process of its own (STATS_BACKEND only as ``env`` says)."""
+    inherited = {name: value for name, value in os.environ.items() if name != "STATS_BACKEND"}
+    return subprocess.run(
+        [sys.executable, "-m", "housing", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**inherited, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_either_statistics_backend_prints_the_same_table(files: dict[str, Path], tmp_path: Path) -> None:
+    """alibi-detect, then scipy with alibi-detect absent: the same table and verdict; the backend's noise kept
+    back unless the log level is DEBUG."""
+    compared = ["drift", "--reference-data", str(files["reference"]), "--current-data", str(files["shifted"])]
+    alibi = housing(*compared)
+    scipy = housing(*compared, "--stats-backend", "scipy", env=without_alibi(tmp_path))
+    assert alibi.returncode == scipy.returncode == 1
+    assert scipy.stdout == alibi.stdout  # p-values included
+    assert "PyTorch" not in alibi.stderr  # transformers' advisory line, kept back at INFO
+    missing = housing(*compared, env=without_alibi(tmp_path))  # the default backend, not installed
+    assert missing.returncode == 2 and "STATS_BACKEND=scipy" in missing.stderr
+    verbose = housing("--log-level", "DEBUG", *compared)
+    assert "None of PyTorch, TensorFlow >= 2.0, or Flax have been found" in verbose.stderr

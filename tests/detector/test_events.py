@@ -159,7 +159,10 @@ def test_responses_carry_the_bounds_of_their_predictions() -> None:
 @pytest.mark.parametrize(
     ("intervals", "message"),
     [
-        ({"level": 1.5, "lower": [1.0], "upper": [2.0]}, r"intervals\.level: must be a number in \(0, 1\)"),
+        ({"level": 1.5, "lower": [1.0], "upper": [2.0]}, r"intervals\.level: must be one of 0.8, 0.9, 0.95"),
+        # Only the levels served: the monitor keeps a coverage series per level, so a forged one is refused.
+        ({"level": 0.42, "lower": [1.0], "upper": [2.0]}, r"intervals\.level: must be one of"),
+        ({"level": 10**400, "lower": [1.0], "upper": [2.0]}, r"intervals\.level: .*got 1000"),
         ({"level": 0.9, "lower": [1.0, 2.0], "upper": [2.0, 3.0]}, "one lower and one upper bound per"),
         ({"level": 0.9, "lower": [3.0], "upper": [2.0]}, "a lower bound is above its upper bound"),
         ({"level": 0.9, "lower": ["x"], "upper": [2.0]}, r"intervals\.lower: must be numbers"),

@@ -6,25 +6,29 @@ from pathlib import Path
 
 import pytest
 
-from tests.detector.conftest import DetectorProcess
+from tests.detector.conftest import DetectorProcess, cloud_event
 
 PREDICT_KEY = "k-predict-0123456789"
 FEEDBACK_KEY = "k-feedback-0123456789"
+INGEST_KEY = "k-ingest-0123456789"
 
 
-def labelled(detector: DetectorProcess, event_id: str, prediction: float = 22.0) -> None:
-    """One logged one-row prediction with id ``event_id``, for labels to find."""
+def labelled(detector: DetectorProcess, event_id: str, prediction: float = 22.0, key: str = "") -> None:
+    """One logged one-row prediction with id ``event_id``, for labels to find (``key``: the ingest key)."""
     row = dict.fromkeys(detector.features, 1.0)
-    assert detector.send("request", event_id, {"instances": [row]}).status_code == 202
-    assert detector.send("response", event_id, {"predictions": [prediction]}).status_code == 202
+    for kind, body in (("request", {"instances": [row]}), ("response", {"predictions": [prediction]})):
+        headers, data = cloud_event(kind, event_id, body)
+        credential = {"x-api-key": key} if key else {}
+        answer = detector.client.post(detector.url + "/", headers={**headers, **credential}, content=data)
+        assert answer.status_code == 202, answer.text
 
 
 @pytest.mark.slow
-def test_feedback_needs_the_feedback_role_and_events_stay_open(start_detector, tmp_path: Path) -> None:
+def test_feedback_needs_the_feedback_role_and_events_the_ingest_role(start_detector, tmp_path: Path) -> None:
     keys = tmp_path / "keys"
-    keys.write_text(f"{PREDICT_KEY}=predict\n{FEEDBACK_KEY}=feedback\n")
+    keys.write_text(f"{PREDICT_KEY}=predict\n{FEEDBACK_KEY}=feedback\n{INGEST_KEY}=ingest\n")
     detector = start_detector("--auth", "--api_keys_file", str(keys), "--rate_limit", "50")
-    labelled(detector, "a-1")  # the transformer's event ingest needs no credential
+    labelled(detector, "a-1", key=INGEST_KEY)  # the transformer's logger holds the ingest role
     url = detector.url + "/feedback"
     truth = {"id": "a-1", "value": 21.5}
 
@@ -37,8 +41,9 @@ def test_feedback_needs_the_feedback_role_and_events_stay_open(start_detector, t
     accepted = detector.client.post(url, json=truth, headers={"x-api-key": FEEDBACK_KEY})
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["accepted"] == 1
-    for open_path in ("/metrics", "/readyz", "/healthz", "/status"):
+    for open_path in ("/metrics", "/readyz", "/healthz"):
         assert detector.client.get(detector.url + open_path).status_code == 200, open_path
+    assert detector.client.get(detector.url + "/status").status_code == 401  # the monitor role
     assert detector.metric("housing_auth_refused_total", component="detector", reason="forbidden") == 1
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from detector.events import Bounds, InferenceEvent, InvalidEventError
 from detector.keys import WindowKey
-from detector.monitor import Monitor, Settings
+from detector.monitor import ENTRY_BYTES, Monitor, Settings
 from detector.retrain import RetrainTrigger
-from detector.state import read_state
+from detector.state import read_state, validated
 from detector.stats import DriftTester, Reference
 from model.artifact import read_metadata
 from tests.detector.conftest import held_out_rows
@@ -32,10 +32,17 @@ def response(event_id: str, values: list[float], version: str | None = None) -> 
     return InferenceEvent("response", event_id, "default", "predictor", version, predictions=np.array(values))
 
 
+def entry_bytes(row: np.ndarray, event_id: str) -> int:
+    """What one pending request of ``row`` counts against the byte bounds (component ``predictor``)."""
+    return np.atleast_2d(row).astype(float).nbytes + len(event_id) + len("predictor") + ENTRY_BYTES
+
+
 def test_pending_buffer_is_bounded_and_duplicates_replace(tester: DriftTester, artifact_dir: Path) -> None:
     row = held_out_rows(artifact_dir)[0]
     fired: list[dict] = []
-    monitor = Monitor(tester, Settings(max_pending=2, pending_ttl=10), RetrainTrigger("none", fired.append))
+    two = 2 * entry_bytes(row, "a")  # room for two pending events of one row
+    settings = Settings(max_pending_bytes=two, max_pending_bytes_per_endpoint=two, pending_ttl=10)
+    monitor = Monitor(tester, settings, RetrainTrigger("none", fired.append))
     monitor.ingest(request("a", row), now=0)
     monitor.ingest(request("a", row), now=1)  # a duplicate: the older one is unmatched
     monitor.ingest(request("b", row), now=2)
@@ -52,7 +59,8 @@ def test_pending_buffer_is_bounded_and_duplicates_replace(tester: DriftTester, a
 
 def test_one_endpoints_flood_does_not_evict_anothers_pending(tester: DriftTester, artifact_dir: Path) -> None:
     row = held_out_rows(artifact_dir)[0]
-    settings = Settings(max_pending=100, max_pending_per_endpoint=3, pending_ttl=60)
+    three = 3 * entry_bytes(row, "flood-49")
+    settings = Settings(max_pending_bytes=100 * three, max_pending_bytes_per_endpoint=three, pending_ttl=60)
     monitor = Monitor(tester, settings, RetrainTrigger("none", None))
     monitor.ingest(request("canary-1", row, endpoint="canary"), now=0)
     for index in range(50):  # a flood on default: it pushes out its own oldest, never canary-1
@@ -156,7 +164,7 @@ def test_windows_are_tested_when_full_and_state_round_trips(tester: DriftTester,
         "rmse": 1.0,
         "r2": pytest.approx(1 - 23 / np.var(range(23)) / 23),
     }
-    with pytest.raises(ValueError, match="23 finite number"):
+    with pytest.raises(ValueError, match=r"must be 23 number\(s\), one per predicted row, got 1"):
         monitor.feedback("big", 3.0)
     monitor.ingest(request("open", rows[0]), now=0)
     state = monitor.snapshot()
@@ -244,12 +252,10 @@ def test_each_label_is_a_hit_or_a_miss_of_its_interval(tester: DriftTester, arti
     # Coverage and the bounds of predictions not yet labelled survive a restart.
     monitor.ingest(request("e", rows[1]), now=4)
     monitor.ingest(bounded("e", [20.0], [10.0], [30.0]), now=4)
-    restored = Monitor(
-        tester,
-        Settings(coverage_window=3),
-        RetrainTrigger("none", None),
-        json.loads(json.dumps(monitor.snapshot())),
-    )
+    saved = json.loads(json.dumps(monitor.snapshot()))
+    checked = validated(saved, Settings(coverage_window=3), monitor.width, tester.reference.version)
+    assert checked["coverage"] == saved["coverage"] and checked["recent"] == saved["recent"]
+    restored = Monitor(tester, Settings(coverage_window=3), RetrainTrigger("none", None), checked)
     assert restored.interval_coverage(key) == coverage
     assert restored.feedback("e", 29.0)
     assert restored.interval_coverage(key)["0.9"] == {
@@ -263,3 +269,53 @@ def sample(name: str, **labels: str) -> float | None:
     from prometheus_client import REGISTRY
 
     return REGISTRY.get_sample_value(name, labels)
+
+
+def test_a_new_model_version_takes_the_place_of_an_idle_one_never_the_references(
+    tester: DriftTester, artifact_dir: Path
+) -> None:
+    from detector import metrics
+
+    row = held_out_rows(artifact_dir)[0]
+    settings = Settings(max_model_versions=2, model_version_idle=10)
+    monitor = Monitor(tester, settings, RetrainTrigger("none", None))
+    reference = tester.reference.version
+
+    def join(event_id: str, version: str | None, now: float) -> None:
+        monitor.ingest(request(event_id, row), now=now)
+        monitor.ingest(response(event_id, [20.0], version=version), now=now)
+
+    join("a", None, now=0)  # the reference's version
+    join("b", "old", now=1)
+    assert monitor.feedback("b", 21.0)
+    evicted = metrics.EVICTED.labels(buffer="model_version")._value.get()
+    with pytest.raises(InvalidEventError, match=r"'new' would be model version 3 tracked; at most 2"):
+        join("c", "new", now=5)  # "old" has been idle 4 s only
+    join("d", "new", now=100)  # "old" idle for 99 s: forgotten, with its windows, labels and series
+    assert set(monitor.versions) == {reference, "new"}
+    assert {key.model_version for key in (*monitor.windows, *monitor.labels)} == {reference, "new"}
+    assert metrics.EVICTED.labels(buffer="model_version")._value.get() == evicted + 1
+    assert metrics.WINDOW_ROWS.labels(endpoint="default", model_version="new")._value.get() == 1
+    assert ("default", "old") not in {
+        (sample.labels["endpoint"], sample.labels["model_version"])
+        for sample in metrics.WINDOW_ROWS.collect()[0].samples
+    }
+    join("e", "newer", now=200)  # the reference's version, idle the longest, is never the one forgotten
+    assert set(monitor.versions) == {reference, "newer"}
+
+
+def test_predictions_wait_for_their_label_within_a_byte_bound(
+    tester: DriftTester, artifact_dir: Path
+) -> None:
+    row = held_out_rows(artifact_dir)[0]
+    one = len("r-0") + ENTRY_BYTES + np.zeros(1).nbytes  # what one one-row prediction counts
+    monitor = Monitor(tester, Settings(max_recent_bytes=3 * one), RetrainTrigger("none", None))
+    for index in range(5):
+        monitor.ingest(request(f"r-{index}", row), now=index)
+        monitor.ingest(response(f"r-{index}", [20.0]), now=index)
+    assert list(monitor.recent) == ["r-2", "r-3", "r-4"]
+    assert not monitor.feedback("r-0", 21.0) and monitor.feedback("r-4", 21.0)
+    restored = Monitor(
+        tester, Settings(max_recent_bytes=2 * one), RetrainTrigger("none", None), monitor.snapshot()
+    )
+    assert list(restored.recent) == ["r-3", "r-4"]  # a smaller bound applies to what is resumed

@@ -319,5 +319,6 @@ def test_input_limits_refuse_large_bodies_and_batches_and_count_them(start_detec
     assert chunked.status_code == 413
 
     assert detector.metric("housing_detector_refused_total", reason="too_many_rows") == 1
-    assert detector.metric("housing_detector_refused_total", reason="body_too_large") == 2
+    refused = {"component": "detector", "reason": "body_too_large"}
+    assert detector.metric("housing_edge_refused_total", **refused) == 2  # refused before the body was read
     assert detector.status()["pending"] == 1  # only the accepted request waits for its response

@@ -7,6 +7,7 @@ is created locally; the ``k8s-job`` action is tested against a mock API server i
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from housing.simulate import INFLATION, LEAN, TARGET_IMPROVEMENT, shifted_houses, split
+from housing.simulate import INFLATION, LEAN, TARGET_IMPROVEMENT, named, shifted_houses, split
+from model.artifact import read_metadata
 from model.dataset import load_dataset
 from model.schema import TARGET, TARGET_CENSORED_AT
 
@@ -43,7 +45,9 @@ def test_the_loop_flags_the_shift_retrains_on_the_archive_shadows_and_promotes(
     out = tmp_path / "run"
     command = [sys.executable, "-m", "housing", "simulate", "drift", "--artifact", str(artifact_dir),
                "--out", str(out), "--timeout", "180"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    yours = tmp_path / "yours.db"  # the user's MLflow store: the run must leave it alone
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{yours}"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
     output = done.stdout
     assert done.returncode == 0, output[-4000:] + done.stderr[-4000:]
     positions = [output.find(f"[{number}/6]") for number in range(1, 7)]
@@ -71,7 +75,18 @@ def test_the_loop_flags_the_shift_retrains_on_the_archive_shadows_and_promotes(
     assert before.group(2) == after.group(2) == retrained.group(2) == "100"  # one phase's labels each
     figure = re.search(r"challenger MAE ([0-9.]+)% lower than the champion's", output)
     assert figure and float(figure.group(1)) / 100 >= TARGET_IMPROVEMENT, output
-    assert "a prediction answered by model version 1" in output
+    # Both models are "version 1", each of its own store: the sha256 of what each serves tells them apart.
+    assert (
+        f"MLflow store of this run: sqlite:///{out / 'mlflow' / 'mlflow.db'} (yours, sqlite:///{yours}"
+        in output
+    )
+    assert not yours.exists()
+    champion_named = named(read_metadata(artifact_dir))
+    challenger_named = named(read_metadata((out / "artifacts" / "housing-price" / "latest").resolve()))
+    assert champion_named != challenger_named
+    assert f"[1/6] champion: {champion_named}" in output
+    assert f"alias champion -> {challenger_named} (before: unset, a new store)" in output
+    assert f"a prediction answered by {challenger_named}" in output
 
     import mlflow
 

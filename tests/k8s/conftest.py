@@ -38,6 +38,15 @@ CANARY_V2 = {
     ]
 }
 
+# JWTs from Microsoft Entra ID, predictions only with the Housing.Predict role.
+AUTH = {
+    "enabled": True,
+    "issuer": f"https://login.microsoftonline.com/{CLIENT_ID}/v2.0",
+    "audiences": ["api://housing"],
+    "jwksUri": f"https://login.microsoftonline.com/{CLIENT_ID}/discovery/v2.0/keys",
+    "predictClaims": {"roles": ["Housing.Predict"]},
+}
+
 SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "knative-canary": {
@@ -73,18 +82,30 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "edge": {
             "enabled": True,
             "host": "housing.contoso.com",
-            "auth": {
-                "enabled": True,
-                "issuer": "https://login.microsoftonline.com/00000000-1111-2222-3333-444444444444/v2.0",
-                "audiences": ["api://housing"],
-                "jwksUri": "https://login.microsoftonline.com/00000000-1111-2222-3333-444444444444/discovery/v2.0/keys",
-                "predictClaims": {"roles": ["Housing.Predict"]},
-            },
-            "mtls": {"strict": True},
+            "auth": AUTH,
+            # STRICT refuses plain text: the values confirm that Prometheus scrapes with Istio's certificates.
+            "mtls": {"strict": True, "peersInMesh": {"prometheus": True}},
             "cors": {"allowOrigins": ["https://app.contoso.com"]},
         }
     },
     "knative-edge": {"deploymentMode": "Knative", "edge": {"enabled": True}},
+    # Knative with JWTs at the edge (no STRICT: the activator and autoscaler speak plain text), and a shadow.
+    "knative-edge-auth": {
+        "deploymentMode": "Knative",
+        "model": {"sha256": SHA_A, "version": "1"},
+        "edge": {"enabled": True, "host": "housing.contoso.com", "auth": AUTH},
+        "rollout": {
+            "shadow": {
+                "name": "next",
+                "percent": 10,
+                "model": {
+                    "storageUri": "https://housingmodels.blob.core.windows.net/models/housing/v3",
+                    "sha256": SHA_B,
+                    "version": "3",
+                },
+            }
+        },
+    },
     "highly-available": {
         "predictor": {"minReplicas": 2},
         "transformer": {"minReplicas": 3, "maxReplicas": 6},

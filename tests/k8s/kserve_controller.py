@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from housing.rollout.objects import MODEL_SERVER_FIELDS
+from tests.k8s.mesh_rules import VISIBILITY_LABEL as KNATIVE_VISIBILITY
+from tests.k8s.mesh_rules import route_is_cluster_local
 
 STANDARD = "Standard"
 KNATIVE = "Knative"
@@ -44,6 +46,15 @@ SERVICE_PORT = 80  # CommonDefaultHttpPort: every component Service listens here
 ENDPOINT_LABEL = "endpoint"  # KServiceEndpointLabel: the agent's --endpoint comes from this pod label
 COMPONENT_LABEL = "component"  # KServiceComponentLabel
 ISVC_LABEL = "serving.kserve.io/inferenceservice"  # InferenceServicePodLabelKey
+# NetworkVisibility: read by Standard mode's Ingress and HTTPRoute reconcilers; VisibilityLabel (Knative's own
+# label, networking.knative.dev/visibility) by Knative mode's; ClusterLocalVisibility is the value of both.
+NETWORK_VISIBILITY = "networking.kserve.io/visibility"
+CLUSTER_LOCAL = "cluster-local"
+# RevisionTemplateLabelDisallowedList (the default ServiceLabelDisallowedList, configmap.go): isvc labels
+# KServe keeps off a Knative revision template (Knative refuses the visibility label there).
+REVISION_TEMPLATE_DISALLOWED = (KNATIVE_VISIBILITY,)
+# ExplainPrefix: the path an explain route matches.
+EXPLAIN_PATH = re.compile(r"^/v1/models/[\w-]+:explain$")
 
 # Knative Serving (knative.dev/serving, pkg/reconciler/revision/resources/deploy.go and queue.go): the user
 # container's port is renamed; the mesh, activator and autoscaler use the queue-proxy's ports.
@@ -110,7 +121,9 @@ def _check_extension(name: str, spec: dict[str, Any], annotations: dict[str, str
         metric = metric or "cpu"
         if metric not in HPA_METRICS:
             raise AdmissionError(f"[{metric}] is not a supported metric")
-        # `metric == MetricCPU && target < 1 || target > 100`: Go's precedence refuses > 100 for memory too.
+        # validateScalingHPACompExtension: `metric == MetricCPU && target < 1 || target > 100`; Go's
+        # precedence refuses > 100 for memory too, and the HPA reads a memory target as AverageUtilization, a
+        # percentage of the request (reconcilers/hpa/hpa_reconciler.go getHPAMetrics).
         if target is not None and ((metric == "cpu" and target < 1) or target > 100):
             raise AdmissionError("the target utilization percentage should be a [1-100] integer")
         return
@@ -251,16 +264,91 @@ def agent_flags(isvc: dict[str, Any], component: str, pod_labels: dict[str, str]
     }
 
 
-def pod_labels(isvc: dict[str, Any], component: str) -> dict[str, str]:
-    """Labels on the component's pods: the InferenceService's labels, then the component's, then KServe's.
+def component_labels(isvc: dict[str, Any], component: str) -> dict[str, str]:
+    """Labels of a component's workload: the InferenceService's, then the component's, then KServe's.
 
-    components/predictor.go and transformer.go: ``utils.Union(isvc.Labels, component.Labels, {...})``, copied
-    to the Deployment's pod template (reconcilers/deployment) or the Knative revision template.
+    components/predictor.go and transformer.go: ``utils.Union(isvc.Labels, component.Labels, {...})``; in
+    Knative mode they label the Knative Service itself (reconcilers/knative/ksvc_reconciler.go
+    ``createKnativeService``: ``ObjectMeta.Labels: componentMeta.Labels``), and Knative copies them to its
+    Route.
     """
     labels = dict(isvc.get("metadata", {}).get("labels") or {})
     labels.update(isvc["spec"][component].get("labels") or {})
     labels.update({ISVC_LABEL: isvc["metadata"]["name"], COMPONENT_LABEL: component})
     return labels
+
+
+def pod_labels(isvc: dict[str, Any], component: str) -> dict[str, str]:
+    """Labels on the component's pods: :func:`component_labels`, copied to the Deployment's pod template
+    (reconcilers/deployment) or, less the disallowed ones, to the Knative revision template
+    (ksvc_reconciler.go: ``utils.Filter(componentMeta.Labels, ... disallowedLabelList)``)."""
+    labels = component_labels(isvc, component)
+    if deployment_mode(isvc) == KNATIVE:
+        labels = {key: value for key, value in labels.items() if key not in REVISION_TEMPLATE_DISALLOWED}
+    return labels
+
+
+@dataclass(frozen=True)
+class PublicRoute:
+    """A route KServe (or Knative, for a component's own Knative Service) puts on the public ingress gateway.
+
+    Attributes:
+        host: Whose host it is: the InferenceService's (``NAME``) or a component's (``NAME-COMPONENT``).
+        paths: ``all`` or ``:explain`` (EXPLAIN_PATH).
+        component: The component that answers.
+    """
+
+    host: str
+    paths: str
+    component: str
+
+
+def public_routes(isvc: dict[str, Any], *, gateway_api: bool = False) -> list[PublicRoute]:
+    """What the public gateway routes to this InferenceService's components, in rule order.
+
+    Knative mode, reconcilers/ingress/ingress_reconciler.go ``createIngress``: unless the InferenceService is
+    labelled ``networking.knative.dev/visibility: cluster-local`` (then only the local and ``mesh`` gateways
+    get the VirtualService), the InferenceService's host sends ``:explain`` to the explainer (with one) and
+    everything else to the transformer (or the predictor). Each component's own Knative Service also gets a
+    public route of its own unless its labels make it cluster-local (:func:`component_labels`,
+    mesh_rules.route_is_cluster_local); the transformer's must stay public, as ``getServiceHost`` derives the
+    InferenceService's host from it.
+
+    Standard mode, unless labelled ``networking.kserve.io/visibility: cluster-local``: with a Kubernetes
+    Ingress (kube_ingress_reconciler.go ``Reconcile``, ``createRawIngress``) the InferenceService's host goes
+    to the transformer, the explainer and predictor hosts to theirs, and the transformer's host to the
+    predictor; with the Gateway API (``enableGatewayApi``; httproute_reconciler.go ``Reconcile``,
+    ``createRawTopLevelHTTPRoute``) the InferenceService's host sends ``:explain`` to the explainer and the
+    rest to the transformer, and each component's HTTPRoute serves its own host.
+    """
+    name, spec = isvc["metadata"]["name"], isvc["spec"]
+    labels = isvc.get("metadata", {}).get("labels") or {}
+    front = "transformer" if spec.get("transformer") else "predictor"
+    components = [c for c in ("predictor", "transformer", "explainer") if spec.get(c)]
+    routes: list[PublicRoute] = []
+    if deployment_mode(isvc) == KNATIVE:
+        public_front = not route_is_cluster_local(component_labels(isvc, front))
+        if labels.get(KNATIVE_VISIBILITY) != CLUSTER_LOCAL and public_front:
+            if spec.get("explainer"):
+                routes.append(PublicRoute(name, ":explain", "explainer"))
+            routes.append(PublicRoute(name, "all", front))
+        for component in components:
+            if not route_is_cluster_local(component_labels(isvc, component)):
+                routes.append(PublicRoute(f"{name}-{component}", "all", component))
+        return routes
+    if labels.get(NETWORK_VISIBILITY) == CLUSTER_LOCAL:
+        return []
+    if gateway_api:
+        if spec.get("explainer"):
+            routes.append(PublicRoute(name, ":explain", "explainer"))
+        routes.append(PublicRoute(name, "all", front))
+        return [*routes, *(PublicRoute(f"{name}-{c}", "all", c) for c in components)]
+    if spec.get("explainer"):
+        routes.append(PublicRoute(f"{name}-explainer", "all", "explainer"))
+    routes.append(PublicRoute(name, "all", front))
+    if spec.get("transformer"):
+        routes.append(PublicRoute(f"{name}-transformer", "all", "predictor"))
+    return [*routes, PublicRoute(f"{name}-predictor", "all", "predictor")]
 
 
 def derived_names(isvc: dict[str, Any]) -> dict[str, str]:
@@ -310,16 +398,18 @@ def custom_explainer_args(isvc: dict[str, Any]) -> list[str]:
     return args
 
 
-def explain_route(isvc: dict[str, Any]) -> str:
+def explain_route(isvc: dict[str, Any], *, gateway_api: bool = False) -> str:
     """The component that answers ``/v1/models/NAME:explain`` on the InferenceService's own host.
 
-    Knative mode (reconcilers/ingress/ingress_reconciler.go): with a ``spec.explainer``, a route matching
-    ``:explain`` (constants.ExplainPrefix) goes to the explainer before the top-level route. Standard mode
-    (kube_ingress_reconciler.go): the top-level host's only rule sends every path to the transformer, or
-    without one to the predictor (the explainer gets a host of its own). Either way the transformer is never
-    told where the explainer is (components/transformer.go passes only ``--predictor_host``).
+    Knative mode (reconcilers/ingress/ingress_reconciler.go ``createIngress``) and Standard mode with the
+    Gateway API (httproute_reconciler.go ``createRawTopLevelHTTPRoute``): with a ``spec.explainer``, a rule
+    matching ``:explain`` (constants.ExplainPrefix) goes to the explainer before the top-level rule. Standard
+    mode with an Ingress (kube_ingress_reconciler.go ``createRawIngress``): the top-level host's only rule
+    sends every path to the transformer, or without one to the predictor (the explainer gets a host of its
+    own). Either way the transformer is never told where the explainer is (components/transformer.go passes
+    only ``--predictor_host``).
     """
     spec = isvc["spec"]
-    if spec.get("explainer") and deployment_mode(isvc) == KNATIVE:
+    if spec.get("explainer") and (deployment_mode(isvc) == KNATIVE or gateway_api):
         return "explainer"
     return "transformer" if spec.get("transformer") else "predictor"

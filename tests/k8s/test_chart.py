@@ -191,6 +191,7 @@ def test_detector_runs_the_contract_command(renders: dict[str, Render]) -> None:
         "--state_dir": "/var/lib/detector",
         "--window_size": "200",
         "--threshold": "0.3",
+        "--stats_backend": "alibi-detect",
         "--retrain_action": "k8s-job",
         "--retrain_min_labels": "0",
         "--job_template": "/etc/detector/job-template.yaml",

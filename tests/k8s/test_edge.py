@@ -48,7 +48,7 @@ def istio_objects(rendered: Render) -> list[dict[str, Any]]:
 
 def test_every_istio_resource_is_strictly_valid(renders: dict[str, Render], istio_validators: Any) -> None:
     seen = set()
-    for name in ("edge", "knative-edge"):
+    for name in ("edge", "knative-edge", "knative-edge-auth"):
         for obj in istio_objects(renders[name]):
             validator = istio_validators[(obj["apiVersion"], obj["kind"])]
             errors = sorted(validator.iter_errors(obj), key=lambda error: list(error.path))
@@ -130,7 +130,12 @@ def test_predictions_need_a_token_with_the_predict_role(renders: dict[str, Rende
     assert predict["from"] == [{"source": {"requestPrincipals": ["*"]}}]  # a valid token, no anonymous call
     assert predict["when"] == [{"key": "request.auth.claims[roles]", "values": ["Housing.Predict"]}]
     assert "from" not in health and health["to"][0]["operation"]["methods"] == ["GET"]
-    assert metrics["from"] == [{"source": {"namespaces": ["monitoring"]}}]
+    # By port and path, not source.namespaces (mTLS only): tests/k8s/test_mesh.py sends the scrapes.
+    assert metrics == {"to": [{"operation": {"ports": ["8080"], "methods": ["GET"], "paths": ["/metrics"]}}]}
+    # Knative mode adds exactly Knative's own probe and scrape of the queue-proxy (test_mesh.py sends them).
+    probe, scrape = rules_for(renders["knative-edge-auth"], "transformer")[3:]
+    assert probe["when"] == [{"key": "request.headers[K-Network-Probe]", "values": ["queue"]}]
+    assert scrape["to"][0]["operation"]["ports"] == ["9090"]
 
 
 def test_feedback_needs_the_feedback_role_and_events_the_transformer(renders: dict[str, Render]) -> None:

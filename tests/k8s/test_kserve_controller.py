@@ -5,12 +5,13 @@ Each test names the KServe or Knative source it encodes. No cluster runs here: t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.k8s import kserve_controller as kserve
-from tests.k8s.conftest import NAMESPACE, Render
+from tests.k8s.conftest import NAMESPACE, Render, parse, render
 from tests.k8s.test_network_policies import PEERS, Peer, allowed
 
 CANARY_SCENARIOS = ("standard-canary", "knative-canary")
@@ -190,3 +191,39 @@ def test_istio_sidecars_reach_istiod(renders: dict[str, Render]) -> None:
             assert not allowed(renders["defaults"], component, "istiod", 15012), component
     finally:
         del PEERS["istiod"]
+
+
+@pytest.mark.parametrize("metric", ["cpu", "memory"])
+def test_hpa_targets_are_utilisation_percentages_for_every_metric(metric: str, tmp_path: Path) -> None:
+    """hpa_reconciler.go getHPAMetrics: a memory scaleTarget becomes the HPA's AverageUtilization (a percent
+    of the memory request), and validateScalingHPACompExtension refuses any target above 100 for every
+    metric (`metric == MetricCPU && target < 1 || target > 100`). A memory target of 512 (MiB, as the values
+    once said) rendered and was refused at admission; the render refuses it now, and 80 (%) is admitted."""
+    values = {"predictor": {"scaleMetric": metric, "scaleTarget": 512}}
+    result = render(values, tmp_path, f"{metric}-512")
+    assert result.returncode != 0, result.stdout[:300]
+    assert f"predictor.scaleTarget is 512, but with scaleMetric {metric}" in result.stderr, result.stderr
+    assert "percentage of the container's request (1-100)" in result.stderr
+    result = render({"predictor": {"scaleMetric": metric, "scaleTarget": 80}}, tmp_path, f"{metric}-80")
+    assert result.returncode == 0, result.stderr
+    (isvc,) = [doc for doc in parse(result.stdout) if doc["kind"] == "InferenceService"]
+    kserve.admit(isvc)
+    with pytest.raises(kserve.AdmissionError, match=r"\[1-100\]"):
+        kserve.admit(
+            {**isvc, "spec": {**isvc["spec"], "predictor": {**isvc["spec"]["predictor"], "scaleTarget": 512}}}
+        )
+
+
+def test_with_the_gateway_api_explain_goes_to_the_explainer_and_is_closed_there(
+    renders: dict[str, Render],
+) -> None:
+    """httproute_reconciler.go createRawTopLevelHTTPRoute (Standard mode with enableGatewayApi): `:explain` on
+    the InferenceService's host goes straight to the explainer's Service, past the transformer. The chart lets
+    only the transformer reach the explainer in Standard mode, so that route fails closed (the gateway cannot
+    connect); with the edge, the InferenceService is cluster-local and KServe writes no HTTPRoute at all."""
+    isvc = stable(renders["defaults"])
+    assert kserve.explain_route(isvc, gateway_api=True) == "explainer"
+    assert kserve.explain_route(isvc) == "transformer"
+    assert not allowed(renders["defaults"], "gateway", "explainer", 8080)
+    assert allowed(renders["defaults"], "transformer", "explainer", 8080)
+    assert kserve.public_routes(stable(renders["edge"]), gateway_api=True) == []

@@ -87,12 +87,14 @@ def _direction_allows(
     )
 
 
-def allowed(rendered: Render, source: str, target: str, port: int) -> bool:
+def allowed(rendered: Render, source: str | Peer, target: str | Peer, port: int) -> bool:
+    """Whether the NetworkPolicies let ``source`` open a TCP connection to ``target`` on ``port`` (peers by
+    name from PEERS, or given; the target ``internet`` is an outside address)."""
     policies = rendered.of_kind("NetworkPolicy")
-    src = PEERS[source]
+    src = PEERS[source] if isinstance(source, str) else source
     if target == "internet":
         return _direction_allows(policies, src, INTERNET, port, "Egress")
-    dst = PEERS[target]
+    dst = PEERS[target] if isinstance(target, str) else target
     return _direction_allows(policies, src, dst, port, "Egress") and _direction_allows(
         policies, dst, src, port, "Ingress"
     )

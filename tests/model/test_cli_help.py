@@ -30,12 +30,3 @@ def test_each_training_command_has_help(command, expected):
     completed = subprocess.run(housing(command, "--help"), capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0
     assert expected in completed.stdout
-
-
-def test_python_m_model_is_the_same_command():
-    import sys
-
-    completed = subprocess.run(
-        [sys.executable, "-m", "model", "promote", "--help"], capture_output=True, text=True, timeout=60
-    )
-    assert completed.returncode == 0 and "registered version to promote" in completed.stdout

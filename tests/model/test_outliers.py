@@ -97,7 +97,7 @@ def test_synthetic_houses_are_flagged_and_held_out_real_ones_are_not() -> None:
     order = np.random.default_rng(0).permutation(len(x))
     train, held = x[order[:400]], x[order[400:]]
     detector = outliers.OutlierDetector(outliers.fit(train, features, seed=0))
-    # python -m benchmarks outliers measures about 95% and 3% over ten splits; these bounds catch a broken fit
+    # ./dev bench outliers measures about 95% and 3% over ten splits; these bounds catch a broken fit
     # (one Gaussian, a Mahalanobis distance, flags about 74%), not one unlucky split.
     assert detector.flags(outliers.recombined(train, 1000, 0)).mean() >= 0.85
     assert detector.flags(held).mean() <= 0.10

@@ -36,6 +36,18 @@ def test_publish_command_reports_uploaded_and_skipped(azurite, artifact_dir, cap
     assert "skipped (unchanged): model.joblib, model.onnx, dle.json, outliers.json, model.json" in out
 
 
+def test_the_azure_sdks_header_dumps_show_only_with_verbose(azurite, artifact_dir, capsys):
+    url = azurite.url("models", "housing/verbose")
+    assert main(["publish", str(artifact_dir), "--to", url, "--no-progress"]) == 0
+    quiet = capsys.readouterr().err
+    assert "Request URL" not in quiet and "http_logging_policy" not in quiet
+    assert main(["publish", str(artifact_dir), "--to", url, "--no-progress", "--verbose"]) == 0
+    verbose = capsys.readouterr().err
+    assert "logger=azure.core.pipeline.policies.http_logging_policy" in verbose and "Request URL" in verbose
+    assert main(["--log-level", "DEBUG", "publish", str(artifact_dir), "--to", url, "--no-progress"]) == 0
+    assert "Request URL" in capsys.readouterr().err
+
+
 def test_publish_refuses_a_tampered_artifact(azurite, artifact_dir, tmp_path, capsys):
     import shutil
 

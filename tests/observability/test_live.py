@@ -168,7 +168,7 @@ def test_locustfile_runs_headless_against_the_stack(live: Live, tmp_path: Path) 
 
 
 def test_soak_load_generator_and_memory_probe_work_against_the_stack(live: Live, tmp_path: Path) -> None:
-    """The soak benchmark's parts, for two seconds (figures come from ``python -m benchmarks soak``): wrk
+    """The soak benchmark's parts, for two seconds (figures come from ``./dev bench soak``): wrk
     cycling through a file of bodies (a malformed body would be a 400, an error here), the merged figures,
     the memory probe."""
     require_tool("wrk")

@@ -90,7 +90,7 @@ def predictor(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
     port = free_port()
     root = str(models["housing-3"].parent)
     args = ["-m", "predictor", "--models_config", str(config), "--models_root", root,
-            "--http_port", str(port), "--grpc_port", str(free_port())]  # fmt: skip
+            "--enable_repository_api", "--http_port", str(port), "--grpc_port", str(free_port())]  # fmt: skip
     service = python_service("predictor", args, directory).start()
     server = Predictor(service, port)
     service.wait_ready(f"{server.url}/v2/health/ready")
@@ -139,12 +139,15 @@ def test_a_load_with_the_champion_parameter_moves_the_alias(predictor: Predictor
         assert predictor.version(ALIAS, rows) == "4"
         assert predictor.index()[ALIAS]["reason"] == "alias of housing-4"
         assert predictor.version("housing-3", rows) == "3"  # the former champion still serves by name
-        assert predictor.unload("housing-4").status_code == 200  # the champion's own name only
-        assert predictor.infer("housing-4", rows).status_code == 404
+        for name in ("housing-4", ALIAS):  # what housing resolves to is never taken down
+            refused = predictor.unload(name)
+            assert refused.status_code == 409 and "make another model the champion" in refused.json()["error"]
         assert predictor.version(ALIAS, rows) == "4"
     finally:
         assert predictor.load("housing-3", champion=True).status_code == 200
     assert predictor.version(ALIAS, rows) == "3"
+    assert predictor.unload("housing-4").status_code == 200  # no longer the champion
+    assert predictor.infer("housing-4", rows).status_code == 404
 
 
 def test_an_unloaded_model_is_gone_while_the_others_serve(predictor: Predictor, rows: np.ndarray) -> None:
@@ -262,7 +265,7 @@ def test_the_single_model_flags_give_the_champion_and_load_loads_at_start(
     port = free_port()
     args = ["-m", "predictor", "--storage_uri", str(models["housing-3"]), "--expected_sha256", pin,
             "--model", f"housing-4={models['housing-4']}@{pin}", "--load", "housing-4",
-            "--http_port", str(port), "--grpc_port", str(free_port())]  # fmt: skip
+            "--enable_repository_api", "--http_port", str(port), "--grpc_port", str(free_port())]  # fmt: skip
     service = python_service("predictor", args, tmp_path).start()
     server = Predictor(service, port)
     try:
@@ -289,7 +292,7 @@ def test_a_model_from_blob_storage_loads_and_its_download_goes_with_it(
     downloads.mkdir()
     port = free_port()
     args = ["-m", "predictor", "--model", f"housing-3={models['housing-3']}@{pin}", "--champion", "housing-3",
-            "--model", f"housing-4={url}@{pin}",
+            "--model", f"housing-4={url}@{pin}", "--enable_repository_api",
             "--http_port", str(port), "--grpc_port", str(free_port())]  # fmt: skip
     service = python_service("predictor-blob", args, tmp_path, env={"TMPDIR": str(downloads)}).start()
     server = Predictor(service, port)

@@ -4,7 +4,9 @@ No Kubernetes API server (nor KServe) can run on these machines, so this is the 
 a small HTTP server that implements what ``housing rollout`` uses of the real one for InferenceServices, with
 the semantics that matter here:
 
-- GET one object, and list them with an equality ``labelSelector``; POST to create (409 AlreadyExists); PATCH
+- the group's API discovery (for ``helm template --dry-run=server``'s ``lookup``); GET one object, and list
+them
+  with an equality ``labelSelector``; POST to create (409 AlreadyExists); PATCH
   (``application/merge-patch+json`` or ``application/json-patch+json``) and PUT; DELETE (404 when absent);
 - resourceVersion preconditions answered with 409 Conflict, errors as ``Status`` objects, bearer tokens, a new
   resourceVersion (and generation, for spec changes) on every write;
@@ -37,6 +39,32 @@ import pytest
 from tests.k8s.kserve_controller import DEPLOYMENT_MODE, KNATIVE, STANDARD, AdmissionError, admit
 
 PREFIX = "/apis/serving.kserve.io/v1beta1/namespaces/"
+# API discovery of the group, as the API server lists a CRD's resource (client-go's
+# ServerResourcesForGroupVersion, which Helm's `lookup` calls to map a kind to its resource: helm
+# pkg/engine/lookup_func.go getAPIResourceForGVK).
+DISCOVERY = "/apis/serving.kserve.io/v1beta1"
+API_RESOURCES = {
+    "kind": "APIResourceList",
+    "apiVersion": "v1",
+    "groupVersion": "serving.kserve.io/v1beta1",
+    "resources": [
+        {
+            "name": "inferenceservices",
+            "singularName": "inferenceservice",
+            "namespaced": True,
+            "kind": "InferenceService",
+            "shortNames": ["isvc"],
+            "verbs": ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"],
+        },
+        {
+            "name": "inferenceservices/status",
+            "singularName": "",
+            "namespaced": True,
+            "kind": "InferenceService",
+            "verbs": ["get", "patch", "update"],
+        },
+    ],
+}
 TOKEN = "rollout-test-token"
 WEBHOOK = "inferenceservice.kserve-webhook-server.validator"
 # pkg/apis/serving/v1beta1/inference_service_defaults.go DefaultInferenceService: the old mode names.
@@ -113,6 +141,7 @@ class FakeApiServer:
     Attributes:
         before_write: Called before each PATCH/PUT is applied (another writer changing the object).
         after_create: Called with each created object's key (what KServe's controller would then do).
+        anonymous_reads: Answer GETs without a bearer token (helm over plain HTTP, see the field).
     """
 
     port: int = 0
@@ -120,6 +149,9 @@ class FakeApiServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
     before_write: Callable[[FakeApiServer, str, str], None] | None = None
     after_create: Callable[[FakeApiServer, str, str], None] | None = None
+    # Answer GETs without a token: helm's `lookup` reads this plain-HTTP mock without one, because client-go's
+    # clientcmd (DirectClientConfig.ClientConfig) adds a kubeconfig's credentials only to a TLS transport.
+    anonymous_reads: bool = False
     _version: int = 100
 
     def put_object(self, isvc: dict[str, Any]) -> dict[str, Any]:
@@ -295,8 +327,12 @@ def _handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             server.requests.append(
                 {"method": self.command, "path": self.path, "content_type": content_type, "body": body}
             )
-            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            anonymous_read = server.anonymous_reads and self.command == "GET"
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}" and not anonymous_read:
                 self._answer(401, _status(401, "Unauthorized", "Unauthorized"))
+                return
+            if self.command == "GET" and self.path.split("?", 1)[0] == DISCOVERY:
+                self._answer(200, API_RESOURCES)  # what `helm template --dry-run=server`'s lookup asks first
                 return
             route = self._route()
             if route is None:

@@ -82,14 +82,16 @@ def test_canary_is_its_own_inference_service_and_the_transformer_routes_to_it(
     # Created first, patched once it is Ready: no request goes to a predictor that is still loading.
     assert methods(api_server) == [("POST", "inferenceservices"), ("PATCH", "housing")]
     created = stored(api_server, "housing-canary")
+    # Cluster-local (only the transformer calls it): KServe's ingress reconcilers give it no public route.
     assert created["metadata"]["labels"] == before["metadata"]["labels"] | {
-        objects.CANARY_OF_LABEL: "housing"
+        objects.CANARY_OF_LABEL: "housing",
+        objects.VISIBILITY_LABELS[str(objects.deployment_mode(before))]: "cluster-local",
     }
     assert created["metadata"]["annotations"] == {
         key: value
         for key, value in before["metadata"]["annotations"].items()
         if key in (objects.MODE_ANNOTATION, objects.AUTOSCALER_CLASS_ANNOTATION)
-    }
+    } | {objects.STARTED_BY_ANNOTATION: objects.STARTED_BY}
     assert set(created["spec"]) == {"predictor"}  # no transformer, no spec.canary
     predictor = created["spec"]["predictor"]
     assert predictor_args(created) == [
@@ -265,6 +267,26 @@ def test_promote_or_rollback_without_a_canary_is_refused(api_server, kubeconfig,
     api_server.put_object(chart_like("Knative"))
     assert housing(kubeconfig, action, "housing") == 1
     assert "no canary" in capsys.readouterr().err
+    assert api_server.writes() == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("promote", "housing"), ("rollback", "housing"), ("rollback", "housing", "--canary-name", "v2")],
+    ids=["promote", "rollback", "rollback by name"],
+)
+def test_a_canary_the_helm_values_declare_is_left_to_helm(api_server, kubeconfig, capsys, args):
+    """One owner per canary: the chart lists the canaries its values declare on the transformer; removing one
+    here would only last until the next `helm upgrade`, so the command refuses and says where to do it."""
+    stable = chart_like("Standard")
+    transformer_args(stable).extend(["--canary", "v2=10,housing-v2-predictor.ml"])
+    stable["spec"]["transformer"]["annotations"] = {objects.HELM_CANARIES_ANNOTATION: "v2"}
+    api_server.put_object(stable)
+    declared = objects.canary_isvc(stored(api_server), "v2", CANARY)
+    api_server.put_object(declared)
+    assert housing(kubeconfig, *args) == 1
+    assert "declared in the Helm release's values (rollout.canaries)" in capsys.readouterr().err
+    assert canary(kubeconfig, "--replace") == 1  # --replace would end it too
     assert api_server.writes() == []
 
 

@@ -57,16 +57,28 @@ def canary_flag(name: str, percent: int, predictor: Server, protocol: str) -> li
 
 
 def start_transformer(
-    log_dir: Path, predictor: Server, *extra: str, protocol: str = "v2", name: str = "transformer"
+    log_dir: Path,
+    predictor: Server,
+    *extra: str,
+    protocol: str = "v2",
+    name: str = "transformer",
+    wait: str = "/v2/health/ready",
 ) -> Server:
-    """Start ``python -m transformer`` in front of ``predictor`` and wait until it is ready."""
+    """Start ``python -m transformer`` in front of ``predictor`` and wait until ``wait`` answers 200.
+
+    Ready means its predictor serves the model too: ``wait="/v2/health/live"`` for a predictor that is down.
+    """
     http_port, grpc_port = free_port(), free_port()
     host = predictor_host(predictor, protocol)
     args = ["-m", "transformer", "--model_name", MODEL, "--predictor_host", host, "--protocol", protocol,
             "--predictor_rest_host", f"127.0.0.1:{predictor.http_port}",
             "--http_port", str(http_port), "--grpc_port", str(grpc_port), *extra]  # fmt: skip
     server = Server(python_service(name, args, log_dir).start(), http_port, grpc_port)
-    server.service.wait_ready(f"{server.url}/v2/health/ready")
+    try:
+        server.service.wait_ready(f"{server.url}{wait}")
+    except BaseException:  # not ready: stop it rather than leave it running after the test
+        server.service.stop()
+        raise
     return server
 
 

@@ -165,6 +165,7 @@ def test_hung_predictor_gives_504_within_the_timeout(silent_port: int, log_dir: 
         "1",
         protocol=protocol,
         name=f"transformer-hung-{protocol}",
+        wait="/v2/health/live",  # not ready: its predictor never answers
     )
     try:
         response = predict(transformer, houses[:1])

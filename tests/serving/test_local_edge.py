@@ -205,16 +205,22 @@ def test_api_key_entries_are_parsed_and_refused_when_malformed() -> None:
 
 def test_hs256_tokens_are_verified_with_the_shared_secret() -> None:
     secret = "s" * 32
-    authenticator = Authenticator(jwt=JwtSettings(secret, ("HS256",), issuer=ISSUER))
-    good = jwt.encode(
-        {"sub": "u", "iss": ISSUER, "exp": int(time.time()) + 60, "roles": ["feedback"]}, secret
-    )
-    assert authenticator.authenticate({"authorization": f"Bearer {good}"}).roles == {"feedback"}
-    no_expiry = jwt.encode({"sub": "u", "iss": ISSUER, "roles": ["feedback"]}, secret)
-    unsigned = jwt.encode({"sub": "u", "iss": ISSUER, "exp": int(time.time()) + 60}, None, algorithm="none")
+    authenticator = Authenticator(jwt=JwtSettings(secret, ("HS256",), issuer=ISSUER, audience=AUDIENCE))
+    claims = {"sub": "u", "iss": ISSUER, "aud": AUDIENCE, "roles": ["feedback"]}
+    good = jwt.encode({**claims, "exp": int(time.time()) + 60}, secret)
+    assert authenticator.authenticate(bearer(good)).roles == {"feedback"}
+    no_expiry = jwt.encode(claims, secret)
+    unsigned = jwt.encode({**claims, "exp": int(time.time()) + 60}, None, algorithm="none")
     for bad in (no_expiry, unsigned):
         with pytest.raises(AuthError, match="invalid token"):
-            authenticator.authenticate({"authorization": f"Bearer {bad}"})
+            authenticator.authenticate(bearer(bad))
+    with pytest.raises(ValueError, match="audience"):
+        JwtSettings(secret, ("HS256",), issuer=ISSUER)
+
+
+def bearer(token: str) -> list[tuple[bytes, bytes]]:
+    """The ASGI scope's headers of a request carrying ``token``."""
+    return [(b"authorization", f"Bearer {token}".encode())]
 
 
 @pytest.mark.slow

@@ -185,7 +185,7 @@ def test_hung_predictor_every_request_answered_within_its_deadline_then_the_brea
         metrics = httpx.get(f"{transformer.url}/metrics").text
         assert sample(metrics, "housing_predictor_breaker_state", model_name=MODEL, arm="stable") >= 1
         assert sample(metrics, "housing_predictor_short_circuits_total", model_name=MODEL, arm="stable") >= 1
-        assert httpx.get(f"{transformer.url}/v2/health/ready").status_code == 200  # ready while it is down
+        assert httpx.get(f"{transformer.url}/v2/health/ready").status_code == 503  # as /health: not served
 
         freeze(frozen_predictor, False)
         back = time.monotonic()
@@ -207,6 +207,7 @@ def test_client_deadline_and_in_flight_limit(frozen_predictor: Server, log_dir: 
         log_dir,
         frozen_predictor,
         "--max_in_flight", "4", "--breaker_failures", "1000",
+        "--max_in_flight_per_client", "100",  # admission itself: one client may take every place here
         protocol="grpc-v2",
         name="transformer-backpressure",
     )  # fmt: skip

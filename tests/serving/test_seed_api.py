@@ -131,7 +131,7 @@ def down_predictor(log_dir: Path) -> Iterator[tuple[Server, int]]:
     http_port, grpc_port = free_port(), free_port()
     placeholder = Server(None, http_port, grpc_port)  # type: ignore[arg-type]
     transformer = start_transformer(log_dir, placeholder, "--predictor_request_timeout_seconds", "2",
-                                    name="transformer-health")  # fmt: skip
+                                    name="transformer-health", wait="/v2/health/live")  # fmt: skip
     yield transformer, http_port
     transformer.service.stop()
 
@@ -144,7 +144,8 @@ def test_health_is_503_with_the_reason_until_the_predictor_answers(
     response = httpx.get(f"{transformer.url}/health", timeout=10)
     assert response.status_code == 503
     assert response.json()["status"] == "unhealthy"
-    assert "metadata" in response.json()["reason"], response.text
+    assert f"/v2/models/{MODEL}/ready" in response.json()["reason"], response.text
+    assert httpx.get(f"{transformer.url}/v2/health/ready").status_code == 503  # readiness agrees
     predictor = python_service(
         "predictor-late",
         ["-m", "predictor", "--model_name", MODEL, "--storage_uri", str(artifact_dir),

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from housing.processes import free_port
+from housing.processes import free_port, stop_process
 from model.artifact import load_artifact
 from model.dataset import load_dataset
 from tests.conftest import ROOT, require_tool
@@ -64,10 +64,16 @@ def first_house_prediction(artifact_dir: Path) -> float:
 def test_up_once_serves_the_given_artifact(artifact_dir: Path, tmp_path: Path):
     done = subprocess.run(
         up_command("--once", "--artifact", str(artifact_dir)),
-        capture_output=True, text=True, timeout=180, cwd=ROOT, env=environment(tmp_path),
+        capture_output=True, text=True, timeout=180, cwd=ROOT,
+        env={**environment(tmp_path), "HOUSING_SETUP_SECONDS": "12.5"},  # as ./dev up passes it
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "curl -s -H 'Content-Type: application/json'" in done.stdout
+    timeline = re.search(r"time line: set-up 12\.5 s, .*start-up ([\d.]+) s, first prediction ([\d.]+) s; "
+                         r"([\d.]+) s to the first prediction", done.stdout)  # fmt: skip
+    assert timeline, done.stdout
+    start_up, first, total = map(float, timeline.groups())
+    assert total == pytest.approx(12.5 + start_up + first, abs=0.2)
     assert printed_prediction(done.stdout) == pytest.approx(first_house_prediction(artifact_dir), abs=0.005)
     pids = started_pids(done.stdout)
     assert len(pids) == 2
@@ -104,6 +110,7 @@ def test_up_once_from_azurite(artifact_dir: Path, tmp_path: Path):
         r"publishing .* to http://127\.0\.0\.1:\d+/devstoreaccount1/models/housing/", done.stdout
     )
     assert printed_prediction(done.stdout) == pytest.approx(first_house_prediction(artifact_dir), abs=0.005)
+    assert "Request URL" not in done.stdout + done.stderr  # the Azure SDK's header dumps: only with --verbose
     pids = started_pids(done.stdout)
     assert len(pids) == 3  # azurite, predictor, transformer
     assert_gone(pids)
@@ -129,14 +136,17 @@ def serving(command: list[str], env: dict[str, str]) -> Iterator[list[str]]:
         process.send_signal(signal.SIGINT)
         output.append(process.communicate(timeout=60)[0])
     finally:
-        if process.poll() is None:
-            process.kill()
+        if process.poll() is None:  # the block failed: SIGTERM stops the stack it started, SIGKILL would not
+            stop_process(process, timeout=60)
     assert process.returncode == 0, "".join(output)
 
 
 def test_up_stops_everything_on_sigint(artifact_dir: Path, tmp_path: Path):
-    with serving(up_command("--artifact", str(artifact_dir)), environment(tmp_path)) as output:
+    env = {name: value for name, value in environment(tmp_path).items() if name != "VIRTUAL_ENV"}
+    with serving(up_command("--artifact", str(artifact_dir)), env) as output:
         pass
+    # How another shell reaches `housing` (./dev up runs it without an activated venv).
+    assert f"in another shell: source {Path(sys.executable).parent / 'activate'}" in "".join(output)
     pids = started_pids("".join(output))
     assert len(pids) == 2, "".join(output)
     assert_gone(pids)
@@ -243,7 +253,9 @@ def test_up_restarts_a_killed_predictor_and_serving_resumes(artifact_dir: Path, 
         assert failing, "the kill was not noticed"
         assert after[-1][1] == 200
         resumed = next(at for at, code in after if code == 200 and at > failing[-1])
-        assert resumed < 10, after
+        # The supervisor's 1 s back-off, then the predictor's start-up: about 2 s on a quiet machine, 15.7 s
+        # seen at load average 20 on two cores; the guarantee is that serving resumes, within the 30 s.
+        assert resumed < 30, after
         time.sleep(1.5)  # housing up looks at its services every 0.5 s: let it notice the predictor is ready
     text = "".join(output)
     assert f"predictor (pid {predictor_pid}) exited: killed by SIGKILL; its last log lines:" in text, text

@@ -11,6 +11,7 @@ labels:
   {{- if $v.azure.workloadIdentity.enabled }}
   azure.workload.identity/use: "true"
   {{- end }}
+  {{- include "housing.knativeClusterLocal" $ | indent 2 }}
 annotations:
   housing.kserve.dev/model-sha256: {{ $v.explainer.sha256 | default "unpinned" | quote }}
   {{- with $v.model.version }}

@@ -35,9 +35,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: housing-kserve
 {{- end -}}
 
-{{/* Name-less metadata of every InferenceService of the release, the stable one and the canaries:
-     (dict "ctx" $ "canaryOf" STABLE_NAME_OR_EMPTY). `housing rollout` finds canaries by the canary-of label. */}}
+{{/* Name-less metadata of every InferenceService of the release, the stable one, the canaries and the shadow:
+     (dict "ctx" $ "canaryOf" STABLE_NAME "shadowOf" STABLE_NAME "startedBy" "housing-rollout"), each optional.
+     `housing rollout` finds canaries by the canary-of label. */}}
 {{- define "housing.isvcMetadata" -}}
+{{- $mode := include "housing.mode" .ctx -}}
 namespace: {{ .ctx.Release.Namespace }}
 labels:
   {{- include "housing.isvcLabels" .ctx | nindent 2 }}
@@ -47,12 +49,28 @@ labels:
   {{- with .shadowOf }}
   housing.kserve.dev/shadow-of: {{ . }}
   {{- end }}
+  {{- if or .canaryOf .shadowOf .ctx.Values.edge.enabled }}
+  {{- /* No public route: KServe's ingress reconcilers skip an InferenceService labelled cluster-local
+         (ingress_reconciler.go reads Knative's label, kube_ingress_reconciler.go and httproute_reconciler.go
+         KServe's). Canaries and shadows are only called by the transformer; with the edge, the edge is the
+         only way in. */}}
+  {{ include "housing.visibilityLabel" $mode }}: cluster-local
+  {{- end }}
 annotations:
-  serving.kserve.io/deploymentMode: {{ include "housing.mode" .ctx }}
-  {{- if eq (include "housing.mode" .ctx) "Standard" }}
+  serving.kserve.io/deploymentMode: {{ $mode }}
+  {{- if eq $mode "Standard" }}
   # KServe validates scaleMetric/scaleTarget against the HPA only when the class is named.
   serving.kserve.io/autoscalerClass: hpa
   {{- end }}
+  {{- with .startedBy }}
+  # Started by `housing rollout canary`, which ends it; kept by `helm upgrade` while it runs (templates/_rollout.tpl).
+  housing.kserve.dev/started-by: {{ . }}
+  {{- end }}
+{{- end -}}
+
+{{/* The label that keeps KServe's (and Knative's) public routes off an InferenceService or component. */}}
+{{- define "housing.visibilityLabel" -}}
+{{- if eq . "Knative" }}networking.knative.dev/visibility{{ else }}networking.kserve.io/visibility{{ end -}}
 {{- end -}}
 
 {{- define "housing.selectorLabels" -}}
@@ -123,6 +141,7 @@ labels:
   {{- if $values.azure.workloadIdentity.enabled }}
   azure.workload.identity/use: "true"
   {{- end }}
+  {{- include "housing.knativeClusterLocal" $ | indent 2 }}
 annotations:
   housing.kserve.dev/model-sha256: {{ .model.sha256 | default "unpinned" | quote }}
   {{- with .model.version }}
@@ -303,13 +322,24 @@ when:
 {{- end }}
 {{- end -}}
 
-{{/* An AuthorizationPolicy rule: /metrics only from Prometheus's namespace. */}}
+{{/* An AuthorizationPolicy rule: GET /metrics on the container port 8080, for whoever the NetworkPolicies let
+     in there (Prometheus's namespace; in Standard mode also the gateways, where the edge routes no /metrics).
+     Not `source.namespaces`: it is read from the peer certificate ("requires mTLS enabled",
+     authorization_policy.proto), so a Prometheus without a sidecar would match nothing and get 403. */}}
 {{- define "housing.edge.metrics" -}}
-- from:
-    - source:
-        namespaces: [{{ . | quote }}]
-  to:
+- to:
     - operation:
+        ports: ["8080"]
         methods: [GET]
         paths: ["/metrics"]
+{{- end -}}
+
+
+{{/* Knative mode: a component's own Knative Service gets no public route (Knative copies its labels to the
+     Route, route/config/domain.go LookupDomainForLabels), while the InferenceService's host still does. Only
+     the transformer's must stay public: KServe derives the InferenceService's host from it. */}}
+{{- define "housing.knativeClusterLocal" -}}
+{{- if eq (include "housing.mode" .) "Knative" }}
+networking.knative.dev/visibility: cluster-local
+{{- end }}
 {{- end -}}

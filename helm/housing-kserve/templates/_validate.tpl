@@ -10,7 +10,7 @@ other mode, an autoscaling metric its autoscaler does not know), so the render f
 {{- end -}}
 {{- $total := 0 -}}
 {{- $names := list -}}
-{{- range $v.rollout.canaries -}}
+{{- range (include "housing.canaries" . | fromJsonArray) -}}
 {{- if has .name $names -}}
 {{- fail (printf "rollout.canaries: the name %q is used twice; each canary needs its own name" .name) -}}
 {{- end -}}
@@ -21,6 +21,9 @@ other mode, an autoscaling metric its autoscaler does not know), so the render f
 {{- end -}}
 {{- $total = add $total .trafficPercent -}}
 {{- if and (eq .model.storageUri $v.model.storageUri) (eq (.model.sha256 | default "") ($v.model.sha256 | default "")) -}}
+{{- if .startedBy -}}
+{{- fail (printf "canary %s, started by `housing rollout canary` and still running, serves the model now in model.*: end it first with `housing rollout promote %s` (or rollback), then upgrade" .name (include "housing.fullname" $)) -}}
+{{- end -}}
 {{- fail (printf "rollout.canaries[%s] serves the same model as the stable predictor (model.storageUri and model.sha256): a canary must differ" .name) -}}
 {{- end -}}
 {{- end -}}
@@ -56,8 +59,10 @@ other mode, an autoscaling metric its autoscaler does not know), so the render f
 {{- if not (has $metric (list "cpu" "memory")) -}}
 {{- fail (printf "%s.scaleMetric %q needs Knative's autoscaler; Standard (RawDeployment) mode scales with an HPA on cpu or memory" $component $metric) -}}
 {{- end -}}
-{{- if and (eq $metric "cpu") (gt (int $c.scaleTarget) 100) -}}
-{{- fail (printf "%s.scaleTarget is %d, but with scaleMetric cpu it is a utilisation percentage (1-100)" $component (int $c.scaleTarget)) -}}
+{{- /* KServe's HPA reads the target as AverageUtilization for cpu and memory alike (hpa_reconciler.go
+       getHPAMetrics), and its webhook refuses any target above 100 (validateScalingHPACompExtension). */ -}}
+{{- if gt (int $c.scaleTarget) 100 -}}
+{{- fail (printf "%s.scaleTarget is %d, but with scaleMetric %s KServe's HPA reads it as a utilisation percentage of the container's request (1-100), and its webhook refuses more than 100" $component (int $c.scaleTarget) $metric) -}}
 {{- end -}}
 {{- else if not (has $metric (list "concurrency" "rps")) -}}
 {{- fail (printf "%s.scaleMetric %q: Knative mode scales on concurrency or rps (cpu/memory would need Knative's HPA class, which this chart does not set)" $component $metric) -}}
@@ -73,6 +78,13 @@ other mode, an autoscaling metric its autoscaler does not know), so the render f
 {{- end -}}
 {{- if and $v.edge.cors.allowCredentials (has "*" $v.edge.cors.allowOrigins) -}}
 {{- fail "edge.cors: allowOrigins \"*\" together with allowCredentials would let any web page send your users' credentials: list the origins, or set allowCredentials: false" -}}
+{{- end -}}
+{{- $mtls := $v.edge.mtls -}}
+{{- if and $mtls.strict $v.monitoring.podMonitors.enabled (not $mtls.peersInMesh.prometheus) -}}
+{{- fail "edge.mtls.strict refuses Prometheus's plain-text scrapes (STRICT accepts mutual TLS only, before any policy): scrape with Istio's certificates and set edge.mtls.peersInMesh.prometheus: true, or turn STRICT off (the AuthorizationPolicies then let a plain-text Prometheus read /metrics)" -}}
+{{- end -}}
+{{- if and $mtls.strict (eq $mode "Knative") (not $mtls.peersInMesh.knativeServing) -}}
+{{- fail "edge.mtls.strict refuses the plain text of Knative's activator and autoscaler, so no revision would ever count as healthy: put knative-serving in the mesh (sidecar injection on its namespace, as Knative's Istio guide says) and set edge.mtls.peersInMesh.knativeServing: true, or turn STRICT off" -}}
 {{- end -}}
 {{- $rl := $v.edge.rateLimit -}}
 {{- if and $rl.enabled (or (lt (int $rl.maxTokens) 1) (lt (int $rl.tokensPerFill) 1)) -}}
