@@ -181,7 +181,7 @@ def train_model(
     # the outlier density, which needs only the rows).
     search_options = {"inner_splits": plan.inner_splits, "seed": seed}
     tasks = [
-        Task(evaluation.search, (shipped, grid if nested else {}, x, y), search_options),
+        Task(search_and_explain, (shipped, grid if nested else {}, x, y, features), search_options),
         Task(outliers.fit, (x, features, seed)),
     ]
     outer: list[tuple[np.ndarray, np.ndarray]] = []
@@ -207,7 +207,7 @@ def train_model(
     log.info("training: %d tasks in %d process%s", len(tasks), jobs, "es" if jobs > 1 else "")
     results = iter(evaluation.run_tasks(tasks, jobs, "training", progress))
 
-    final: evaluation.Search = next(results)
+    final, explained = next(results)
     density = next(results)
     nested_folds = [next(results) for _ in outer]
     metrics: dict[str, float] = {}
@@ -251,11 +251,6 @@ def train_model(
         "interval_method": calibrated.method,
         **({} if pipeline.booster_prefix(candidate) is None else final_params),
     }
-    try:
-        explained = importance.global_importance(model, x, features)
-    except ValueError as error:  # not a tree ensemble (ridge): no TreeSHAP
-        log.info("no global importance: %s", error)
-        explained = {}
     # Out-of-fold residuals: errors on rows the model did not see, as live rows are (model/dle.py).
     estimator = dle.fit(x, y, evaluated.oof_predictions, features, seed)  # type: ignore[arg-type]
     return TrainingResult(
@@ -275,6 +270,32 @@ def train_model(
         held_out_intervals=held_out,
         strata=quintiles,
     )
+
+
+def search_and_explain(
+    estimator: Any,
+    grid: dict[str, list[Any]],
+    x: np.ndarray,
+    y: np.ndarray,
+    features: Sequence[str],
+    **options: Any,
+) -> tuple[evaluation.Search, dict[str, float]]:
+    """The final model's search (:func:`model.evaluation.search`), then its TreeSHAP global importance.
+
+    One task, so that the importance is computed in a worker while the other folds run: importing shap
+    alone took 3 to 10 s here (it imports numba), which the main process spent after the folds, doing
+    nothing else.
+
+    Returns:
+        The search, and feature -> mean |TreeSHAP contribution| (empty for a model that is not trees).
+    """
+    found = evaluation.search(estimator, grid, x, y, **options)
+    try:
+        explained = importance.global_importance(found.model, x, features)
+    except ValueError as error:  # not a tree ensemble (ridge): no TreeSHAP
+        log.info("no global importance: %s", error)
+        explained = {}
+    return found, explained
 
 
 def interval_strata(frame: pd.DataFrame, y: np.ndarray) -> dict[str, np.ndarray]:
