@@ -8,6 +8,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from detector.settings import Config, Settings
 from detector.stats import BACKEND_HELP, BACKENDS, CORRECTIONS, backend_problem
 from serving import policy
 from serving.edge import add_edge_arguments, edge_settings, install_edge, uvicorn_options
+from serving.lifecycle import add_lifecycle_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log_level", default="INFO", help="logging level")
     add_edge_arguments(parser)
+    add_lifecycle_arguments(parser, reuse_port=False)  # one detector per state directory: no sharing
     return parser
 
 
@@ -244,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from detector.app import Detector, create_app
+    from serving.lifecycle import DrainingServer, DrainMiddleware, Shutdown
     from serving.logs import configure_logging
 
     parser = build_parser()
@@ -299,20 +303,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         archive_max_wal_bytes=args.archive_max_wal_bytes,
     )
     detector = Detector(config, args.retrain_action, retrain_action(args))
-    app = create_app(detector)
+    shutdown = Shutdown("detector", args.grace_period)
+    app = create_app(detector, shutdown)
     install_edge(app, edge, "detector")
-    uvicorn.run(
-        app,
-        port=args.http_port,
-        log_level="warning",
-        # Per-event overhead matters at thousands of events/s: no access log, no Server/Date headers on the
-        # 202s nobody reads.
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        **uvicorn_options(edge),  # the address, and whose X-Forwarded-For counts (nobody's by default)
+    app.add_middleware(DrainMiddleware, shutdown=shutdown)  # outermost: every request counts
+    server = DrainingServer(
+        uvicorn.Config(
+            app,
+            port=args.http_port,
+            log_level="warning",
+            # Per-event overhead matters at thousands of events/s: no access log, no Server/Date headers on
+            # the 202s nobody reads.
+            access_log=False,
+            server_header=False,
+            date_header=False,
+            **uvicorn_options(edge),  # the address, and whose X-Forwarded-For counts (nobody's by default)
+        ),
+        shutdown,
     )
+    asyncio.run(serve(server, shutdown))
     return 0
+
+
+async def serve(server: Any, shutdown: Any) -> None:
+    """Serve until a signal, then drain and stop (serving/lifecycle.py; the flush is the app's lifespan)."""
+    shutdown.install()
+    await server.serve()
+    shutdown.stopped()
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ from detector.settings import Config
 from detector.state import STATE_FILE, read_state, validated, write_state
 from detector.stats import DriftResult
 from serving import policy
+from serving.lifecycle import Shutdown
 from serving.policy import ANALYST, EVENTS, FEEDBACK, INGEST, LABELS, MONITOR, NO_BODY, OPEN, Limits
 
 log = logging.getLogger(__name__)
@@ -193,11 +194,14 @@ class Detector:
         self.monitor.record(number, result)
         self.dirty = True
 
-    def save(self) -> None:
-        """Write the state file atomically (a temporary file renamed over the old one)."""
+    def save(self) -> str:
+        """Write the state file atomically (a temporary file renamed over the old one); what it holds."""
         if self.monitor is None:
-            return
-        write_state(self.state_path, self.monitor.snapshot())
+            return "nothing to save (the reference was not loaded)"
+        snapshot = self.monitor.snapshot()
+        write_state(self.state_path, snapshot)
+        return ", ".join(f"{len(value)} {name}" for name, value in snapshot.items()
+                         if isinstance(value, (list, dict)) and name in SAVED_COUNTS)  # fmt: skip
 
     async def flush_forever(self) -> None:
         """Expire old pending events and save the state when it changed, every ``flush_interval`` seconds."""
@@ -217,15 +221,22 @@ class Detector:
                     log.error("cannot save state to %s: %s", self.state_path, error)
 
 
+SAVED_COUNTS = ("pending", "windows", "queued", "labels")
+"""What the shutdown's log line counts in the saved state: events waiting for their pair, windows filling
+and waiting for a test, labels."""
+
+
 class Endpoints:
     """The handlers of the detector's routes (:func:`create_app` lists them with their policy).
 
     Args:
         detector: The service's state.
+        shutdown: The process's shutdown (its flush bound; serving/lifecycle.py).
     """
 
-    def __init__(self, detector: Detector):
+    def __init__(self, detector: Detector, shutdown: Shutdown):
         self.detector = detector
+        self.shutdown = shutdown
         self.limit = detector.config.max_body_bytes
 
     async def events(self, request: Request) -> Response:
@@ -371,22 +382,28 @@ class Endpoints:
         threading.Thread(target=detector.load, name="load-reference", daemon=True).start()
         flusher = asyncio.create_task(detector.flush_forever())
         yield
+        # The flush of the shutdown (serving/lifecycle.py): nothing is served any more.
         flusher.cancel()
-        if detector.executor is not None:
-            detector.executor.shutdown(wait=True, cancel_futures=True)
-        detector.save()
-        log.info("state saved to %s", detector.state_path)
+        shutdown = self.shutdown
+        if detector.executor is not None:  # a window under test finishes; the queued ones stay in the state
+            await shutdown.flush("the drift tests", functools.partial(detector.executor.shutdown, True,
+                                                                      cancel_futures=True))  # fmt: skip
+        saved = await shutdown.flush("the state", detector.save)
+        if saved is not None:
+            log.info("detector: flushed the state to %s: %s", detector.state_path, saved)
         if detector.archive is not None:
-            await asyncio.to_thread(detector.archive.stop)
+            sealed = await shutdown.flush("the archive", functools.partial(detector.archive.stop, 2.0))
+            if sealed is not None:
+                log.info("detector: flushed the archive: %s", sealed)
 
 
-def create_app(detector: Detector) -> Starlette:
+def create_app(detector: Detector, shutdown: Shutdown | None = None) -> Starlette:
     """The ASGI app serving ``detector``: the detector's whole surface, one route a line.
 
     Each route names the role and limits of its row in :mod:`serving.policy` (which the edge enforces and
     docs/security.md renders); a route whose row says otherwise fails here, at start-up.
     """
-    handlers = Endpoints(detector)
+    handlers = Endpoints(detector, shutdown or Shutdown("detector"))
     return Starlette(
         routes=[
             served("POST", "/", handlers.events, INGEST, EVENTS),

@@ -179,12 +179,17 @@ class Archiver:
         self._thread = threading.Thread(target=self._run, name="archive-seal", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Seal the log, let the uploader try one last pass and stop (what fails stays for the next start)."""
+    def stop(self, timeout: float = 10.0) -> str:
+        """Seal the log, let the uploader try one last pass and stop (what fails stays for the next start).
+
+        Returns:
+            What it sealed and what is left to upload at the next start, with counts.
+        """
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        sealed = self._current_rows
         self._seal(force=True)
         if self._process is not None:
             self._commands.put(("stop", None))
@@ -197,6 +202,7 @@ class Archiver:
             if self._handle is not None:
                 self._handle.close()
                 self._handle = None
+        return f"{sealed} rows and labels sealed; {len(self._segments())} segments left for the next start"
 
     def flush(self, timeout: float) -> bool:
         """Seal the log now and wait until the uploader has uploaded every segment (before a retrain).

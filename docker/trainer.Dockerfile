@@ -2,20 +2,28 @@
 # Trainer image: `housing train` (train, quality gate, MLflow registration, publish to Blob Storage).
 # Build from the repository root: docker build -f docker/trainer.Dockerfile -t ACR.azurecr.io/housing-trainer:TAG .
 # Stage 1 installs only the "training" extra of pyproject.toml (exact versions from docker/constraints.txt) into a
-# virtual environment; stage 2 copies that environment onto a clean slim image: no pip cache, no build tools.
+# virtual environment and byte-compiles what its process imports (docker/bytecode.py); stage 2 copies
+# that environment onto a clean slim image: no pip, no pip cache, no build tools.
 # Both stages use the same pinned Python image (one patch version, Debian bookworm).
+# `./dev images` builds it on a local stand-in for that image (docs/images.md).
 FROM python:3.11.13-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir "pip==25.3"
-COPY docker/constraints.txt pyproject.toml README.md ./
+# pip gets a venv of its own, so /opt/venv (what the image runs) holds the extra's packages and nothing else.
+RUN python -m venv /opt/pip && /opt/pip/bin/pip install --no-cache-dir "pip==25.3" \
+    && python -m venv --without-pip /opt/venv
+# pyproject.toml names README.md as the package's description: an empty one here, so that editing the README
+# rebuilds no image.
+COPY docker/bytecode.py docker/constraints.txt pyproject.toml ./
 COPY model/ model/
 COPY serving/ serving/
 COPY housing/ housing/
 # The `housing` command registers `housing drift` (detector/batch.py); its statistics need only numpy.
 COPY detector/ detector/
-RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[training]" \
-    && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+RUN touch README.md \
+    && /opt/pip/bin/pip --python /opt/venv/bin/python install --no-cache-dir --no-compile -c constraints.txt ".[training]" \
+    && /opt/venv/bin/python -I -B bytecode.py housing.cli model.train_cli model.train model.tracking model.compiled \
+       model.importance model.plots model.publish mlflow.sklearn mlflow.onnx mlflow.server.fastapi_app
 
 FROM python:3.11.13-slim-bookworm
 # A numeric non-root user, so Kubernetes can verify runAsNonRoot without reading /etc/passwd.

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 from housing.sequential import CHALLENGER, CHAMPION
@@ -25,6 +24,9 @@ def fetch_outcomes(detector: str) -> dict[str, dict[str, list[float]]]:
     """The detector's labelled predictions per ``endpoint/model_version`` (sends ``HOUSING_API_KEY``)."""
     key = os.environ.get(API_KEY_ENV)
     headers = {"x-api-key": key} if key else {}
+    # Here, not at the top: the trainer image (training extra, no httpx) imports this module for `housing`.
+    import httpx
+
     try:
         response = httpx.get(f"{detector.rstrip('/')}/outcomes", headers=headers, timeout=10)
     except httpx.HTTPError as error:

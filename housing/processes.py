@@ -81,11 +81,45 @@ def listening(port: int, host: str = HOST) -> bool:
     return True
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """End a process with SIGTERM (so it saves its state and coverage), then SIGKILL after ``timeout`` s."""
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` has a listening TCP socket on ``port`` (Linux: read from /proc).
+
+    With ``SO_REUSEPORT`` several processes listen on one port, so connecting cannot tell which answers;
+    the servers open their listeners only once ready (``--reuse_port``), so this is "ready" too.
+    """
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for descriptor in descriptors:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{descriptor}") in inodes:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0, *, signalled: bool = False) -> None:
+    """End a process with SIGTERM (so it saves its state and coverage), then SIGKILL after ``timeout`` s.
+
+    ``signalled``: it has had its SIGTERM already; a second one would stop a draining server at once, its
+    flush skipped (serving/lifecycle.py), so it is only waited for.
+    """
     if process.poll() is not None:
         return
-    process.terminate()
+    if not signalled:
+        process.terminate()
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -119,6 +153,7 @@ class Service:
     cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+    _signalled: bool = field(default=False, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -143,6 +178,7 @@ class Service:
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_path, "wb" if fresh_log else "ab")  # noqa: SIM115 (closed in stop())
+        self._signalled = False
         self.process = subprocess.Popen(
             list(self.command),
             stdout=self._log,
@@ -189,11 +225,28 @@ class Service:
         """Send it SIGTERM without waiting (:meth:`stop` waits)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            self._signalled = True
+
+    def kill(self) -> None:
+        """Send it SIGKILL and wait for it to end (a crash: nothing is drained or saved)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def pid_listens(self, ports: Sequence[int]) -> bool:
+        """Whether it runs and listens on every one of ``ports`` (see :func:`listens`).
+
+        Raises:
+            RuntimeError: It has exited (the message ends with its log).
+        """
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited:\n{self.log()}")
+        return all(listens(self.pid, port) for port in ports)
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop it (see :func:`stop_process`) and close its log; nothing happens if it is not running."""
         if self.process is not None:
-            stop_process(self.process, timeout)
+            stop_process(self.process, timeout, signalled=self._signalled)
         if self._log is not None:
             self._log.close()
 
@@ -232,6 +285,56 @@ class Stack:
     def exited(self) -> list[str]:
         """Names of the services whose process has ended."""
         return [service.name for service in self.services if not service.running()]
+
+    def replace(
+        self,
+        service: Service,
+        ports: Sequence[int] = (),
+        *,
+        command: Sequence[str] | None = None,
+        kill: bool = False,
+        timeout: float = 90.0,
+    ) -> Service:
+        """A rolling restart of ``service``: a replacement on the same ports, then the old one stopped.
+
+        The local equivalent of a pod replaced behind a Service. Both run with ``--reuse_port``: the
+        replacement opens its listeners once it is ready (waited for here, on ``ports`` besides
+        ``service.port``), then the old one gets SIGTERM and drains (serving/lifecycle.py): it stops
+        listening, so every new connection goes to the replacement, and answers what it has in flight.
+        ``kill`` sends SIGKILL instead: what a crash costs.
+
+        Args:
+            service: The running service (its command must have ``--reuse_port``).
+            ports: Its other listening ports (gRPC).
+            command: The replacement's command (default: the same), e.g. with a new route.
+            kill: SIGKILL the old one rather than SIGTERM.
+            timeout: Seconds the replacement has to listen.
+
+        Returns:
+            The replacement, in the stack in place of ``service`` (its log appended to the same file).
+        """
+        if "--reuse_port" not in (command or service.command):
+            raise ValueError(f"{service.name}: a rolling restart needs --reuse_port in its command")
+        replacement = Service(
+            service.name, list(command or service.command), service.port, service.ready_path,
+            dict(service.env), service.log_path, service.cwd,
+        )  # fmt: skip
+        replacement.start()
+        every_port = [service.port, *ports]
+        try:
+            wait_until(
+                lambda: replacement.pid_listens(every_port),
+                timeout=timeout,
+                what=f"the new {service.name} listening on {every_port}",
+            )
+        except BaseException:
+            replacement.stop()
+            raise
+        if kill:
+            service.kill()
+        service.stop(timeout=30.0)
+        self.services[self.services.index(service)] = replacement
+        return replacement
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop every started service: SIGTERM to all (the last started first), SIGKILL after ``timeout``."""

@@ -145,7 +145,9 @@ def services(
     """
     python = sys.executable
     explainer = getattr(args, "explainer", False)
-    edge = edge_flags(args)
+    # Every KServe server shares its ports with its replacement in a rolling restart (Stack.replace) and
+    # listens only once ready: SO_REUSEPORT, with no process in the path (docs/rollout.md says why).
+    edge = [*edge_flags(args), "--reuse_port"]
     logger_env = {LOGGER_KEY_ENV: ingest_key()} if getattr(args, "auth", False) and args.detector else {}
     return [
         Service(
@@ -180,7 +182,7 @@ def services(
             "detector",
             [python, "-m", "detector", "--storage_uri", storage_uri,
              "--http_port", str(args.detector_port), "--state_dir", str(var_dir() / "detector"),
-             "--archive_uri", archive_uri(args), *edge],
+             "--archive_uri", archive_uri(args), *edge_flags(args)],
             args.detector_port,
             env=env,
         )] if args.detector else []),
@@ -266,25 +268,28 @@ def mlflow_service(port: int) -> Service:
     )  # fmt: skip
 
 
-def azurite_service(location: Path, port: int) -> Service:
-    """Azurite's Blob service on ``127.0.0.1:port``, keeping its data in ``location`` (telemetry off)."""
+def azurite_service(location: Path, port: int, host: str = HOST) -> Service:
+    """Azurite's Blob service on ``host:port``, keeping its data in ``location`` (telemetry off).
+
+    ``host`` is 127.0.0.1 but for the image tests, whose containers reach it on their network's gateway.
+    """
     binary = shutil.which("azurite-blob")
     if binary is None:
         raise RuntimeError("azurite-blob not found on PATH (./dev setup installs it under .tools/azurite)")
     return Service(
         "azurite",
-        [binary, "--blobHost", HOST, "--blobPort", str(port), "--location", str(location),
+        [binary, "--blobHost", host, "--blobPort", str(port), "--location", str(location),
          "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--loose"],
         port,
         ready_path=None,  # listening is ready
     )  # fmt: skip
 
 
-def azurite_connection_string(port: int) -> str:
-    """The connection string of the Azurite Blob service on ``127.0.0.1:port``."""
+def azurite_connection_string(port: int, host: str = HOST) -> str:
+    """The connection string of the Azurite Blob service on ``host:port``."""
     return (
         f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-        f"BlobEndpoint=http://{HOST}:{port}/{AZURITE_ACCOUNT};"
+        f"BlobEndpoint=http://{host}:{port}/{AZURITE_ACCOUNT};"
     )
 
 
@@ -306,6 +311,7 @@ def run(args: argparse.Namespace) -> int:
             # (else HousingComponentDown counts their start-up); MLflow, which the prediction does not need,
             # after the prediction (AFTER_THE_PREDICTION).
             planned = services(args, storage_uri, env, model_sha256=sha256)
+            check_ports_free(args)
             first = [service for service in planned if service.name not in AFTER_THE_PREDICTION]
             started = [stack.start(service) for service in first]
             for service in started:
@@ -340,6 +346,29 @@ def run(args: argparse.Namespace) -> int:
             return 1
         finally:
             stack.stop()
+
+
+def check_ports_free(args: argparse.Namespace) -> None:
+    """Refuse to start on a port something listens on already (another ``housing up``, say).
+
+    The servers share their ports on purpose (``--reuse_port``, for rolling restarts): without this check a
+    second stack would silently take half of the first one's connections.
+
+    Raises:
+        RuntimeError: A port is in use; the message names it and its flag.
+    """
+    from housing.processes import listening
+
+    flags = ["predictor_port", "predictor_grpc_port", "transformer_port", "transformer_grpc_port"]
+    flags += ["detector_port"] if args.detector else []
+    flags += ["explainer_port"] if getattr(args, "explainer", False) else []
+    for flag in flags:
+        port = getattr(args, flag)
+        if listening(port):
+            option = "--" + flag.replace("_", "-")
+            raise RuntimeError(
+                f"port {port} ({option}) is in use: another housing up? Choose another with {option}"
+            )
 
 
 AFTER_THE_PREDICTION = ("mlflow",)

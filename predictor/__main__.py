@@ -17,6 +17,7 @@ serving/policy.py (loopback locally, the transformer's service account on AKS).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import threading
 
@@ -25,6 +26,7 @@ from predictor.model import MAX_BATCH_ROWS, HousingModel
 from predictor.repository import ArtifactRepository, ConfigError, ModelPin, ModelsConfig, read_models_config
 from predictor.repository_api import ENABLE_FLAG, add_repository_routes
 from serving.edge import add_edge_arguments, edge_settings
+from serving.lifecycle import FLUSH_SECONDS
 from serving.loading import add_artifact_args, load_with_backoff, serve
 from serving.server import configure_server_logging, parse_server_args, server_parser
 
@@ -189,7 +191,9 @@ def serve_several(args: argparse.Namespace) -> None:
     if args.enable_repository_api:
         add_repository_routes(app, repository)
     try:
-        serve("predictor", champion, args, registered_models=repository)
+        # A model swap still loading when the drain ends finishes before the process stops.
+        flushes = [("model swaps", functools.partial(repository.settle, FLUSH_SECONDS - 1))]
+        serve("predictor", champion, args, registered_models=repository, flushes=flushes)
     finally:
         stop.set()
 

@@ -22,6 +22,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +192,8 @@ class ArtifactRepository(ModelRepository):
         self._build = build
         self._models_root = Path(models_root) if models_root else None
         self._lock = threading.Lock()
+        self._loading = threading.Condition()
+        self._loads = 0  # loads in progress (each in a request's worker thread)
 
     def load_models(self) -> None:
         """Nothing: KServe would load every directory under the models root, pinned or not."""
@@ -223,6 +226,31 @@ class ArtifactRepository(ModelRepository):
             ModelNotReady: Storage cannot be reached (503; a retry may succeed).
         """
         model = self._build(self._pin(name))
+        with self._loading:
+            self._loads += 1
+        try:
+            return self._load(name, model, champion)
+        finally:
+            with self._loading:
+                self._loads -= 1
+                self._loading.notify_all()
+
+    def settle(self, timeout: float = 30.0) -> str:
+        """Wait until no load is in progress (at shutdown: a swap finishes, it is not cut in half).
+
+        Returns:
+            What it waited for, with counts (the shutdown logs it).
+        """
+        start = time.monotonic()
+        with self._loading:
+            running = self._loads
+            self._loading.wait_for(lambda: self._loads == 0, timeout)
+            left = self._loads
+        return (
+            f"{running} model loads in progress, {left} still running after {time.monotonic() - start:.2f} s"
+        )
+
+    def _load(self, name: str, model: Any, champion: bool) -> bool:
         try:
             model.load()
         except ArtifactError as error:

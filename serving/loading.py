@@ -114,6 +114,8 @@ def serve(component: str, model: ArtifactModel, args: argparse.Namespace, **serv
             enable_latency_logging=args.enable_latency_logging,
             edge=args.edge,
             enabled=getattr(args, "enabled", frozenset()),
+            grace_period=args.grace_period,
+            reuse_port=args.reuse_port,
             **server,
         ).start_unready([model])
     finally:

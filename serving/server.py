@@ -17,7 +17,10 @@ KServe's server already routes V1/V2 REST and gRPC, answers health, decodes payl
 - a heap frozen out of the garbage collector's full scans once the server is built (:func:`freeze_heap`);
 - logs in the project's logfmt shape, without KServe's per-request timing lines unless asked for;
 - the edge in front of the app (:mod:`serving.edge`: the policy table's roles and limits) and listeners
-  bound to ``--bind_address`` (:mod:`serving.listeners`), the gRPC repository calls closed.
+  bound to ``--bind_address`` (:mod:`serving.listeners`), the gRPC repository calls closed;
+- a shutdown in phases on SIGTERM (:mod:`serving.lifecycle`): readiness red, requests in flight answered
+  (``--grace_period``), then what the server holds flushed (``flushes``) and its models unloaded; a second
+  SIGTERM stops it at once. With ``--reuse_port`` it listens only once ready, on ports a replacement shares.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from serving.errors import (
     upstream_error_handler,
 )
 from serving.inputs import REQUEST_ID_HEADER, check_request_id, parse_json
+from serving.lifecycle import DrainMiddleware, Shutdown, add_lifecycle_arguments
 from serving.listeners import BoundGRPCServer, ClosedRepositoryExtension, rest_server
 from serving.logs import configure_logging, silence_fastapi_deprecation
 from serving.metrics import observe_request
@@ -245,6 +249,12 @@ class HousingModelServer(ModelServer):
         edge: The edge's settings (default: everything off but the input limits, on loopback).
         enabled: The flags given that turn routes on (``--enable_repository_api``).
         upstream: What readiness also waits for (:class:`ServingDataPlane`).
+        grace_period: Seconds requests in flight have after SIGTERM (:mod:`serving.lifecycle`).
+        reuse_port: Listen only once ready, on ports shared with a replacement (``SO_REUSEPORT``).
+        flushes: What the server holds, flushed once it has stopped serving: ``(what, step)`` pairs, each
+            ``step`` a blocking call that returns what it did, with counts (logged).
+        warm: With ``reuse_port``, awaited once ready and before listening (the transformer reads its
+            predictors' metadata and opens its channels: a replacement's first answers are not cold).
         **kwargs: Passed to ``kserve.ModelServer`` (ports, workers, predictor config, ...).
     """
 
@@ -255,12 +265,22 @@ class HousingModelServer(ModelServer):
         edge: EdgeSettings | None = None,
         enabled: frozenset[str] = frozenset(),
         upstream: Callable[[], Awaitable[str | None]] | None = None,
+        grace_period: float | None = None,
+        reuse_port: bool = False,
+        flushes: list[tuple[str, Callable[[], str]]] | None = None,
+        warm: Callable[[], Awaitable[None]] | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.component = component
         self.edge = edge or EdgeSettings()
         self.enabled = enabled
+        self.shutdown = Shutdown(component) if grace_period is None else Shutdown(component, grace_period)
+        self.grace_period = self.shutdown.grace  # KServe's: uvicorn's and gRPC's graceful shutdown
+        self.reuse_port = reuse_port
+        self.flushes = list(flushes or [])
+        self.warm = warm
+        self._warmed = False
         self.dataplane = ServingDataPlane(component, upstream, model_registry=self.registered_models)
         self.model_repository_extension = ClosedRepositoryExtension(model_registry=self.registered_models)
         if self.workers > 1:
@@ -292,19 +312,24 @@ class HousingModelServer(ModelServer):
             # scans every route for the request's name and formats a timing line that its logger then drops.
             # The stack is built at the first request, after KServe has added it; leave it out then.
             app.build_middleware_stack = functools.partial(_build_without_timing, app)
+        app.add_middleware(DrainMiddleware, shutdown=self.shutdown)  # outermost: every request counts
         freeze_heap()
         self.start([])
 
     def start(self, models: list[Any]) -> None:
         """KServe's ``ModelServer.start`` (one process), its listeners bound (:mod:`serving.listeners`).
 
-        The only changes from KServe's: the REST server's uvicorn options and the gRPC server's address.
+        The changes from KServe's: the REST server's uvicorn options, the gRPC server's address, and the
+        shutdown (:meth:`_serve`; KServe's signal handler is not installed).
         """
         from kserve.model_server import args as kserve_args
 
         self._register_and_check_atleast_one_model_is_ready(models)
+        ready = self._ready_and_warm if self.reuse_port else None
         self._rest_server = rest_server(
             self.edge,
+            self.shutdown,
+            ready,
             FASTAPI_APP_IMPORT_STRING,
             self.dataplane,
             self.model_repository_extension,
@@ -324,11 +349,39 @@ class HousingModelServer(ModelServer):
                 self.model_repository_extension,
                 kwargs=vars(kserve_args),
                 grace_period=self.grace_period,
+                shutdown=self.shutdown,
+                ready=ready,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()
-        self.register_signal_handler()
         asyncio.run(self._serve())
+
+    async def _ready_and_warm(self) -> bool:
+        """Ready (:meth:`ServingDataPlane.ready`), and warmed up once (``warm``)."""
+        if not await self.dataplane.ready():
+            return False
+        if self.warm is not None and not self._warmed:
+            self._warmed = True
+            await self.warm()
+        return True
+
+    async def _serve(self) -> None:
+        """Serve until a signal (:class:`serving.lifecycle.Shutdown`), drain, then flush and unload."""
+        self.shutdown.install()
+        await asyncio.gather(*self.servers)
+        await self._flush()
+        self.shutdown.stopped()
+
+    async def _flush(self) -> None:
+        """Phase 3 of the shutdown: every flush step in turn, then the models unloaded (KServe's ``stop``)."""
+        for what, step in self.flushes:
+            done = await self.shutdown.flush(what, step)
+            if done is not None:
+                logging.getLogger("serving.lifecycle").info("%s: flushed %s: %s", self.component, what, done)
+        if self.shutdown.forced:
+            return
+        for model in {id(model): model for model in self.registered_models.get_models().values()}.values():
+            model.stop()
 
     async def _model_metadata(self, model_name: str) -> dict[str, Any]:
         # Registered before KServe's own route so that ``versions`` and ``parameters`` survive (KServe's
@@ -354,6 +407,7 @@ def server_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog=prog, parents=[model_server.parser], description=description)
     parser.add_argument("--log_level", default=os.environ.get("LOG_LEVEL", "INFO"), help="logging level")
+    add_lifecycle_arguments(parser)
     parser.set_defaults(model_name="housing", enable_latency_logging=False)
     return parser
 

@@ -26,6 +26,11 @@ SHARED = ROOT.parent / "shared"
 STRICT = os.environ.get("STRICT_TOOLS") == "1"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The image tests run last: ``./dev test`` builds the images in the background meanwhile."""
+    items.sort(key=lambda item: item.get_closest_marker("images") is not None)
+
+
 def require(condition: bool, reason: str) -> None:
     """Skip the test with a visible reason, or fail it in strict mode (CI)."""
     if condition:

@@ -280,6 +280,11 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
         enable_grpc=args.enable_grpc,
         enable_latency_logging=args.enable_latency_logging,
+        grace_period=args.grace_period,
+        reuse_port=args.reuse_port,
+        warm=router.warm,
+        # Once no request is served any more: the inference log's last batch goes to the detector.
+        flushes=[("the inference log", request_logger.close)] if request_logger is not None else [],
         # KServe keeps this in its context; the calls themselves go through the router's own clients.
         predictor_config=PredictorConfig(
             predictor_host=args.predictor_host,
@@ -291,8 +296,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     app.include_router(seed_router(server.dataplane, model))  # the original system's API, beside V1/V2
     server.start_unready([model])
-    if request_logger is not None:
-        request_logger.close()
 
 
 if __name__ == "__main__":

@@ -53,12 +53,18 @@ and the gauge ``housing_logger_sampling_ratio{endpoint}`` (the share last stampe
 ``batch_events=2`` each inference travels alone, with ``x-inference-id: ID``, for a hashing proxy in front of
 the replicas (Istio's ``consistentHash``; docs/kubernetes.md).
 
-A batch is sent once (at most once delivery): a failed POST (detector down, timeout, non-2xx, a header
-``http.client`` refuses) counts its inferences ``failed`` and is not retried, since the detector may have
-taken part of it. An inference whose events cannot be encoded is counted ``failed`` alone; the rest of its
-batch still goes. So every inference offered ends up ``delivered``, ``failed`` or ``dropped``, and a sender
-thread never stops on a failure; if one ever ends all the same, :attr:`RequestLogger.alive` turns false and
-the transformer's liveness with it (a restart is the only way back).
+A batch the detector cannot have taken is kept and sent again: the connection refused (the detector is
+restarting: nothing listens) or a 503 (it is not ready, or shutting down) leave the batch at the head of
+the buffer, retried with back-off (50 ms doubling to 1 s) while new inferences queue behind it, under the
+same bound (so a detector that stays away long enough costs sampled-out inferences, counted ``dropped``,
+never memory). Any other failure (a timeout, a reset mid-answer, another non-2xx, a header ``http.client``
+refuses) may have come after the detector took part of the batch: it counts the batch's inferences
+``failed`` and is not retried (at most once delivery). An inference whose events cannot be encoded is
+counted ``failed`` alone; the rest of its batch still goes. At shutdown, :meth:`RequestLogger.close` sends
+what waits (and retries a refused batch) until its timeout, then counts what is left ``failed``. So every
+inference offered ends up ``delivered``, ``failed`` or ``dropped``, and a sender thread never stops on a
+failure; if one ever ends all the same, :attr:`RequestLogger.alive` turns false and the transformer's
+liveness with it (a restart is the only way back).
 """
 
 from __future__ import annotations
@@ -108,6 +114,12 @@ BATCH_EVENTS = 1000
 the soak's machine), so batches are sized by the flush period: 1,700 inferences/s send about 85 per POST."""
 FLUSH_SECONDS = 0.05
 RATE_SECONDS = 1.0
+RETRY_SECONDS = (0.05, 1.0)
+"""First and longest wait before a batch the detector did not take is sent again."""
+
+
+class NotTakenError(Exception):
+    """The detector certainly did not take the batch (nothing listened, or it answered 503): send it again."""
 
 
 class Inference(NamedTuple):
@@ -248,6 +260,7 @@ class _Lane:
         self.buffer: deque[Inference] = deque()
         self.full = threading.Event()
         self.closing = False
+        self.give_up_at = float("inf")
         self.thread = threading.Thread(target=self.run, name=f"request-logger-{url}", daemon=True)
         self.thread.start()
 
@@ -280,23 +293,49 @@ class _Lane:
         return [buffer.popleft() for _ in range(min(size, len(buffer)))]
 
     def run(self) -> None:
+        retry = 0.0  # seconds before a batch the detector did not take is sent again (0: none waits)
         try:
             while True:
-                self.full.wait(self.owner.flush_seconds)
+                wait = retry or self.owner.flush_seconds
+                self.full.wait(min(wait, max(0.0, self.give_up_at - time.monotonic())))
                 self.full.clear()
                 closing = self.closing
                 while batch := self.take():
                     try:
                         self.owner.send(self.connection, batch)
+                    except NotTakenError as refusal:
+                        if closing and time.monotonic() >= self.give_up_at:
+                            log.warning("request logger: %d inferences not delivered at shutdown: %s",
+                                        len(batch) + len(self.buffer), refusal)  # fmt: skip
+                            self.owner.count(batch + self.take_all(), "failed")
+                            return
+                        self.buffer.extendleft(reversed(batch))  # first again; new ones queue behind
+                        if not retry:
+                            log.warning("request logger: %s did not take %d inferences (%s): keeping them, "
+                                        "sending again", self.url, len(self.buffer), refusal)  # fmt: skip
+                        retry = min(max(2 * retry, RETRY_SECONDS[0]), RETRY_SECONDS[1])
+                        break
                     except Exception:  # a fault of its own (send counts what it can foresee): never stop
                         log.exception("request logger: %d inferences to %s failed", len(batch), self.url)
                         self.owner.count(batch, "failed")
-                if closing:
-                    return
+                    if retry:
+                        log.info("request logger: %s takes inferences again", self.url)
+                        retry = 0.0
+                else:
+                    if closing:
+                        return
         finally:
             self.connection.close()
 
+    def take_all(self) -> list[Inference]:
+        """Every waiting inference."""
+        taken = []
+        while batch := self.take():
+            taken += batch
+        return taken
+
     def close(self, timeout: float) -> None:
+        self.give_up_at = time.monotonic() + max(0.0, timeout - self.owner.timeout)
         self.closing = True
         self.full.set()
         self.thread.join(timeout)
@@ -351,6 +390,9 @@ class RequestLogger:
         self.credential = {"x-api-key": api_key} if api_key else {}
         self.random = random.Random(seed)
         self.rates = SamplingRates(rate_seconds)
+        self.totals: Counter[str] = Counter()
+        """Inferences ``delivered`` and ``failed`` by this logger (the metrics count them too)."""
+        self._totals_lock = threading.Lock()
         self._lanes = [_Lane(self, url, max_queue) for url in self.urls]
 
     @property
@@ -411,10 +453,21 @@ class RequestLogger:
         """The ``housing_logger_inferences_total`` child, looked up once (``labels()`` costs a few µs)."""
         return LOGGER_INFERENCES.labels(component=self.component, endpoint=endpoint, outcome=outcome)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Send what is queued (within ``timeout``) and stop the threads."""
+    def close(self, timeout: float = 5.0) -> str:
+        """Send what is queued (within ``timeout``) and stop the threads; what was sent, with counts."""
+        waiting = sum(len(lane.buffer) for lane in self._lanes)
+        before = dict(self.totals)
+        deadline = time.monotonic() + timeout
         for lane in self._lanes:
-            lane.close(timeout)
+            lane.close(max(0.0, deadline - time.monotonic()))
+        after = {
+            outcome: self.totals[outcome] - before.get(outcome, 0) for outcome in ("delivered", "failed")
+        }
+        left = sum(len(lane.buffer) for lane in self._lanes)
+        return (
+            f"{waiting} inferences waiting: {after['delivered']} delivered, {after['failed']} failed, "
+            f"{left} left; in all {self.totals['delivered']} delivered, {self.totals['failed']} failed"
+        )
 
     def events(self, inference: Inference, rate: float) -> list[dict[str, Any]]:
         """The request and response events of ``inference``, as structured-mode CloudEvents (JSON objects)."""
@@ -479,7 +532,11 @@ class RequestLogger:
         return b"[" + b",".join(parts) + b"]", encoded
 
     def send(self, connection: Connection, batch: list[Inference]) -> None:
-        """POST one batch (from a sender thread) and count each of its inferences delivered or failed."""
+        """POST one batch (from a sender thread) and count each of its inferences delivered or failed.
+
+        Raises:
+            NotTakenError: The detector did not take the batch (nothing counted: the caller sends it again).
+        """
         now = time.monotonic()
         rates = {endpoint: self.rates.rate(endpoint, now) for endpoint in {item.endpoint for item in batch}}
         for endpoint, rate in rates.items():
@@ -496,8 +553,14 @@ class RequestLogger:
         outcome = "delivered"
         try:
             status = connection.post(body, headers)
+            if status == 503:
+                raise NotTakenError(f"the detector answered {status}")
             if not 200 <= status < 300:
                 raise http.client.HTTPException(f"the detector answered {status}")
+        except ConnectionRefusedError as error:
+            raise NotTakenError(f"connection refused: {error}") from None
+        except NotTakenError:
+            raise
         except Exception as error:  # unreachable, refused, or a header http.client cannot send (ValueError)
             outcome = "failed"
             log.warning(
@@ -511,6 +574,8 @@ class RequestLogger:
 
     def count(self, batch: list[Inference], outcome: str) -> None:
         """Count ``batch``'s inferences (and their events) ``delivered`` or ``failed``."""
+        with self._totals_lock:
+            self.totals[outcome] += len(batch)
         for endpoint, count in Counter(item.endpoint for item in batch).items():
             self._counter(endpoint, outcome).inc(count)
         sent = "sent" if outcome == "delivered" else outcome

@@ -6,7 +6,9 @@ Sub-commands:
 - ``canary NAME --model-uri URI --sha256 HEX --percent P``: start a canary.
 - ``analyze NAME --prometheus URL``: compare canary and stable against SLOs; exit 0 promote, 1 roll back,
   2 inconclusive (``--auto`` applies the verdict).
-- ``promote NAME`` / ``rollback NAME``: end the canary one way or the other.
+- ``promote NAME`` / ``rollback NAME``: end the canary one way or the other, print what changed and which
+  model the stable predictor serves; with ``--check`` (or ``--check-url``), predict until only that version
+  answers (:mod:`housing.rollout.verify`), exit 1 if it does not in time.
 
 With a transformer in front of the predictor (the Helm chart's shape), in either deployment mode, canary NAME
 of InferenceService STABLE is its own predictor-only InferenceService ``STABLE-NAME`` and the transformer
@@ -42,9 +44,10 @@ from housing.rollout.analysis import (
     verdict,
 )
 from housing.rollout.cluster import Cluster
-from housing.rollout.objects import DEFAULT_CANARY_NAME, ModelRef, RolloutError
+from housing.rollout.objects import DEFAULT_CANARY_NAME, ModelRef, RolloutError, predictor_spec, read_model
 from housing.rollout.plans import plan_canary, plan_promote, plan_rollback
 from housing.rollout.status import describe, print_description
+from housing.rollout.verify import wait_for_version
 
 HELP = "Canary rollouts of the InferenceService: status, canary, analyze, promote, rollback."
 
@@ -127,8 +130,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     analyze_parser.add_argument("--auto", action="store_true", help="promote or roll back as recommended")
     analyze_parser.add_argument("--canary-name", help="which canary --auto acts on (default: the only one)")
 
-    actions.add_parser("promote", parents=[cluster, dry, named], help="the canary becomes stable")
-    actions.add_parser("rollback", parents=[cluster, dry, named], help="remove the canary; stable untouched")
+    check = argparse.ArgumentParser(add_help=False)
+    check.add_argument(
+        "--check",
+        action="store_true",
+        help="then predict through the InferenceService's status.url until only the stable model's version "
+        "answers (x-model-version); exit 1 if it does not within --check-timeout",
+    )
+    check.add_argument(
+        "--check-url",
+        help="as --check, through this URL: the transformer as this machine reaches it (ingress, gateway, "
+        "kubectl port-forward); with --auth, HOUSING_PREDICT_KEY holds a key with the predict role",
+    )
+    check.add_argument(
+        "--check-timeout", type=float, default=300.0, help="seconds the check may take (default: %(default)g)"
+    )
+    actions.add_parser("promote", parents=[cluster, dry, named, check], help="the canary becomes stable")
+    actions.add_parser(
+        "rollback", parents=[cluster, dry, named, check], help="remove the canary; stable untouched"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,6 +188,27 @@ def _run(args: argparse.Namespace) -> int:
         steps = plan_rollback(seen, args.canary_name)
         hint = "Run the same command again"
     cluster.apply(steps, dry_run=args.dry_run, hint=hint)
+    if args.action in ("promote", "rollback") and not args.dry_run:
+        return _check(args, cluster)
+    return 0
+
+
+def _check(args: argparse.Namespace, cluster: Cluster) -> int:
+    """Say which model the stable predictor now serves; with ``--check``, wait until only it answers."""
+    stable = cluster.observe(args.name).stable
+    model = read_model(predictor_spec(stable))
+    print(f"the stable predictor of {cluster.namespace}/{args.name} serves version {model.version or '?'} "
+          f"({model.storage_uri})")  # fmt: skip
+    if not (args.check or args.check_url):
+        return 0
+    url = args.check_url or (stable.get("status") or {}).get("url")
+    if not url:
+        raise RolloutError(f"{args.name} has no status.url yet: give the transformer's URL with --check-url")
+    if not model.version:
+        raise RolloutError(
+            f"{args.name}'s predictor records no model version: nothing to check answers against"
+        )
+    wait_for_version(url, model.version, timeout=args.check_timeout)
     return 0
 
 

@@ -79,6 +79,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "logger-url": {"logger": {"url": "http://collector.observability.svc.cluster.local:9000/events"}},
     "istio": {"networkPolicy": {"istio": {"enabled": True}}},
     "edge": {
+        "networkPolicy": {"istio": {"enabled": True}},
         "edge": {
             "enabled": True,
             "host": "housing.contoso.com",
@@ -86,13 +87,18 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             # STRICT refuses plain text: the values confirm that Prometheus scrapes with Istio's certificates.
             "mtls": {"strict": True, "peersInMesh": {"prometheus": True}},
             "cors": {"allowOrigins": ["https://app.contoso.com"]},
-        }
+        },
     },
-    "knative-edge": {"deploymentMode": "Knative", "edge": {"enabled": True}},
+    "knative-edge": {
+        "deploymentMode": "Knative",
+        "networkPolicy": {"istio": {"enabled": True}},
+        "edge": {"enabled": True},
+    },
     # Knative with JWTs at the edge (no STRICT: the activator and autoscaler speak plain text), and a shadow.
     "knative-edge-auth": {
         "deploymentMode": "Knative",
         "model": {"sha256": SHA_A, "version": "1"},
+        "networkPolicy": {"istio": {"enabled": True}},
         "edge": {"enabled": True, "host": "housing.contoso.com", "auth": AUTH},
         "rollout": {
             "shadow": {
@@ -104,6 +110,22 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                     "version": "3",
                 },
             }
+        },
+    },
+    # The predictor's repository API, for operators with the admin app role (edge and auth on, a second model
+    # pinned beside the champion).
+    "repository-api": {
+        "model": {"sha256": SHA_A, "version": "1"},
+        "networkPolicy": {"istio": {"enabled": True}},
+        "edge": {"enabled": True, "host": "housing.contoso.com", "auth": AUTH},
+        "predictor": {
+            "repositoryApi": {"enabled": True},
+            "extraArgs": [
+                "--model",
+                f"housing-3=https://housingmodels.blob.core.windows.net/models/housing/3@{SHA_B}",
+                "--load",
+                "housing-3",
+            ],
         },
     },
     "highly-available": {

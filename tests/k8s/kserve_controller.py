@@ -129,6 +129,9 @@ def _check_extension(name: str, spec: dict[str, Any], annotations: dict[str, str
         return
     if annotations.get(KNATIVE_AUTOSCALER_CLASS, "").endswith("hpa.autoscaling.knative.dev"):
         return
+    # validateScalingKPACompExtension: Knative rolls its revisions itself.
+    if spec.get("deploymentStrategy") is not None:
+        raise AdmissionError("customizing deploymentStrategy is only supported for raw deployment mode")
     metric = metric or "concurrency"
     if metric not in KPA_METRICS:
         raise AdmissionError(f"[{metric}] is not a supported metric")
@@ -370,6 +373,31 @@ def derived_names(isvc: dict[str, Any]) -> dict[str, str]:
             if knative:
                 names[f"{component} revision"] = service + KNATIVE_REVISION_SUFFIX
     return names
+
+
+# reconcilers/deployment/deployment_reconciler.go setDefaultDeploymentSpec: the strategy of a Standard-mode
+# Deployment without a component deploymentStrategy (and without the configmap's deploy rollout settings).
+DEFAULT_ROLLOUT = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+DEFAULT_GRACE_SECONDS = 30  # deployment_reconciler.go: corev1.DefaultTerminationGracePeriodSeconds when unset
+
+
+def raw_deployment(isvc: dict[str, Any], component: str) -> dict[str, Any]:
+    """The parts of a Standard-mode component's Deployment that decide how its pods are replaced and stopped.
+
+    deployment_reconciler.go ``createRawDefaultDeployment``: "User-specified deployment strategy takes
+    precedence" (the component's ``deploymentStrategy``), else :data:`DEFAULT_ROLLOUT`; the pod spec is the
+    component's (its ``terminationGracePeriodSeconds``, else 30) with its containers as written (their
+    ``lifecycle`` included).
+    """
+    spec = isvc["spec"][component]
+    pod = {
+        key: value
+        for key, value in spec.items()
+        if key not in ("minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "labels", "annotations",
+                       "deploymentStrategy", "timeout", "logger", "batcher")
+    }  # fmt: skip
+    pod.setdefault("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+    return {"strategy": spec.get("deploymentStrategy") or DEFAULT_ROLLOUT, "pod": pod}
 
 
 def knative_container_ports(container: dict[str, Any]) -> list[dict[str, Any]]:

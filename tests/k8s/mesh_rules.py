@@ -18,7 +18,7 @@ of rule in the chart cannot pass unread.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # ---- Knative Serving ---------------------------------------------------------------------------------
@@ -290,8 +290,21 @@ def authorize(
     policy (peer_authentication.proto: "Connection is an mTLS tunnel (TLS with client cert must be
     presented)"); then authorization_policy.proto's evaluation: a matching DENY policy denies; with no ALLOW
     policy for the workload the request is allowed; otherwise it is allowed only if some ALLOW rule matches.
-    The request's ``claims`` stand for a token the workload's RequestAuthentication accepted.
+    The request's ``claims`` stand for a token the client sent; they count only when a RequestAuthentication
+    selecting the workload names their issuer (request_authentication.proto: a token no rule of the workload
+    accepts is refused, 401, and without any rule the request carries no ``request.auth``).
     """
+    if request.claims is not None:
+        issuers = {
+            rule.get("issuer")
+            for policy in documents
+            if policy.get("kind") == "RequestAuthentication" and _selects(policy, namespace, labels)
+            for rule in policy["spec"].get("jwtRules") or []
+        }
+        if not issuers:
+            request = replace(request, claims=None)
+        elif request.claims.get("iss") not in issuers:
+            return Decision(False, "RequestAuthentication: a token of another issuer is refused (401)")
     for policy in documents:
         if policy.get("kind") != "PeerAuthentication" or not _selects(policy, namespace, labels):
             continue
@@ -329,3 +342,147 @@ def authorize(
 # as Kubernetes would, no longer to loopback; an application bound to 127.0.0.1 gets no traffic from other
 # pods.
 SIDECAR_INBOUND_TARGET = "pod IP"
+# istio/istio 86c9f01f pilot/pkg/networking/core/listener_address.go (InboundPassthroughBindIpv4, "6 is the
+# magical number for inbound: 15006, 127.0.0.6, ::6") and cluster_builder.go (the inbound cluster's
+# UpstreamBindConfig when the application does not listen on localhost): the sidecar's connections to the
+# application come from this address. The rewritten probes too (pilot-agent/status/server.go dials the pod IP,
+# appProbersDestination, from upstreamLocalAddress), so they bypass the inbound listener and its policies.
+INBOUND_PASSTHROUGH_SOURCE = "127.0.0.6"
+# pkg/config/mesh/mesh.go DefaultProxyConfig: TerminationDrainDuration 5 s; pkg/envoy/agent.go terminate(): on
+# SIGTERM pilot-agent drains, waits terminationDrainDuration, then stops Envoy. A classic (not native) sidecar
+# has no preStop, so it gets SIGTERM when the pod is deleted, beside the application's preStop.
+TERMINATION_DRAIN_SECONDS = 5.0
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+
+
+def sidecar_drain_seconds(pod_annotations: Mapping[str, str]) -> float:
+    """How long a classic sidecar serves after the pod's deletion: ``terminationDrainDuration`` of the pod's
+    ``proxy.istio.io/config`` annotation (a ProxyConfig in YAML or JSON), else the mesh default."""
+    import yaml
+
+    config = yaml.safe_load(pod_annotations.get(PROXY_CONFIG_ANNOTATION) or "{}") or {}
+    duration = str(config.get("terminationDrainDuration", f"{TERMINATION_DRAIN_SECONDS:g}s"))
+    if not duration.endswith("s") or duration.endswith("ms"):
+        raise NotImplementedError(f"mesh_rules reads durations in seconds, not {duration}")
+    return float(duration[:-1])
+
+
+# ---- Where requests reach a container, and who they seem to come from -----------------------------------
+
+
+def arrival_addresses(knative: bool) -> set[str]:
+    """The addresses inside the pod that the container's callers connect to (what its listener must cover).
+
+    Standard mode (a Deployment), and any pod outside Knative: the Service's endpoints, the kubelet's probes
+    ("Host name to connect to, defaults to the pod IP", core/v1 HTTPGetAction), Prometheus (the pod's address
+    as target) and the Istio sidecar (:data:`SIDECAR_INBOUND_TARGET`) all come to the pod IP. Knative mode
+    adds loopback: the queue-proxy forwards every request to ``127.0.0.1:PORT`` and probes readiness there
+    (:data:`QUEUE_PROXY_UPSTREAM`), while liveness and Prometheus still come to the pod IP.
+    """
+    return {"pod IP", QUEUE_PROXY_UPSTREAM} if knative else {"pod IP"}
+
+
+def listener_covers(bind_address: str, arrival: str, pod_ip: str) -> bool:
+    """Whether a socket bound to ``bind_address`` accepts a connection to ``arrival`` ("pod IP" or an
+    address)."""
+    target = pod_ip if arrival == "pod IP" else arrival
+    return bind_address in ("0.0.0.0", target)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """A proxy on a request's way to the container.
+
+    Attributes:
+        name: What it is.
+        address: The address the next hop sees the connection come from.
+        appends: Whether it appends the address it got the request from to ``X-Forwarded-For``.
+    """
+
+    name: str
+    address: str
+    appends: bool
+
+
+def gateway(address: str) -> Hop:
+    """An Istio gateway: pilot/pkg/networking/core/gateway.go builds its HTTP connection manager with
+    ``useRemoteAddress: true`` (and ``xffNumTrustedHops`` 0), so Envoy appends the downstream address."""
+    return Hop("gateway", address, appends=True)
+
+
+def sidecar() -> Hop:
+    """The pod's own sidecar, inbound: listener_inbound.go ``useRemoteAddress: false`` (Envoy leaves
+    ``X-Forwarded-For`` as it came), connecting from :data:`INBOUND_PASSTHROUGH_SOURCE`."""
+    return Hop("sidecar", INBOUND_PASSTHROUGH_SOURCE, appends=False)
+
+
+def activator(address: str) -> Hop:
+    """Knative's activator: pkg/http/proxy.go ``NewHeaderPruningReverseProxy`` is a Go
+    ``httputil.ReverseProxy`` with a ``Director``, which appends the client's address (the connection's) to
+    ``X-Forwarded-For``."""
+    return Hop("activator", address, appends=True)
+
+
+def queue_proxy() -> Hop:
+    """Knative's queue-proxy: the same reverse proxy (pkg/queue/sharedmain/main.go ``buildProxyHandler``), to
+    :data:`QUEUE_PROXY_UPSTREAM`."""
+    return Hop("queue-proxy", QUEUE_PROXY_UPSTREAM, appends=True)
+
+
+def arrive(client: str, hops: list[Hop], forged: str | None = None) -> tuple[str, str | None]:
+    """The peer address and ``X-Forwarded-For`` a request from ``client`` arrives with after ``hops``.
+
+    Args:
+        client: The client's own address.
+        hops: The proxies in order, first the one the client connects to.
+        forged: An ``X-Forwarded-For`` the client sends itself.
+    """
+    forwarded = [forged] if forged else []
+    previous = client
+    for hop in hops:
+        if hop.appends:
+            forwarded.append(previous)
+        previous = hop.address
+    return previous, ", ".join(forwarded) or None
+
+
+# ---- Knative: what a revision may carry, and how its pods stop ---------------------------------------
+
+# pkg/queue/sharedmain/main.go drainSleepDuration: on SIGTERM the queue-proxy answers probes 503 and keeps
+# serving until no request came for this long (knative.dev/pkg network/handlers/drain.go Drain: "blocks until
+# QuietPeriod has elapsed since the last request").
+DRAIN_SLEEP_SECONDS = 30.0
+# pkg/apis/config/defaults.go DefaultRevisionTimeoutSeconds: a revision's timeoutSeconds, unless the
+# InferenceService component sets `timeout`; revision/resources/deploy.go BuildPodSpec makes it the pod's
+# terminationGracePeriodSeconds.
+DEFAULT_REVISION_TIMEOUT_SECONDS = 300
+# pkg/networking/constants.go QueueAdminPort, pkg/queue/constants.go RequestQueueDrainPath: deploy.go
+# (userLifecycle, makeContainer) gives every user container this preStop, whatever the spec said, so the
+# container gets SIGTERM only once the queue-proxy has drained.
+QUEUE_DRAIN_PRE_STOP = {"httpGet": {"port": 8022, "path": "/wait-for-drain"}}
+
+
+def knative_refusals(component: Mapping[str, Any]) -> list[str]:
+    """The fields of an InferenceService component that Knative's webhook refuses in the revision it becomes.
+
+    pkg/apis/serving/fieldmask.go: ``ContainerMask`` drops ``lifecycle``, ``PodSpecMask`` drops
+    ``terminationGracePeriodSeconds``; ``EnvVarSourceMask`` keeps ``fieldRef`` only with the
+    ``kubernetes.podspec-fieldref`` feature (off by default); k8s_validation.go ``CheckDisallowedFields``
+    turns each dropped field into an error.
+    """
+    refused = []
+    if "terminationGracePeriodSeconds" in component:
+        refused.append("terminationGracePeriodSeconds")
+    for container in component.get("containers") or []:
+        if "lifecycle" in container:
+            refused.append(f"{container['name']}.lifecycle")
+        for item in container.get("env") or []:
+            if "fieldRef" in (item.get("valueFrom") or {}):
+                refused.append(f"{container['name']}.env[{item['name']}].valueFrom.fieldRef")
+    return refused
+
+
+def knative_stop(component: Mapping[str, Any]) -> tuple[float, float]:
+    """(seconds until the user container gets SIGTERM at the earliest, the pod's grace period) in Knative
+    mode: the queue-proxy's drain comes first, and the grace period is the revision's timeout."""
+    return DRAIN_SLEEP_SECONDS, float(component.get("timeout", DEFAULT_REVISION_TIMEOUT_SECONDS))

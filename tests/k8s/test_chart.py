@@ -111,9 +111,12 @@ def test_the_strict_crd_check_refuses_an_unknown_field(
     assert any("canaryTrafficPercents" in error.message for error in isvc_validator.iter_errors(isvc))
 
 
-def _predictor_args(predictor: dict[str, Any]) -> dict[str, str]:
-    args = predictor["containers"][0]["args"]
-    return dict(zip(args[::2], args[1::2], strict=True))
+def _predictor_args(predictor: dict[str, Any]) -> dict[str, str | bool]:
+    """Each flag with its value (``True`` for a switch such as ``--enable_repository_api``)."""
+    args = [str(arg) for arg in predictor["containers"][0]["args"]]
+    values = [*args[1:], "--"]
+    return {arg: True if value.startswith("--") else value
+            for arg, value in zip(args, values, strict=True) if arg.startswith("--")}  # fmt: skip
 
 
 def test_predictor_runs_the_contract_command_with_a_pinned_model(renders: dict[str, Render]) -> None:
@@ -127,6 +130,10 @@ def test_predictor_runs_the_contract_command_with_a_pinned_model(renders: dict[s
         "--expected_sha256": SHA_A,
         "--http_port": "8080",
         "--grpc_port": "8081",
+        # The listener and the input limits: tests/k8s/test_listeners.py and test_limits.py.
+        "--bind_address": "$(POD_IP)",
+        "--max_header_bytes": "8192",
+        "--max_batch_rows": "1000",
     }
     # The predictor downloads and verifies the model itself: no KServe storage initializer is triggered.
     assert "storageUri" not in predictor and "model" not in predictor
@@ -151,7 +158,7 @@ def test_transformer_reaches_the_predictor_with_its_protocol(renders: dict[str, 
         assert "--predictor_host" not in args and "--http_port" not in args
         assert args[args.index("--model_name") + 1] == _predictor_args(spec["predictor"])["--model_name"]
         assert args[args.index("--protocol") + 1] == "v2"
-        assert {env["name"]: env["value"] for env in predictor["env"]}["PROTOCOL"] == "v2"
+        assert {env["name"]: env.get("value") for env in predictor["env"]}["PROTOCOL"] == "v2"
         # KServe's predictor Service targets the container's first port, 8080, where the V2 REST API listens.
         assert predictor["ports"][0] == {"name": "http1", "containerPort": 8080, "protocol": "TCP"}
         assert _predictor_args(spec["predictor"])["--http_port"] == "8080"
@@ -195,6 +202,9 @@ def test_detector_runs_the_contract_command(renders: dict[str, Render]) -> None:
         "--retrain_action": "k8s-job",
         "--retrain_min_labels": "0",
         "--job_template": "/etc/detector/job-template.yaml",
+        "--max_rows": "1000",
+        "--bind_address": "$(POD_IP)",
+        "--max_header_bytes": "8192",
     }
     mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
     assert mounts["/var/lib/detector"] == "state" and mounts["/etc/detector"] == "job-template"
@@ -292,6 +302,11 @@ def test_a_canary_is_its_own_inference_service_in_either_mode(renders: dict[str,
 def test_workload_identity(renders: dict[str, Render]) -> None:
     rendered = renders["aks-workload-identity"]
     for account in rendered.of_kind("ServiceAccount"):
+        if (
+            account["metadata"]["name"] == f"{FULLNAME}-transformer"
+        ):  # reads no Blob Storage: no Azure identity
+            assert "annotations" not in account["metadata"]
+            continue
         assert account["metadata"]["annotations"]["azure.workload.identity/client-id"] == CLIENT_ID
     isvc = rendered.one("InferenceService", FULLNAME)
     assert isvc["spec"]["predictor"]["labels"]["azure.workload.identity/use"] == "true"
@@ -393,7 +408,8 @@ def test_notes_render_for_every_mode(tmp_path: Path) -> None:
         )
         notes = parse(shown.stdout)[0]["data"]["notes"]
         assert "/v2/models/housing/infer" in notes and "/v1/models/housing:predict" in notes, notes
-        assert f"svc/{FULLNAME}-transformer" in notes
+        assert f"URL=http://{FULLNAME}-transformer.{NAMESPACE}.svc.cluster.local" in notes
+        assert "port-forward svc/" not in notes  # the servers listen on the pod's address, not localhost
         if name == "defaults":
             assert "WARNING: model.sha256 is empty" in notes
         else:

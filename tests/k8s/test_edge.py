@@ -85,9 +85,12 @@ def test_tls_at_the_gateway_and_plain_http_redirected(renders: dict[str, Render]
 
 def test_routes_reach_the_transformer_and_feedback_the_detector(renders: dict[str, Render]) -> None:
     (service,) = by_kind(renders["edge"], "VirtualService")
-    feedback, inference = service["spec"]["http"]
-    assert feedback["match"] == [{"uri": {"exact": "/feedback"}}]
-    assert feedback["route"][0]["destination"]["host"] == f"{FULLNAME}-detector.{NAMESPACE}.svc.cluster.local"
+    detector, inference = service["spec"]["http"]
+    # The detector's routes that need an app role (test_authorization.py sends each through its policy).
+    assert detector["match"] == [
+        {"uri": {"exact": path}} for path in ("/feedback", "/status", "/report", "/outcomes")
+    ]
+    assert detector["route"][0]["destination"]["host"] == f"{FULLNAME}-detector.{NAMESPACE}.svc.cluster.local"
     # The Service KServe derives for the transformer (ISVC-transformer, port 80).
     assert inference["route"][0]["destination"] == {
         "host": f"{FULLNAME}-transformer.{NAMESPACE}.svc.cluster.local",
@@ -139,9 +142,13 @@ def test_predictions_need_a_token_with_the_predict_role(renders: dict[str, Rende
 
 
 def test_feedback_needs_the_feedback_role_and_events_the_transformer(renders: dict[str, Render]) -> None:
-    events, feedback, _, _ = rules_for(renders["edge"], "detector")
-    assert events["from"][0]["source"]["principals"] == [f"cluster.local/ns/{NAMESPACE}/sa/{FULLNAME}"]
-    assert feedback["to"][0]["operation"] == {"methods": ["POST"], "paths": ["/feedback"]}
+    events, feedback, *_ = rules_for(renders["edge"], "detector")
+    # The transformer's own service account: the other workloads of the release run as another.
+    assert events["from"][0]["source"]["principals"] == [
+        f"cluster.local/ns/{NAMESPACE}/sa/{FULLNAME}-transformer"
+    ]
+    assert events["to"][0]["operation"]["paths"] == ["/", "/events"]
+    assert feedback["to"][0]["operation"] == {"ports": ["8080"], "methods": ["POST"], "paths": ["/feedback"]}
     assert feedback["when"] == [{"key": "request.auth.claims[roles]", "values": ["Housing.Feedback"]}]
     # The gateway may reach the detector only when /feedback is routed (auth on).
     assert allowed(renders["edge"], "gateway", "detector", 8080)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from explainer.__main__ import parse_args as explainer_args
 from tests.k8s import kserve_controller as kserve
+from tests.k8s import servers
 from tests.k8s.conftest import NAMESPACE, SHA_B, Render, render
 from tests.k8s.test_kserve_controller import flag_values, stable, transformer_args
 from tests.k8s.test_network_policies import allowed
@@ -31,7 +31,7 @@ def test_the_explainer_serves_the_stable_artifact_pinned_to_model_joblib(renders
         container = explainer(renders[name])["containers"][0]
         assert container["command"] == ["python", "-m", "explainer"]
         assert container["image"].rsplit("/", 1)[-1].startswith("housing-explainer:")
-        args = explainer_args(kserve.custom_explainer_args(isvc))
+        args = servers.parse(renders[name], "explainer")  # with KServe's flags, $(POD_IP) expanded
         predictor = isvc["spec"]["predictor"]["containers"][0]["args"]
         assert args.storage_uri == predictor[predictor.index("--storage_uri") + 1], name
         assert (args.model_name, args.http_port, args.enable_grpc) == ("housing", 8080, False), name

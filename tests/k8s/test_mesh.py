@@ -216,27 +216,10 @@ def test_mesh_callers_reach_the_knative_pods_they_call(renders: dict[str, Render
         assert not allowed(rendered, "predictor", "explainer", mesh.QUEUE_PORT), name
 
 
-def test_the_user_container_is_reached_on_loopback_and_on_the_pod_ip(renders: dict[str, Render]) -> None:
-    """Where each mode's callers reach the container (what the servers' listening address must cover): in
-    Knative mode the queue-proxy forwards and probes readiness on 127.0.0.1 (sharedmain/main.go,
-    health/probe.go) while the kubelet's liveness probe, Prometheus and the sidecar's inbound traffic come to
-    the pod IP; in Standard mode everything comes to the pod IP."""
-    knative = stable(renders["knative-canary"])
-    for component in ("predictor", "transformer"):
-        container = knative["spec"][component]["containers"][0]
-        assert mesh.QUEUE_PROXY_UPSTREAM == "127.0.0.1"
-        assert container["livenessProbe"]["httpGet"]["port"] == 8080  # kubelet: pod IP
-        assert container["ports"][0]["containerPort"] == 8080
-    monitors = {
-        m["metadata"]["name"].rsplit("-", 1)[-1]: m for m in renders["knative-canary"].of_kind("PodMonitor")
-    }
-    assert monitors["transformer"]["spec"]["podMetricsEndpoints"][0]["port"] == kserve.KNATIVE_USER_PORT_NAME
-    assert mesh.SIDECAR_INBOUND_TARGET == "pod IP"
-
-
 def strict_values(mode_name: str, **peers: bool) -> dict[str, Any]:
     return {
         "deploymentMode": mode_name,
+        "networkPolicy": {"istio": {"enabled": True}},
         "edge": {"enabled": True, "mtls": {"strict": True, "peersInMesh": peers}},
     }
 

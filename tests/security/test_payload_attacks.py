@@ -530,7 +530,7 @@ def test_a_model_file_swapped_after_its_check_is_never_unpickled(
 # --- readiness agrees with the served model -----------------------------------------------------------------
 
 
-def test_readiness_turns_red_when_the_served_model_is_unloaded(
+def test_the_served_model_is_never_unloaded_and_readiness_follows_the_champion(
     artifact_dir: Path, tmp_path: Path, reference_rows: np.ndarray
 ) -> None:
     pin = read_metadata(artifact_dir)[ONNX_SHA256]
@@ -538,24 +538,23 @@ def test_readiness_turns_red_when_the_served_model_is_unloaded(
     args = ["-m", "predictor", "--model_name", MODEL, "--http_port", str(port),
             "--grpc_port", str(free_port()), "--champion", "housing-1", "--load", "housing-2",
             "--model", f"housing-1={artifact_dir}@{pin}",
-            "--model", f"housing-2={artifact_dir}@{pin}"]  # fmt: skip
+            "--model", f"housing-2={artifact_dir}@{pin}", "--enable_repository_api"]  # fmt: skip
     service = python_service("multimodel", args, tmp_path).start()
     url = f"http://{HOST}:{port}"
     try:
         service.wait_ready(f"{url}/v2/health/ready", timeout=120)
         body = tensor_v2("ready", reference_rows[:1])
-        unload = send(port, f"/v2/repository/models/{MODEL}/unload", b"", JSON)
-        served = send(port, f"/v2/models/{MODEL}/infer", body, JSON).status
-        ready = send(port, "/v2/health/ready", method="GET").status
-        if unload.status == 409:  # refused: the champion is still served, and the server still ready
-            assert (served, ready) == (200, 200)
-            return
-        assert unload.status == 200, unload.body[:300]
-        assert (served, ready) == (404, 503)  # main: 404 and 200
-        assert send(port, "/v2/models/housing-2/infer", body, JSON).status == 200  # the other still answers
+        for name in (MODEL, "housing-1"):  # the alias, and the model it resolves to: refused, still served
+            unload = send(port, f"/v2/repository/models/{name}/unload", b"", JSON)
+            assert unload.status == 409, unload.body[:300]  # main: 200, then 404 on every prediction
+            assert send(port, f"/v2/models/{MODEL}/infer", body, JSON).status == 200
+            assert send(port, "/v2/health/ready", method="GET").status == 200
         load = send(port, "/v2/repository/models/housing-2/load", {"parameters": {"champion": True}}, JSON)
         assert load.status == 200, load.body[:300]
+        unload = send(port, "/v2/repository/models/housing-1/unload", b"", JSON)
+        assert unload.status == 200, unload.body[:300]  # no longer the champion
+        assert send(port, "/v2/models/housing-1/infer", body, JSON).status == 404
+        assert send(port, f"/v2/models/{MODEL}/infer", body, JSON).status == 200  # the alias: housing-2
         assert send(port, "/v2/health/ready", method="GET").status == 200
-        assert send(port, f"/v2/models/{MODEL}/infer", body, JSON).status == 200
     finally:
         service.stop()

@@ -239,7 +239,8 @@ def test_unreachable_logger_counts_failures():
 
 
 class _Closer(BaseHTTPRequestHandler):
-    """Answers ``/`` with 202 and keeps the connection; ``/refuse`` with 503; then closes idle connections."""
+    """Answers ``/`` with 202 and keeps the connection, ``/refuse`` with 503, ``/fail`` with 500; then closes
+    idle connections."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as a detector behind uvicorn does
     timeout = 0.2  # an idle keep-alive connection is closed after 0.2 s: the sender's next batch meets it
@@ -247,7 +248,7 @@ class _Closer(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["content-length"]))
         self.server.posts.append(self.path)  # type: ignore[attr-defined]
-        self.send_response(503 if self.path == "/refuse" else 202)
+        self.send_response({"/refuse": 503, "/fail": 500}.get(self.path, 202))
         self.send_header("content-length", "0")
         self.end_headers()
 
@@ -278,16 +279,44 @@ def test_connection_is_kept_alive_and_renewed_when_the_detector_closed_it(closer
     connection.close()
 
 
-def test_a_refused_batch_counts_its_inferences_failed_and_the_next_is_delivered(closer):
+def test_a_failed_batch_counts_its_inferences_failed_once(closer):
     base, posts = closer
-    refused = RequestLogger(f"{base}/refuse", component="test-refused", batch_events=2)
-    before = inferences("test-refused", "failed")
-    refused.log(["crim"], np.array([[0.1]]), np.array([20.0]), model_version="v1")
-    refused.close()
-    assert inferences("test-refused", "failed") == before + 1 and posts == ["/refuse"]
+    failing = RequestLogger(f"{base}/fail", component="test-failed", batch_events=2)
+    before = inferences("test-failed", "failed")
+    failing.log(["crim"], np.array([[0.1]]), np.array([20.0]), model_version="v1")
+    failing.close()
+    assert inferences("test-failed", "failed") == before + 1 and posts == ["/fail"]  # maybe taken: once
     with pytest.raises(ValueError, match="http"):
         Connection("ftp://detector/", timeout=1.0)
     assert Connection("https://detector.example:8443/events?x=1", 1.0).path == "/events?x=1"
+
+
+def test_a_batch_the_detector_did_not_take_is_sent_again_until_close_gives_up(closer):
+    base, posts = closer
+    refused = RequestLogger(f"{base}/refuse", component="test-refused", batch_events=2, timeout=0.5)
+    refused.log(["crim"], np.array([[0.1]]), np.array([20.0]), model_version="v1")
+    time.sleep(0.3)  # 503: sent again after 50 ms, 100 ms, ...
+    assert len(posts) >= 2 and set(posts) == {"/refuse"}
+    assert inferences("test-refused", "failed") == 0
+    assert "1 failed" in refused.close(timeout=1.0)  # retried until 0.5 s before the end, then counted
+    assert inferences("test-refused", "failed") == 1
+
+
+def test_events_kept_while_nothing_listens_reach_the_detector_once_it_is_back():
+    port = free_port()
+    logger = RequestLogger(f"http://127.0.0.1:{port}/", component="test-restart", batch_events=4)
+    for _ in range(5):  # nothing listens: connection refused, kept
+        logger.log(["crim"], np.array([[0.1]]), np.array([20.0]), model_version="v1")
+    time.sleep(0.3)
+    server = ThreadingHTTPServer(("127.0.0.1", port), _Closer)
+    server.posts = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert "in all 5 delivered, 0 failed" in logger.close(timeout=5.0)
+        assert inferences("test-restart", "delivered") == 5 and inferences("test-restart", "failed") == 0
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def inferences(component: str, outcome: str, endpoint: str = "default") -> float:

@@ -17,11 +17,13 @@ annotations:
   {{- with $v.model.version }}
   housing.kserve.dev/model-version: {{ . | quote }}
   {{- end }}
+  {{- with (include "housing.sidecarAnnotations" (dict "ctx" $ "component" "explainer") | trim) }}{{ . | nindent 2 }}{{ end }}
 serviceAccountName: {{ include "housing.serviceAccountName" $ }}
 minReplicas: {{ $v.explainer.minReplicas }}
 maxReplicas: {{ $v.explainer.maxReplicas }}
 scaleMetric: {{ include "housing.scaleMetric" (dict "ctx" $ "component" $v.explainer) }}
 scaleTarget: {{ $v.explainer.scaleTarget }}
+{{- include "housing.podShutdown" (dict "ctx" $ "component" "explainer") }}
 {{- include "housing.topologySpread" (dict "ctx" $ "component" "explainer" "endpoint" "default") }}
 containers:
   - name: kserve-container
@@ -40,6 +42,7 @@ containers:
       # :explain is V1 REST only (KServe has no V2 or gRPC form of it).
       - --enable_grpc
       - "false"
+      {{- include "housing.listenerArgs" (dict "ctx" $ "component" "explainer") | nindent 6 }}
       {{- range $v.explainer.extraArgs }}
       - {{ . | quote }}
       {{- end }}
@@ -48,6 +51,7 @@ containers:
         value: "1"
       - name: TMPDIR
         value: /tmp
+      {{- with (include "housing.podIpEnv" (dict "ctx" $ "component" "explainer") | trim) }}{{ . | nindent 6 }}{{ end }}
     ports:
       - name: http1
         containerPort: 8080
@@ -61,6 +65,7 @@ containers:
       httpGet: {path: /v2/health/live, port: 8080}
       periodSeconds: 15
       failureThreshold: 4
+    {{- with (include "housing.preStop" $ | trim) }}{{ . | nindent 4 }}{{ end }}
     resources:
       {{- toYaml $v.explainer.resources | nindent 6 }}
     securityContext:

@@ -94,6 +94,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "housing.serviceAccountName" -}}{{ include "housing.fullname" . }}{{- end -}}
+{{- define "housing.transformerServiceAccountName" -}}{{ include "housing.fullname" . }}-transformer{{- end -}}
+{{/* The transformer's mTLS identity in the mesh (SPIFFE: cluster.local/ns/NAMESPACE/sa/ACCOUNT). */}}
+{{- define "housing.transformerPrincipal" -}}
+cluster.local/ns/{{ .Release.Namespace }}/sa/{{ include "housing.transformerServiceAccountName" . }}
+{{- end -}}
 {{- define "housing.detectorName" -}}{{ include "housing.fullname" . }}-detector{{- end -}}
 
 {{/* The InferenceService of a canary: (dict "ctx" $ "name" CANARY_NAME). */}}
@@ -147,11 +152,13 @@ annotations:
   {{- with .model.version }}
   housing.kserve.dev/model-version: {{ . | quote }}
   {{- end }}
+  {{- with (include "housing.sidecarAnnotations" (dict "ctx" $ "component" "predictor") | trim) }}{{ . | nindent 2 }}{{ end }}
 serviceAccountName: {{ include "housing.serviceAccountName" $ }}
 minReplicas: {{ $values.predictor.minReplicas }}
 maxReplicas: {{ $values.predictor.maxReplicas }}
 scaleMetric: {{ include "housing.scaleMetric" (dict "ctx" $ "component" $values.predictor) }}
 scaleTarget: {{ $values.predictor.scaleTarget }}
+{{- include "housing.podShutdown" (dict "ctx" $ "component" "predictor") }}
 {{- /* No `logger`: the transformer logs (values.yaml `logger`). With one, KServe would also point the
        predictor Service at its agent's port 9081 (service_reconciler.go). */}}
 {{- include "housing.topologySpread" (dict "ctx" $ "component" "predictor" "endpoint" .endpoint) }}
@@ -173,6 +180,11 @@ containers:
       - "8080"
       - --grpc_port
       - "8081"
+      {{- include "housing.listenerArgs" (dict "ctx" $ "component" "predictor") | nindent 6 }}
+      {{- if $values.predictor.repositoryApi.enabled }}
+      # The V2 repository API over the models pinned in extraArgs: the admin role (edge.yaml), nobody else.
+      - --enable_repository_api
+      {{- end }}
       {{- range $values.predictor.extraArgs }}
       - {{ . | quote }}
       {{- end }}
@@ -181,6 +193,7 @@ containers:
       # Not STORAGE_URI: that env var would make KServe add its storage initializer.
       - name: PROTOCOL
         value: v2
+      {{- with (include "housing.podIpEnv" (dict "ctx" $ "component" "predictor") | trim) }}{{ . | nindent 6 }}{{ end }}
       - name: OMP_NUM_THREADS
         value: {{ $values.predictor.ompNumThreads | quote }}
       - name: TMPDIR
@@ -199,6 +212,7 @@ containers:
       httpGet: {path: /v2/health/live, port: 8080}
       periodSeconds: 15
       failureThreshold: 4
+    {{- with (include "housing.preStop" $ | trim) }}{{ . | nindent 4 }}{{ end }}
     resources:
       {{- toYaml $values.predictor.resources | nindent 6 }}
     securityContext:
@@ -335,11 +349,199 @@ when:
 {{- end -}}
 
 
+{{/* An AuthorizationPolicy rule: the `open` GETs of a KServe server (serving/policy.py: liveness, readiness,
+     metadata, the OpenAPI document), and of the transformer also the original API's /health: (list EXTRA_PATH...). */}}
+{{- define "housing.edge.open" -}}
+- to:
+    - operation:
+        ports: {{ include "housing.edge.ports" (dict "ctx" (index . 0) "probes" true) }}
+        methods: [GET]
+        paths: {{ toJson (concat (list "/" "/openapi.json" "/v2" "/v2/health/*" "/v1/models" "/v1/models/*" "/v2/models" "/v2/models/*") (rest .)) }}
+{{- end -}}
+
+{{/* The ports requests to a KServe server arrive on, as its sidecar sees them: the container's 8080 in Standard
+     mode; the queue-proxy's 8012 in Knative mode (deploy.go: every request enters there), and for GETs also the
+     container's 8080, where the kubelet's liveness probe comes (rewriteUserLivenessProbe) when Istio does not
+     rewrite probes. (dict "ctx" $ "probes" BOOL) */}}
+{{- define "housing.edge.ports" -}}
+{{- if ne (include "housing.mode" .ctx) "Knative" }}["8080"]{{ else if .probes }}["8012", "8080"]{{ else }}["8012"]{{ end -}}
+{{- end -}}
+
+{{/* AuthorizationPolicy rules in Knative mode: the activator probes every pod, GET /healthz with
+     K-Network-Probe: queue on the queue-proxy's 8012 (revision_backends.go probe()), and the autoscaler scrapes the
+     queue-proxy's statistics on 9090 (stats_scraper.go); both in plain text unless knative-serving is in the mesh,
+     without a token. A 403 to the probe keeps the pod out of the activator's healthy set for good. The
+     queue-proxy answers both itself. Nothing in Standard mode. */}}
+{{- define "housing.edge.knative" -}}
+{{- if eq (include "housing.mode" .) "Knative" }}
+- to:
+    - operation:
+        ports: ["8012"]
+        methods: [GET]
+        paths: ["/healthz"]
+  when:
+    - key: request.headers[K-Network-Probe]
+      values: [queue]
+- to:
+    - operation:
+        ports: ["9090"]
+        methods: [GET]
+        paths: ["/metrics"]
+{{- end }}
+{{- end -}}
+
 {{/* Knative mode: a component's own Knative Service gets no public route (Knative copies its labels to the
      Route, route/config/domain.go LookupDomainForLabels), while the InferenceService's host still does. Only
      the transformer's must stay public: KServe derives the InferenceService's host from it. */}}
 {{- define "housing.knativeClusterLocal" -}}
 {{- if eq (include "housing.mode" .) "Knative" }}
 networking.knative.dev/visibility: cluster-local
+{{- end }}
+{{- end -}}
+
+{{/* Whether Istio sidecars front the release's pods: the edge's policies need them, and networkPolicy.istio says
+     so. (_validate.tpl refuses the edge with NetworkPolicies but without networkPolicy.istio.) */}}
+{{- define "housing.sidecars" -}}
+{{- if or .Values.edge.enabled .Values.networkPolicy.istio.enabled }}true{{ end -}}
+{{- end -}}
+
+{{/* Whether a component's listener must cover loopback: in Knative mode the queue-proxy forwards every request and
+     probes readiness on 127.0.0.1 (knative/serving pkg/queue/sharedmain/main.go, pkg/queue/health/probe.go), while
+     the kubelet's liveness probe and Prometheus come to the pod IP (deploy.go rewriteUserLivenessProbe), so only
+     0.0.0.0 covers both; Knative also refuses the downward API's fieldRef in a revision unless the cluster turned
+     kubernetes.podspec-fieldref on (pkg/apis/serving/k8s_validation.go, EnvVarSourceMask). The detector is a
+     Deployment of the chart's own: its pod IP. (dict "ctx" $ "component" NAME) */}}
+{{- define "housing.allInterfaces" -}}
+{{- if and (eq (include "housing.mode" .ctx) "Knative") (ne .component "detector") }}true{{ end -}}
+{{- end -}}
+
+{{/* The POD_IP variable the listener binds (the downward API), where the pod IP is the address. */}}
+{{- define "housing.podIpEnv" -}}
+{{- if not (include "housing.allInterfaces" .) }}
+# The address the server binds: the Service, the kubelet, Prometheus and the Istio sidecar come there.
+- name: POD_IP
+  valueFrom:
+    fieldRef: {fieldPath: status.podIP}
+{{- end }}
+{{- end -}}
+
+{{/* The listener and input-limit flags of a server (serving/edge.py), from its values: (dict "ctx" $ "component"
+     NAME). Bind: the pod IP, or 0.0.0.0 in Knative mode (housing.allInterfaces). Trusted proxies: 127.0.0.6 where a
+     sidecar fronts the pod (Istio's inbound passthrough source, pilot listener_address.go; the sidecar adds no
+     X-Forwarded-For of its own, listener_inbound.go useRemoteAddress false), 127.0.0.1 in Knative mode (the
+     queue-proxy, a Go ReverseProxy that appends the address it got the request from), then servers.trustedProxies.
+     The limits: each given one, else the table's per route (serving/policy.py). */}}
+{{- define "housing.listenerArgs" -}}
+{{- $ctx := .ctx -}}
+{{- $all := include "housing.allInterfaces" . -}}
+{{- $limits := index $ctx.Values .component "limits" -}}
+- --bind_address
+- {{ if $all }}"0.0.0.0"{{ else }}$(POD_IP){{ end }}
+{{- $proxies := list -}}
+{{- if include "housing.sidecars" $ctx }}{{ $proxies = append $proxies "127.0.0.6" }}{{ end -}}
+{{- if $all }}{{ $proxies = append $proxies "127.0.0.1" }}{{ end -}}
+{{- $proxies = concat $proxies $ctx.Values.servers.trustedProxies | uniq -}}
+{{- with $proxies }}
+- --trusted_proxies
+- {{ join "," . | quote }}
+{{- end }}
+{{- if hasKey $limits "maxBodyBytes" }}{{ with $limits.maxBodyBytes }}
+- --max_body_bytes
+- {{ int64 . | quote }}
+{{- end }}{{ end }}
+{{- if hasKey $limits "maxBodySeconds" }}{{ with $limits.maxBodySeconds }}
+- --max_body_seconds
+- {{ . | quote }}
+{{- end }}{{ end }}
+- --max_header_bytes
+- {{ int64 $limits.maxHeaderBytes | quote }}
+{{- if hasKey $limits "maxBatchRows" }}
+- --max_batch_rows
+- {{ int64 $limits.maxBatchRows | quote }}
+{{- end }}
+{{- if eq .component "transformer" }}
+- --max_in_flight_per_client
+- {{ include "housing.transformerClientInFlight" $ctx | quote }}
+{{- else if and (hasKey $limits "maxInFlightPerClient") $limits.maxInFlightPerClient }}
+- --max_in_flight_per_client
+- {{ int64 $limits.maxInFlightPerClient | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Requests one client may have in flight in the transformer: the value, else half of resilience.maxInFlight. */}}
+{{- define "housing.transformerClientInFlight" -}}
+{{- $limits := .Values.transformer.limits -}}
+{{- if and (hasKey $limits "maxInFlightPerClient") $limits.maxInFlightPerClient -}}
+{{- int64 $limits.maxInFlightPerClient -}}
+{{- else -}}
+{{- max 1 (div (int64 .Values.resilience.maxInFlight) 2) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Seconds a stopping server needs after SIGTERM, beyond the requests in flight (docs/kubernetes.md, "Graceful
+     shutdown"): the transformer's request logger delivers what it holds within 5 s (transformer/request_logger.py,
+     RequestLogger.close); the detector saves its state, seals its archive segment and lets the uploader try once
+     more within 25 s (detector/archive.py, Archiver.stop: 10 s, 10 s, then 5 s to terminate), after requests whose
+     bodies take up to 10 s (serving/policy.py, EVENTS). tests/k8s/test_shutdown.py reads each from its source. */}}
+{{- define "housing.flushSeconds" -}}
+{{- if eq . "transformer" }}5{{ else if eq . "detector" }}25{{ else }}0{{ end -}}
+{{- end -}}
+
+{{/* The seconds a component's pod may take to stop, counted from its deletion (the kubelet's grace period includes
+     the preStop hook): (dict "ctx" $ "component" NAME "preStop" SECONDS). The requests in flight take up to the
+     deadline (resilience.requestTimeoutSeconds: the transformer's, which covers its calls to the predictor and the
+     explainer; the detector's: its largest body time), then the flush, then 5 s of margin. */}}
+{{- define "housing.gracePeriod" -}}
+{{- $ctx := .ctx -}}
+{{- $requests := int (ceil $ctx.Values.resilience.requestTimeoutSeconds) -}}
+{{- if eq .component "detector" }}{{ $requests = 10 }}{{ end -}}
+{{- add (int .preStop) $requests (int (include "housing.flushSeconds" .component)) 5 -}}
+{{- end -}}
+
+{{/* How a predictor, transformer or explainer pod stops and is replaced, beside its containers: (dict "ctx" $
+     "component" NAME). Standard mode: rolling updates that never take a serving pod away before its successor is
+     ready (KServe's default is 25% unavailable: reconcilers/deployment/deployment_reconciler.go
+     setDefaultDeploymentSpec), and a grace period covering the preStop pause, the requests in flight and the
+     flush. Knative mode sets neither: KServe refuses deploymentStrategy there (inference_service_validation.go
+     validateScalingKPACompExtension), Knative refuses terminationGracePeriodSeconds (fieldmask.go PodSpecMask) and
+     uses the revision's timeoutSeconds (300 s by default), and rolls revisions with maxUnavailable 0 itself
+     (revision/resources/deploy.go). With Istio sidecars, the sidecar stays until the server is done. */}}
+{{- define "housing.podShutdown" -}}
+{{- if eq (include "housing.mode" .ctx) "Standard" }}
+terminationGracePeriodSeconds: {{ include "housing.gracePeriod" (dict "ctx" .ctx "component" .component "preStop" .ctx.Values.shutdown.preStopSeconds) }}
+deploymentStrategy:
+  type: RollingUpdate
+  rollingUpdate: {maxUnavailable: 0, maxSurge: 25%}
+{{- end }}
+{{- end -}}
+
+{{/* The preStop pause of a predictor, transformer or explainer container (Standard mode only: Knative replaces the
+     container's lifecycle with the queue-proxy's drain, deploy.go makeContainer, and refuses one in the spec,
+     fieldmask.go ContainerMask). */}}
+{{- define "housing.preStop" -}}
+{{- if and (eq (include "housing.mode" .) "Standard") (gt (int .Values.shutdown.preStopSeconds) 0) }}
+# Keep serving while this pod's endpoint leaves every load balancer; SIGTERM comes after.
+lifecycle:
+  preStop:
+    sleep: {seconds: {{ int .Values.shutdown.preStopSeconds }}}
+{{- end }}
+{{- end -}}
+
+{{/* Pod annotations that keep a classic Istio sidecar until the server has stopped: on SIGTERM (at the pod's
+     deletion: the sidecar has no preStop) it drains and exits after terminationDrainDuration, 5 s by default
+     (istio pkg/envoy/agent.go terminate, pkg/config/mesh/mesh.go); the server's calls after that (the
+     transformer's last predictions and logger batch, the detector's last upload) would fail, and so would requests
+     still arriving during the preStop pause or Knative's 30 s queue-proxy drain. (dict "ctx" $ "component" NAME) */}}
+{{- define "housing.sidecarAnnotations" -}}
+{{- if include "housing.sidecars" .ctx }}
+{{- $preStop := 0 -}}
+{{- if eq .component "detector" -}}
+{{- if gt (int .ctx.Values.detector.replicas) 1 }}{{ $preStop = .ctx.Values.shutdown.preStopSeconds }}{{ end -}}
+{{- else if eq (include "housing.mode" .ctx) "Knative" -}}
+{{- $preStop = 30 -}}
+{{- else -}}
+{{- $preStop = .ctx.Values.shutdown.preStopSeconds -}}
+{{- end }}
+proxy.istio.io/config: {{ printf "{\"terminationDrainDuration\": \"%ss\"}" (include "housing.gracePeriod" (dict "ctx" .ctx "component" .component "preStop" $preStop)) | quote }}
 {{- end }}
 {{- end -}}

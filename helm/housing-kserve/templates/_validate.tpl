@@ -94,6 +94,29 @@ other mode, an autoscaling metric its autoscaler does not know), so the render f
 {{- fail (printf "edge.rateLimit: tokensPerFill (%d) is larger than maxTokens (%d), the bucket it fills" (int $rl.tokensPerFill) (int $rl.maxTokens)) -}}
 {{- end -}}
 {{- end -}}
+{{- if and $v.edge.enabled $v.networkPolicy.enabled (not $v.networkPolicy.istio.enabled) -}}
+{{- fail "edge.enabled puts the release behind Istio, whose policies the pods' sidecars enforce; with networkPolicy.enabled those sidecars must reach istiod: set networkPolicy.istio.enabled (and label the namespace istio-injection=enabled)" -}}
+{{- end -}}
+{{- if $v.predictor.repositoryApi.enabled -}}
+{{- if not (and $v.edge.enabled $v.edge.auth.enabled) -}}
+{{- fail "predictor.repositoryApi.enabled lets tokens with edge.auth.adminClaims load and unload models: it needs edge.enabled and edge.auth.enabled (without them nothing could check the admin role)" -}}
+{{- end -}}
+{{- if not (or (has "--model" $v.predictor.extraArgs) (has "--models_config" $v.predictor.extraArgs)) -}}
+{{- fail "predictor.repositoryApi.enabled serves the models pinned in predictor.extraArgs: add them (--model NAME=URI@SHA256 ..., docs/kubernetes.md), or the predictor refuses to start" -}}
+{{- end -}}
+{{- end -}}
+{{- /* Rows: the transformer's batches reach the predictor (merged up to 256 rows: transformer/batching.py
+       COALESCE_ROWS) and the explainer, and its events the detector (given the same --max_rows). */ -}}
+{{- $rows := int $v.transformer.limits.maxBatchRows -}}
+{{- if lt (int $v.predictor.limits.maxBatchRows) (max $rows 256) -}}
+{{- fail (printf "predictor.limits.maxBatchRows (%d) is below what the transformer sends it: its own batches of up to transformer.limits.maxBatchRows (%d) rows, merged up to 256 rows (transformer/batching.py): raise it to %d" (int $v.predictor.limits.maxBatchRows) $rows (max $rows 256)) -}}
+{{- end -}}
+{{- if and $v.explainer.enabled (lt (int $v.explainer.limits.maxBatchRows) $rows) -}}
+{{- fail (printf "explainer.limits.maxBatchRows (%d) is below transformer.limits.maxBatchRows (%d): the transformer would accept explanations the explainer refuses" (int $v.explainer.limits.maxBatchRows) $rows) -}}
+{{- end -}}
+{{- if gt (int (include "housing.transformerClientInFlight" .)) (int $v.resilience.maxInFlight) -}}
+{{- fail (printf "transformer.limits.maxInFlightPerClient (%s) is above resilience.maxInFlight (%d): one client could still hold every place" (include "housing.transformerClientInFlight" .) (int $v.resilience.maxInFlight)) -}}
+{{- end -}}
 {{- if and $v.azure.workloadIdentity.enabled (not $v.azure.workloadIdentity.clientId) -}}
 {{- fail "azure.workloadIdentity.enabled needs azure.workloadIdentity.clientId: the client ID of the managed identity with Storage Blob Data access" -}}
 {{- end -}}
