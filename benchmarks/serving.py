@@ -24,12 +24,18 @@
 - **FastAPI original**: the original system's design, FastAPI + pydantic + the joblib pipeline,
   ``POST /predict`` with named features, on uvicorn;
 - **no-op kserve.Model**: our server (``serving.server``) with a model whose ``predict`` does nothing: the
-  floor of any ``kserve.Model``.
+  floor of any ``kserve.Model``;
+- **predictor, intervals** and **e2e, intervals**: the predictor and the end-to-end transformer above (the
+  same processes), asked for the 90% interval too (V2 ``outputs`` with ``parameters.interval_level``; V1
+  ``parameters.interval_level``), side by side with the same requests without: the cost of the intervals.
+  End to end, the request logger already has the predictor compute the monitored 90% bounds of every request
+  (docs/serving.md): what a client's interval adds is the answer's size and the level's check.
 
 Load comes from ``wrk`` (Debian's package: ``apt-get install -y wrk``), pinned to core 1. After one warm-up
 pass over every target, the targets take turns (``--rounds``, at least two), so a drift in the machine's speed
 hits them alike (a ratio is the median of the rounds' ratios): one-row V2 JSON requests (V1 named features
-for end to end and FastAPI) at concurrency 32, then 1,000-row batches end to end at concurrency 4. It also
+for end to end and FastAPI) at concurrency 32, then 1,000-row batches end to end at concurrency 4, with and
+without intervals in turn. It also
 measures the compiled model's one-row predict in this process and the predictor's cold start (process start
 to ready, artifact from Azurite, sha256 pinned and verified). It prints req/s, p50 and p99 per target side by
 side, the ratios against :data:`TARGETS`, and saves everything to ``benchmarks/results/serving.json``. The
@@ -79,6 +85,8 @@ TARGETS = {
     "e2e_edge_on_vs_off": 0.9,
     "e2e_limits_on_vs_off": 0.97,
     "predictor_limits_on_vs_off": 0.97,
+    "e2e_intervals_vs_not": 0.9,
+    "e2e_1000_row_intervals_vs_not": 0.9,
     "e2e_p99_ms": 50.0,
     "e2e_1000_row_rows_per_second": 200_000.0,
     "compiled_predict_p50_us": 50.0,
@@ -282,9 +290,31 @@ def v2_body(rows: np.ndarray) -> bytes:
     return json.dumps({"inputs": [tensor]}).encode()
 
 
-def v1_named_body(rows: np.ndarray, names: Sequence[str]) -> bytes:
-    """A V1 JSON request with one object of named features per row (the original payload)."""
-    return json.dumps({"instances": [dict(zip(names, row.tolist(), strict=True)) for row in rows]}).encode()
+def v1_named_body(rows: np.ndarray, names: Sequence[str], level: float | None = None) -> bytes:
+    """A V1 JSON request with one object of named features per row (the original payload).
+
+    With ``level``, it asks for the interval at that level too.
+    """
+    body: dict[str, Any] = {"instances": [dict(zip(names, row.tolist(), strict=True)) for row in rows]}
+    if level is not None:
+        body["parameters"] = {"interval_level": level}
+    return json.dumps(body).encode()
+
+
+def v2_interval_body(rows: np.ndarray, level: float) -> bytes:
+    """:func:`v2_body` asking for the price and its interval's bounds by name, at ``level``."""
+    body = json.loads(v2_body(rows))
+    body["outputs"] = [{"name": name} for name in ("output-0", "price_lower", "price_upper")]
+    body["parameters"] = {"interval_level": level}
+    return json.dumps(body).encode()
+
+
+def interval_targets(targets: dict[str, Target], rows: np.ndarray, names: Sequence[str]) -> list[Target]:
+    """The predictor and the end-to-end transformer again (the same processes), asked for 90% intervals."""
+    return [
+        Target("predictor, intervals", targets["predictor"].service, V2_PATH, v2_interval_body(rows, 0.9)),
+        Target("e2e, intervals", targets["end to end"].service, V1_PATH, v1_named_body(rows, names, 0.9)),
+    ]
 
 
 def mlserver_venv() -> Path:
@@ -477,6 +507,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for target in targets.values():
             target.service.wait_ready(target.service.url + target.ready_path, timeout=180)
         measured = [target for name, target in targets.items() if name != "detector"]
+        measured += interval_targets(targets, data[:1], names)
         for target in measured:  # warm-up: first calls, JIT-free but cold caches and lazy imports
             wrk(target, CONCURRENCY, 1, 1, scratch)
         runs: dict[str, list[Measured]] = {target.name: [] for target in measured}
@@ -487,18 +518,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for target in measured[start:] + measured[:start]:
                 runs[target.name].append(wrk(target, CONCURRENCY, args.seconds, 1, scratch))
                 print(format_line(runs[target.name][-1], f"round {round_ + 1}"), flush=True)
-        big = Target(
-            "end to end",
-            targets["end to end"].service,
-            V1_PATH,
-            v1_named_body(np.resize(data, (BATCH_ROWS, len(names))), names),
-        )
-        wrk(big, BATCH_CONCURRENCY, 1, BATCH_ROWS, scratch)
-        batch_runs = [
-            wrk(big, BATCH_CONCURRENCY, args.seconds, BATCH_ROWS, scratch) for _ in range(args.rounds)
-        ]
-        for run in batch_runs:
-            print(format_line(run, "1000 rows"), flush=True)
+        batch = np.resize(data, (BATCH_ROWS, len(names)))
+        service = targets["end to end"].service
+        big = Target("end to end", service, V1_PATH, v1_named_body(batch, names))
+        big_intervals = Target("e2e, intervals", service, V1_PATH, v1_named_body(batch, names, 0.9))
+        batch_runs: list[Measured] = []
+        interval_batch_runs: list[Measured] = []
+        for target in (big, big_intervals):
+            wrk(target, BATCH_CONCURRENCY, 1, BATCH_ROWS, scratch)
+        for _ in range(args.rounds):  # in turn, as the one-row targets
+            for target, kept in ((big, batch_runs), (big_intervals, interval_batch_runs)):
+                kept.append(wrk(target, BATCH_CONCURRENCY, args.seconds, BATCH_ROWS, scratch))
+                print(format_line(kept[-1], "1000 rows"), flush=True)
     finally:
         for name, target in targets.items():
             if target.service.running():
@@ -508,6 +539,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "artifact": str(artifact_dir),
         "one_row": [summarize(target_runs) for target_runs in runs.values()],
         "batches": summarize(batch_runs),
+        "batches_with_intervals": summarize(interval_batch_runs),
         "compiled_predict_p50_us": in_process_p50_us(artifact_dir, data[:1]),
         "compiled_predict_p50_us_at_training": metadata["metrics"].get("compiled_predict_latency_p50_us"),
         "cold_start_seconds": cold_starts(artifact_dir, log_dir),
@@ -540,10 +572,7 @@ def check_targets(figures: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
     def ratio(name: str, baseline: str) -> float:
         # Each round's ratio, then their median: both targets of a round met the same machine.
-        rounds = zip(by_name[name]["rounds"], by_name[baseline]["rounds"], strict=True)
-        return round(
-            statistics.median(a["requests_per_second"] / b["requests_per_second"] for a, b in rounds), 2
-        )
+        return rounds_ratio(by_name[name], by_name[baseline])
 
     def cpu_ratio(name: str, baseline: str) -> float:
         # The throughput kept on a core of its own: the baseline's CPU per request over this one's.
@@ -564,6 +593,8 @@ def check_targets(figures: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "predictor_limits_on_vs_off": cpu_ratio("predictor", "predictor, limits off"),
         "e2e_limits_on_vs_off_req_per_second": ratio("end to end", "e2e, limits off"),
         "predictor_limits_on_vs_off_req_per_second": ratio("predictor", "predictor, limits off"),
+        "e2e_intervals_vs_not": ratio("e2e, intervals", "end to end"),
+        "e2e_1000_row_intervals_vs_not": rounds_ratio(figures["batches_with_intervals"], figures["batches"]),
         "e2e_p99_ms": by_name["end to end"]["p99_ms"],
         "e2e_1000_row_rows_per_second": figures["batches"]["rows_per_second"],
         "compiled_predict_p50_us": figures["compiled_predict_p50_us"],
@@ -583,6 +614,12 @@ def check_targets(figures: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def rounds_ratio(line: dict[str, Any], baseline: dict[str, Any]) -> float:
+    """The median over rounds of one target's throughput over another's (a round's pair met one machine)."""
+    rounds = zip(line["rounds"], baseline["rounds"], strict=True)
+    return round(statistics.median(a["requests_per_second"] / b["requests_per_second"] for a, b in rounds), 2)
+
+
 def summary_lines(figures: dict[str, Any], targets: dict[str, dict[str, Any]], rounds: int) -> list[str]:
     """The targets side by side, the other figures, and each target of the issue met or missed."""
     header = f"{'target':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11}"
@@ -592,10 +629,22 @@ def summary_lines(figures: dict[str, Any], targets: dict[str, dict[str, Any]], r
             f"{line['target']:<22} {line['requests_per_second']:>9.1f} {line['p50_ms']:>8.2f} "
             f"{line['p99_ms']:>8.2f} {line['cpu_us_per_request']:>11.0f}"
         )
-    batches = figures["batches"]
+    for label, batches in (
+        ("end to end", figures["batches"]),
+        ("e2e, intervals", figures["batches_with_intervals"]),
+    ):
+        lines.append(
+            f"{label}, {BATCH_ROWS} rows x {BATCH_CONCURRENCY}: {batches['rows_per_second']:,.0f} rows/s, "
+            f"p50 {batches['p50_ms']} ms, p99 {batches['p99_ms']} ms"
+        )
+    by_name = {line["target"]: line for line in figures["one_row"]}
+    lines.append(
+        f"intervals asked for / not (throughput, median of rounds): predictor 1 row "
+        f"{rounds_ratio(by_name['predictor, intervals'], by_name['predictor'])}, end to end 1 row "
+        f"{rounds_ratio(by_name['e2e, intervals'], by_name['end to end'])}, end to end {BATCH_ROWS} rows "
+        f"{rounds_ratio(figures['batches_with_intervals'], figures['batches'])}"
+    )
     lines += [
-        f"end to end, {BATCH_ROWS} rows x {BATCH_CONCURRENCY}: {batches['rows_per_second']:,.0f} rows/s, "
-        f"p50 {batches['p50_ms']} ms, p99 {batches['p99_ms']} ms",
         f"compiled predict, 1 row in-process: p50 {figures['compiled_predict_p50_us']} µs "
         f"(training recorded {figures['compiled_predict_p50_us_at_training']} µs)",
         f"cold start from Azurite, verified: {figures['cold_start_seconds']} s",

@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="labels in the rolling MAE/RMSE/R² window",
     )
     labels.add_argument(
+        "--coverage_window",
+        type=int,
+        default=Settings.coverage_window,
+        help="labels over which the interval coverage (housing_interval_coverage) is computed",
+    )
+    labels.add_argument(
         "--max_outcomes",
         type=int,
         default=Settings.max_outcomes,
@@ -271,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_model_versions=args.max_model_versions,
         model_version_idle=args.model_version_idle,
         label_window=args.label_window,
+        coverage_window=args.coverage_window,
         max_outcomes=args.max_outcomes,
         min_labels=args.min_labels,
         r2_threshold=args.r2_threshold,

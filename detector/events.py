@@ -7,7 +7,10 @@ body is whatever the logged component received or returned:
 - requests: V1 ``{"instances": [{"crim": ..}, ..]}`` (named) or ``{"instances": [[..], ..]}`` (positional,
   model order); V2 ``{"inputs": [{"name": "crim", "shape": [N], "data": [..]}, ..]}`` (one input per
   feature) or one ``[N, n_features]`` tensor;
-- responses: V1 ``{"predictions": [..]}``, V2 ``{"outputs": [{"data": [..], ..}], "model_version": ..}``.
+- responses: V1 ``{"predictions": [..]}``, V2 ``{"outputs": [{"data": [..], ..}], "model_version": ..}``;
+  with the interval bounds of each prediction when the predictor computed them: V1 ``"intervals": {"level",
+  "lower", "upper"}`` (the transformer's, :data:`serving.events.INTERVALS`), V2 outputs named ``price_lower``
+  and ``price_upper`` with ``parameters.interval_level`` (a V2 answer logged as the client got it).
 
 A batch (CloudEvents' batched content mode, ``application/cloudevents-batch+json``: a JSON array of
 structured-mode events, as the transformer sends them) is read by :func:`parse_batch`, element by element:
@@ -38,9 +41,12 @@ import numpy as np
 from cloudevents.exceptions import GenericException
 from cloudevents.http import from_http
 
+from model.intervals import BOUND_OUTPUTS, LEVEL_PARAMETER, LevelError, check_level, level_rule
+from model.schema import TARGET
 from serving.events import (
     BATCH_CONTENT_TYPE,
     DEFAULT_ENDPOINT,
+    INTERVALS,
     METADATA_MODEL_VERSION,
     REQUEST_TYPE,
     RESPONSE_TYPE,
@@ -52,11 +58,21 @@ from serving.inputs import ID_RULE, MAX_JSON_DEPTH, NESTING_RULE, check_request_
 from serving.payload import instance_rows, stack_columns
 
 KINDS = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
-
 MAX_NAME_CHARS = 128
 """The longest endpoint, component or model version taken: names, which label metrics and keys, not data."""
 MAX_METADATA_CHARS = 1024
 """The longest ``ce-metadata`` taken (a model name and version need under 100): parsed values are cached."""
+PRICE_OUTPUTS = (TARGET, "output-0")
+"""The names of the price among a V2 answer's outputs (the transformer's, the predictor's); else the first."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The interval of each prediction of a response: its level and the lower and upper bounds (USD 1000s)."""
+
+    level: float
+    lower: np.ndarray
+    upper: np.ndarray
 
 
 class InvalidEventError(ValueError):
@@ -84,6 +100,7 @@ class InferenceEvent:
         rows: Request inputs, shape [N, n_features] in model order (requests only).
         predictions: Response values, shape [N] (responses only).
         sample_rate: The sender's delivered share when it sent the event (``housingsamplerate``; 1 if absent).
+        intervals: The predictions' interval bounds, when the response carries them.
     """
 
     kind: str
@@ -94,6 +111,7 @@ class InferenceEvent:
     rows: np.ndarray | None = None
     predictions: np.ndarray | None = None
     sample_rate: float = 1.0
+    intervals: Bounds | None = None
 
 
 def is_batch(headers: Mapping[str, str]) -> bool:
@@ -192,11 +210,12 @@ def _decode(event: Any, data: Any, features: Sequence[str], prefix: str = "") ->
     payload = _json_payload(event.get("data") if data is None else data, kind)
     rate = _sample_rate(event.get(SAMPLE_RATE), prefix, kind)
     try:
-        rows, predictions, version = None, None, None
+        rows, predictions, version, bounds = None, None, None, None
         if kind == "request":
             rows = decode_request(payload, features)
         else:
             predictions, version = decode_response(payload)
+            bounds = decode_bounds(payload, len(predictions))
     except InvalidEventError as error:
         raise InvalidEventError(str(error), kind) from None
     model_version = metadata.get(METADATA_MODEL_VERSION) or version
@@ -218,6 +237,7 @@ def _decode(event: Any, data: Any, features: Sequence[str], prefix: str = "") ->
         rows=rows,
         predictions=predictions,
         sample_rate=rate,
+        intervals=bounds,
     )
 
 
@@ -309,12 +329,60 @@ def decode_response(payload: Any) -> tuple[np.ndarray, str | None]:
     if isinstance(payload, dict) and "predictions" in payload:
         return _finite("predictions", payload["predictions"]).reshape(-1), None
     if isinstance(payload, dict) and isinstance(payload.get("outputs"), list) and payload["outputs"]:
-        output = payload["outputs"][0]
+        outputs = payload["outputs"]
+        index = next(
+            (
+                i
+                for i, item in enumerate(outputs)
+                if isinstance(item, dict) and item.get("name") in PRICE_OUTPUTS
+            ),
+            0,
+        )
+        output = outputs[index]
         if not isinstance(output, dict) or "data" not in output:
-            raise InvalidEventError("outputs[0]: a V2 output needs 'data'")
+            raise InvalidEventError(f"outputs[{index}]: a V2 output needs 'data'")
         version = payload.get("model_version")
-        return _finite("outputs[0].data", output["data"]).reshape(-1), str(version) if version else None
+        return _finite(f"outputs[{index}].data", output["data"]).reshape(-1), str(
+            version
+        ) if version else None
     raise InvalidEventError("body: not a V1 ('predictions') or V2 ('outputs') inference response")
+
+
+def decode_bounds(payload: Any, rows: int) -> Bounds | None:
+    """The interval bounds a response carries (``None`` when it carries none), one per prediction.
+
+    Raises:
+        InvalidEventError: They are malformed: not numbers, not one per prediction, a level that is not one
+            of the levels served (:data:`model.intervals.LEVELS`), or a lower bound above its upper bound.
+    """
+    if isinstance(payload.get(INTERVALS), dict):
+        found = payload[INTERVALS]
+        level, lower, upper, field = found.get("level"), found.get("lower"), found.get("upper"), INTERVALS
+    elif isinstance(payload.get("outputs"), list):
+        named = {
+            item["name"]: item
+            for item in payload["outputs"]
+            if isinstance(item, dict) and isinstance(item.get("name"), str)
+        }
+        if not all(name in named for name in BOUND_OUTPUTS):
+            return None
+        parameters = named[BOUND_OUTPUTS[0]].get("parameters")
+        level = parameters.get(LEVEL_PARAMETER) if isinstance(parameters, dict) else None
+        field = "outputs"
+        lower, upper = (named[name].get("data") for name in BOUND_OUTPUTS)
+    else:
+        return None
+    try:  # one of the levels served: the monitor keeps a coverage series per level
+        level = check_level(level)
+    except LevelError:
+        raise InvalidEventError(f"{field}.level: {level_rule()}, got {_shown(level)}") from None
+    low = _finite(f"{field}.lower", lower).reshape(-1)
+    high = _finite(f"{field}.upper", upper).reshape(-1)
+    if len(low) != rows or len(high) != rows:
+        raise InvalidEventError(f"{field}: must hold one lower and one upper bound per prediction ({rows})")
+    if (low > high).any():
+        raise InvalidEventError(f"{field}: a lower bound is above its upper bound")
+    return Bounds(level, low, high)
 
 
 def check_id(value: Any, field: str) -> str:

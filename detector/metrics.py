@@ -68,6 +68,23 @@ OUTLIERS = Counter(
     KEY,
 )
 LIVE_LABELS = Gauge("housing_live_labels", "Labelled predictions in the rolling window.", KEY)
+INTERVAL_KEY = [*KEY, "level"]
+INTERVAL_COVERAGE = Gauge(
+    "housing_interval_coverage",
+    "Share of the last labelled predictions whose true price fell inside its interval (hits / labels), by "
+    "interval level; nominal: the level.",
+    INTERVAL_KEY,
+)
+INTERVAL_WIDTH = Gauge(
+    "housing_interval_width",
+    "Mean width of the intervals of the last labelled predictions (USD 1000s), by interval level.",
+    INTERVAL_KEY,
+)
+INTERVAL_LABELS = Gauge(
+    "housing_interval_labels",
+    "Labelled predictions with an interval in the coverage window (at most --coverage_window), by level.",
+    INTERVAL_KEY,
+)
 WINDOW_ROWS = Gauge("housing_window_rows", "Rows collected in the current, not yet tested, window.", KEY)
 WINDOWS_TESTED = Counter("housing_windows_tested", "Windows compared with the reference.", KEY)
 EVENTS = Counter(

@@ -29,6 +29,11 @@ Nothing here does I/O: the HTTP app (:mod:`detector.app`) feeds decoded events a
   ``max_recent_bytes`` each. MAE, RMSE and R² are computed over the last ``label_window`` labels of each key.
   Up to ``max_outcomes`` labelled predictions per key are kept (and saved) for experiments
   (:meth:`Monitor.outcomes`, ``housing experiment analyze``).
+- Each label is also scored against its prediction's interval, when the response carried one (the transformer
+  logs the 90% bounds of every prediction, or the level its client asked for): a hit when the true price lies
+  inside. Over the last ``coverage_window`` labels of each key and level, the share of hits is
+  ``housing_interval_coverage`` (nominal: the level) and the mean width ``housing_interval_width``; a
+  well-calibrated model's 90% coverage stays near 0.9, and falls when the market moves away from it.
 - Before labels arrive, each tested window's MAE and RMSE are estimated from its inputs and predictions by
   the artifact's loss estimator (:mod:`model.dle`, Direct Loss Estimation), when it has one.
 - Each tested window's rows are scored by the artifact's outlier density (:mod:`model.outliers`), when it has
@@ -54,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from detector import metrics
-from detector.events import InferenceEvent, InvalidEventError
+from detector.events import Bounds, InferenceEvent, InvalidEventError
 from detector.keys import WindowKey
 from detector.labels import InvalidLabelError, Label, check_values
 from detector.retrain import RetrainTrigger
@@ -89,6 +94,20 @@ class Pending:
     values: np.ndarray
     size: int = 0
     """Bytes counted against ``max_pending_bytes``."""
+    bounds: Bounds | None = None
+
+
+@dataclass(frozen=True)
+class Priced:
+    """One model's predictions for one request, and their intervals if logged (what a label is scored on)."""
+
+    predictions: np.ndarray
+    bounds: Bounds | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes counted against ``max_recent_bytes``."""
+        return self.predictions.nbytes + (0 if self.bounds is None else 2 * self.bounds.lower.nbytes)
 
 
 @dataclass
@@ -154,7 +173,10 @@ class Monitor:
         self.labels: dict[WindowKey, deque[tuple[float, float, str]]] = {}  # truth, prediction, request id
         self.labels_received: Counter[WindowKey] = Counter()  # ever, per key: the retrain's label count
         # Request id -> the predictions made for it, per key: a shadow's are logged under the same id.
-        self.recent: OrderedDict[str, dict[WindowKey, np.ndarray]] = OrderedDict()
+        self.recent: OrderedDict[str, dict[WindowKey, Priced]] = OrderedDict()
+        # (key, level) -> (hit, width) of the last labelled predictions with an interval at that level (one of
+        # model.intervals.LEVELS: detector.events refuses others), at most coverage_window of them.
+        self.coverage: dict[tuple[WindowKey, float], deque[tuple[bool, float]]] = {}
         # Request id -> its true values, once labelled: a shadow's copy joined after the label is scored then.
         self.labelled: OrderedDict[str, np.ndarray] = OrderedDict()
         self.queued: dict[int, Due] = {}
@@ -200,8 +222,10 @@ class Monitor:
         if partner is not None and partner.kind == event.kind:  # a duplicate: the older one will never pair
             metrics.EVENTS.labels(type=partner.kind, outcome="unmatched").inc()
             partner = None
+        bounds = event.intervals
         size = values.nbytes + len(event.id) + len(event.component) + ENTRY_BYTES
-        this = Pending(event.kind, now, event.endpoint, event.model_version, values, size)
+        size += 0 if bounds is None else 2 * bounds.lower.nbytes
+        this = Pending(event.kind, now, event.endpoint, event.model_version, values, size, bounds)
         if partner is None:
             self._hold(key, this)
             metrics.events(event.kind, "accepted").inc()
@@ -232,7 +256,8 @@ class Monitor:
             features, times = self.tester.reference.features, (request.time, response.time)
             pair = (request.values, response.values)
             self.archive.add(RowRecord(event.id, request.endpoint, version, *times, features, *pair))
-        self._add(WindowKey(request.endpoint, version), event.id, request.values, response.values)
+        priced = Priced(response.values, response.bounds)
+        self._add(WindowKey(request.endpoint, version), event.id, request.values, priced)
 
     def expire(self, now: float | None = None) -> None:
         """Drop pending events older than ``pending_ttl`` and count them ``unmatched``."""
@@ -316,6 +341,8 @@ class Monitor:
         ):
             for key in keys:
                 table.pop(key, None)
+        for key, level in [(key, level) for key, level in self.coverage if key.model_version == version]:
+            del self.coverage[(key, level)]
         for number in [number for number, item in self.queued.items() if item.key.model_version == version]:
             del self.queued[number]
         for by_key in self.recent.values():
@@ -364,7 +391,7 @@ class Monitor:
             if not found:
                 unmatched.append(label.id)
                 continue
-            rows = len(next(iter(found.values())))
+            rows = len(next(iter(found.values())).predictions)
             if len(label.values) != rows:
                 got = len(label.values)
                 message = f"{label.field}value: must be {rows} number(s), one per predicted row, got {got}"
@@ -378,8 +405,8 @@ class Monitor:
                 self.archive.add(LabelRecord(label.id, truth, time.time()))
             # Every model that priced this request is scored on the label: the answering one and any shadow,
             # whose copy may be joined after the label (then :meth:`_add` scores it).
-            for key, predictions in found.items():
-                self._score(key, label.id, truth, predictions)
+            for key, priced in found.items():
+                self._score(key, label.id, truth, priced)
             self._keep_labelled(label.id, truth)
         metrics.EVENTS.labels(type="feedback", outcome="accepted").inc(len(matched))
         return unmatched
@@ -396,14 +423,43 @@ class Monitor:
             self._buffer_bytes["labelled"] -= values.nbytes + len(oldest) + ENTRY_BYTES
             metrics.EVICTED.labels(buffer="labelled").inc()
 
-    def _score(self, key: WindowKey, request_id: str, truth: np.ndarray, predictions: np.ndarray) -> None:
-        """Keep ``key``'s predictions of one request with their true values; update its live accuracy."""
+    def _score(self, key: WindowKey, request_id: str, truth: np.ndarray, priced: Priced) -> None:
+        """Keep ``key``'s predictions of one request with their true values; update its live figures.
+
+        Its live accuracy, and its interval coverage when the predictions came with intervals.
+        """
         labels = self.labels.setdefault(key, deque(maxlen=self._kept_labels))
-        scored = zip(truth.tolist(), predictions.tolist(), strict=True)
+        scored = zip(truth.tolist(), priced.predictions.tolist(), strict=True)
         labels.extend((value, prediction, request_id) for value, prediction in scored)
         self.labels_received[key] += len(truth)
+        if priced.bounds is not None:
+            bounds = priced.bounds
+            hits = (truth >= bounds.lower) & (truth <= bounds.upper)
+            kept = self.coverage.setdefault((key, bounds.level), deque(maxlen=self.settings.coverage_window))
+            kept.extend(zip(hits.tolist(), (bounds.upper - bounds.lower).tolist(), strict=True))
+            self._publish_coverage(key, bounds.level)
         self._publish_live(key)
         self._check(key)
+
+    def interval_coverage(self, key: WindowKey) -> dict[str, dict[str, float | int]]:
+        """Per interval level (``"0.9"``): labels in the coverage window, share of hits, mean width."""
+        found = {}
+        for (other, level), kept in sorted(self.coverage.items(), key=lambda item: item[0][1]):
+            if other == key and kept:
+                hits, widths = zip(*kept, strict=True)
+                found[f"{level:g}"] = {
+                    "labels": len(kept),
+                    "coverage": float(np.mean(hits)),
+                    "width": float(np.mean(widths)),
+                }
+        return found
+
+    def _publish_coverage(self, key: WindowKey, level: float) -> None:
+        figures = self.interval_coverage(key)[f"{level:g}"]
+        labels = {**key.labels(), "level": f"{level:g}"}
+        metrics.INTERVAL_COVERAGE.labels(**labels).set(figures["coverage"])
+        metrics.INTERVAL_WIDTH.labels(**labels).set(figures["width"])
+        metrics.INTERVAL_LABELS.labels(**labels).set(figures["labels"])
 
     def live(self, key: WindowKey) -> dict[str, float | int | None]:
         """MAE, RMSE and R² of the labelled predictions of ``key`` (R² needs two labels that differ)."""
@@ -442,7 +498,9 @@ class Monitor:
         return dict(json_safe(self._summary()))
 
     def _summary(self) -> dict[str, Any]:
-        keys = sorted({*self.windows, *self.results, *self.labels}, key=str)
+        keys = sorted(
+            {*self.windows, *self.results, *self.labels, *(key for key, _ in self.coverage)}, key=str
+        )
         return {
             "reference_version": self.tester.reference.version,
             "window_size": self.settings.window_size,
@@ -454,6 +512,7 @@ class Monitor:
                     "window_rows": self.windows[key].count if key in self.windows else 0,
                     "last_result": self.results[key].to_dict() if key in self.results else None,
                     "live": self.live(key),
+                    "coverage": self.interval_coverage(key),
                     "estimate": self.estimates.get(key),
                     "outliers": self.outlier_rates.get(key),
                 }
@@ -502,9 +561,23 @@ class Monitor:
                 for key, labels in self.labels.items()
             ],
             "recent": [
-                {"request_id": request_id, **key.labels(), "predictions": values.tolist()}
+                {
+                    "request_id": request_id,
+                    **key.labels(),
+                    "predictions": priced.predictions.tolist(),
+                    **_bounds_state(priced.bounds),
+                }
                 for request_id, by_key in self.recent.items()
-                for key, values in by_key.items()
+                for key, priced in by_key.items()
+            ],
+            "coverage": [
+                {
+                    **key.labels(),
+                    "level": level,
+                    "hits": [hit for hit, _ in kept],
+                    "widths": [width for _, width in kept],
+                }
+                for (key, level), kept in self.coverage.items()
             ],
             "labelled": [
                 {"request_id": request_id, "true_values": values.tolist()}
@@ -552,9 +625,22 @@ class Monitor:
         for saved in state.get("history", []):
             self.history[WindowKey.of(saved)] = deque(saved["entries"], maxlen=HISTORY)
         for saved in state.get("recent", []):
-            self._add_recent(
-                saved["request_id"], WindowKey.of(saved), np.asarray(saved["predictions"], dtype=float)
-            )
+            bounds = None
+            if "level" in saved:  # saved with its intervals
+                bounds = Bounds(
+                    float(saved["level"]),
+                    np.asarray(saved["lower"], dtype=float),
+                    np.asarray(saved["upper"], dtype=float),
+                )
+            priced = Priced(np.asarray(saved["predictions"], dtype=float), bounds)
+            self._add_recent(saved["request_id"], WindowKey.of(saved), priced)
+        for saved in state.get("coverage", []):  # absent in states saved before intervals
+            key, level = WindowKey.of(saved), float(saved["level"])
+            scored = [
+                (bool(hit), float(width)) for hit, width in zip(saved["hits"], saved["widths"], strict=True)
+            ]
+            self.coverage[(key, level)] = deque(scored, maxlen=self.settings.coverage_window)
+            self._publish_coverage(key, level)
         for saved in state.get("labelled", []):
             self._keep_labelled(saved["request_id"], np.asarray(saved["true_values"], dtype=float))
         now = time.time()
@@ -568,12 +654,13 @@ class Monitor:
             len(self.labels),
         )
 
-    def _add(self, key: WindowKey, request_id: str, rows: np.ndarray, predictions: np.ndarray) -> None:
-        priced = self.recent.get(request_id)
-        truth = self.labelled.get(request_id) if priced is None or key not in priced else None
-        self._add_recent(request_id, key, predictions)
+    def _add(self, key: WindowKey, request_id: str, rows: np.ndarray, priced: Priced) -> None:
+        by_key = self.recent.get(request_id)
+        truth = self.labelled.get(request_id) if by_key is None or key not in by_key else None
+        self._add_recent(request_id, key, priced)
+        predictions = priced.predictions
         if truth is not None and len(truth) == len(predictions):  # a shadow's copy, after the label
-            self._score(key, request_id, truth, predictions)
+            self._score(key, request_id, truth, priced)
         window = self.windows.setdefault(key, Window())
         window.rows.append(rows)
         window.predictions.append(predictions)
@@ -588,15 +675,15 @@ class Monitor:
             self.windows[key] = Window([all_rows], [all_predictions], len(all_rows))
         metrics.WINDOW_ROWS.labels(**key.labels()).set(self.windows[key].count)
 
-    def _add_recent(self, request_id: str, key: WindowKey, predictions: np.ndarray) -> None:
+    def _add_recent(self, request_id: str, key: WindowKey, priced: Priced) -> None:
         """Keep ``key``'s predictions of ``request_id`` for its label, within ``max_recent_bytes``."""
-        priced = self.recent.get(request_id)
-        if priced is None:
-            priced = self.recent[request_id] = {}
+        by_key = self.recent.get(request_id)
+        if by_key is None:
+            by_key = self.recent[request_id] = {}
             self._buffer_bytes["recent"] += len(request_id) + ENTRY_BYTES
-        previous = priced.get(key)
-        self._buffer_bytes["recent"] += predictions.nbytes - (previous.nbytes if previous is not None else 0)
-        priced[key] = predictions
+        previous = by_key.get(key)
+        self._buffer_bytes["recent"] += priced.nbytes - (previous.nbytes if previous is not None else 0)
+        by_key[key] = priced
         self.recent.move_to_end(request_id)
         while self._buffer_bytes["recent"] > self.settings.max_recent_bytes and len(self.recent) > 1:
             oldest, by_key = self.recent.popitem(last=False)
@@ -710,3 +797,10 @@ class Monitor:
             value = live[name]
             if value is not None:
                 gauge.labels(**labels).set(value)
+
+
+def _bounds_state(bounds: Bounds | None) -> dict[str, Any]:
+    """The saved form of a prediction's intervals (nothing without them)."""
+    if bounds is None:
+        return {}
+    return {"level": bounds.level, "lower": bounds.lower.tolist(), "upper": bounds.upper.tolist()}

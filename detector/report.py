@@ -4,7 +4,8 @@ Data in, HTML out: :func:`render` draws what it is given and does no I/O. The pa
 per compared window (``drift: yes/no``, the drifted features, the window size, the model version), then for
 each: the per-feature table, one histogram per feature (reference against current, titled with its test's
 p-value and the verdict), the drift score of the recent windows against the threshold, and the realised MAE
-(from labels) beside the label-free estimate when the detector has one ("no estimate" otherwise).
+(from labels) beside the label-free estimate when the detector has one ("no estimate" otherwise), with the
+live coverage of the 90% prediction intervals beside it (the share of labelled prices inside their interval).
 
 The plots are matplotlib figures inlined as SVG with their text kept as text (``svg.fonttype: none``), so the
 page fetches nothing (it renders offline and in a locked-down browser) and a feature's name in a plot can be
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
     from detector.monitor import Monitor
 
-REFERENCE_COLOUR, CURRENT_COLOUR, DRIFT_COLOUR = "#4c72b0", "#dd8452", "#c44e52"
+REFERENCE_COLOUR, CURRENT_COLOUR, DRIFT_COLOUR, COVERAGE_COLOUR = "#4c72b0", "#dd8452", "#c44e52", "#55a868"
 STYLE = """
 body{font-family:sans-serif;margin:1.5em;color:#222;max-width:80em}
 h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ccc;margin-top:2em}
@@ -58,6 +59,7 @@ class HistoryPoint:
         realised_mae: MAE of the labelled predictions at that time (``None`` without labels).
         estimated_mae: The label-free MAE estimate at that time (``None`` without one).
         labels: Labels behind ``realised_mae``.
+        coverage: Share of the labelled prices inside their 90% interval at that time (``None`` without).
     """
 
     score: float
@@ -67,6 +69,7 @@ class HistoryPoint:
     realised_mae: float | None = None
     estimated_mae: float | None = None
     labels: int = 0
+    coverage: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class Section:
         realised_mae: MAE of the labelled predictions now (``None`` without labels).
         labels: Labels behind ``realised_mae``.
         estimated_mae: The label-free MAE estimate now (``None`` without one).
+        coverage: Share of the labelled prices inside their 90% interval now (``None`` without intervals).
+        coverage_labels: Labels behind ``coverage``.
         note: A sentence shown under the heading (why something is missing).
     """
 
@@ -101,6 +106,8 @@ class Section:
     realised_mae: float | None = None
     labels: int = 0
     estimated_mae: float | None = None
+    coverage: float | None = None
+    coverage_labels: int = 0
     note: str = ""
 
 
@@ -293,6 +300,9 @@ def _accuracy_figure(section: Section) -> str:
         else "no labels yet",
         f"estimated MAE {section.estimated_mae:.2f}" if section.estimated_mae is not None else "no estimate",
     ]
+    if section.coverage is not None:
+        covered = f"{section.coverage:.1%} of labelled prices ({section.coverage_labels} labels)"
+        words.insert(1, f"90% intervals cover {covered}")
     text = html.escape("now: " + "; ".join(words) + ".")
     history = section.history
     now = len(history) + 1
@@ -327,6 +337,15 @@ def _accuracy_figure(section: Section) -> str:
     axes.set_ylim(0, max(values) * 1.4 or 1.0)  # room above the lines for the legend
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.legend(fontsize=7, loc="upper left")
+    shares = [point.coverage for point in history] + [section.coverage]
+    drawn = [(number, share) for number, share in enumerate(shares, start=1) if share is not None]
+    if drawn:  # beside the MAE, on its own axis: a share of labels, nominal 90%
+        twin = axes.twinx()
+        twin.plot(*zip(*drawn, strict=True), marker="^", color=COVERAGE_COLOUR, label="90% interval coverage")
+        twin.axhline(0.9, color=COVERAGE_COLOUR, linestyle="--", linewidth=0.8, label="nominal 90%")
+        twin.set_ylim(0.5, 1.05)
+        twin.set_ylabel("interval coverage", fontsize=8)
+        twin.legend(fontsize=7, loc="upper right")
     return f"<figure class='accuracy'>{_svg(figure)}<figcaption>{text}</figcaption></figure>"
 
 
@@ -369,6 +388,14 @@ def estimated_mae(status: Mapping[str, Any]) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def interval_coverage(status: Mapping[str, Any], level: str = "0.9") -> tuple[float | None, int]:
+    """The live coverage of the intervals at ``level`` in a key's ``/status`` entry, and its label count."""
+    found = (status.get("coverage") or {}).get(level)
+    if not isinstance(found, Mapping):
+        return None, 0
+    return float(found["coverage"]), int(found["labels"])
+
+
 def history_point(entry: Mapping[str, Any]) -> HistoryPoint:
     """A :class:`HistoryPoint` from one entry of the monitor's window history (``Monitor.history``)."""
     live = entry.get("live") or {}
@@ -380,6 +407,7 @@ def history_point(entry: Mapping[str, Any]) -> HistoryPoint:
         realised_mae=live.get("mae"),
         estimated_mae=estimated_mae(entry),
         labels=int(live.get("labels") or 0),
+        coverage=interval_coverage(entry)[0],
     )
 
 
@@ -394,6 +422,7 @@ def sections(monitor: Monitor) -> list[Section]:
     for name, entry in status["keys"].items():
         key = WindowKey.parse(name)
         result = monitor.results.get(key)
+        coverage, covered_labels = interval_coverage(entry)
         history = [history_point(item) for item in monitor.history.get(key, ())]
         if not history and result is not None:  # a result restored from an older state file: one point
             history = [history_point({**entry, "score": result.score, "threshold": result.threshold,
@@ -412,6 +441,8 @@ def sections(monitor: Monitor) -> list[Section]:
                 realised_mae=entry["live"]["mae"],
                 labels=int(entry["live"]["labels"] or 0),
                 estimated_mae=estimated_mae(entry),
+                coverage=coverage,
+                coverage_labels=covered_labels,
             )
         )
     return found

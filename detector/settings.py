@@ -52,6 +52,9 @@ class Settings:
     estimated_mae_threshold: float = 0.0
     """Retrain when a window's estimated MAE (USD 1000s) exceeds this while fewer than ``min_labels`` labels
     are in; 0 (the default) turns it off. 3.0 is the quality gate's MAE (docs/detector.md)."""
+    coverage_window: int = 500
+    """Labelled predictions (with their intervals) over which ``housing_interval_coverage`` is computed, per
+    key and level; the alert HousingIntervalCoverageLow judges a full window (docs/monitoring.md)."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from detector import metrics
 from detector.events import MAX_NAME_CHARS, InvalidEventError, check_id
 from detector.keys import WindowKey
 from model.files import write_atomic
+from model.intervals import LEVELS
 from model.schema import TARGET_DOMAIN
 
 if TYPE_CHECKING:
@@ -212,7 +213,23 @@ def validated(
     def recent(saved: Any) -> None:
         key(saved)
         _id(saved.get("request_id"))
-        rows(saved.get("predictions"), None)
+        count = rows(saved.get("predictions"), None)
+        if "level" in saved:  # saved with its intervals
+            _level(saved["level"])
+            lower, upper = saved.get("lower"), saved.get("upper")
+            if rows(lower, None) != count or rows(upper, None) != count:
+                raise _InvalidEntryError("lower, upper: not one bound each per prediction")
+            if any(low > high for low, high in zip(lower, upper, strict=True)):
+                raise _InvalidEntryError("lower: a bound above its upper bound")
+
+    def coverage(saved: Any) -> None:
+        key(saved)
+        _level(saved.get("level"))
+        hits, widths = saved.get("hits"), saved.get("widths")
+        if not isinstance(hits, list) or not all(isinstance(hit, bool) for hit in hits):
+            raise _InvalidEntryError("hits: not a list of booleans")
+        if rows(widths, None) != len(hits) or any(width < 0 for width in widths):
+            raise _InvalidEntryError("widths: not one width (>= 0) per hit")
 
     def labelled(saved: Any) -> None:
         if not isinstance(saved, dict):
@@ -230,6 +247,7 @@ def validated(
         "results": result,
         "history": history,
         "recent": recent,
+        "coverage": coverage,
         "labelled": labelled,
     }
     for section, check in checks.items():
@@ -337,3 +355,8 @@ def _valid_id(value: Any) -> bool:
 def _id(value: Any) -> None:
     if not _valid_id(value):
         raise _InvalidEntryError("request_id: not an inference id")
+
+
+def _level(value: Any) -> None:
+    if not _is_number(value) or value not in LEVELS:
+        raise _InvalidEntryError("level: not an interval level served")

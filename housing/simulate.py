@@ -3,21 +3,28 @@
 A market shift is sent through the stack ``housing up`` starts (same processes, same flags), and the loop
 runs as it would on the cluster, with nothing but HTTP between the steps:
 
-1. **Shift.** The bundled houses are split into a traffic pool (60 %) and held-out houses (40 %). After the
-   shift, buyers lean to the cheaper half of the city (three in four houses from those whose ``lstat`` is
-   above the data set's median), prices rose 20 % (years of inflation: the labels) and the property-tax rate
-   per USD 10,000 fell by the same factor (the same levy on dearer houses).
+1. **Shift.** The bundled houses are split into a traffic pool (60 %) and held-out houses (40 %). First
+   ``--before`` houses of the pool are sent as they are, labelled: the champion's live interval coverage
+   before the shift (on houses it was trained on, so above its held-out 90%). After the shift, buyers lean
+   to the cheaper half of the city (three in four houses from those whose ``lstat`` is above the data set's
+   median), prices rose 20 % (years of inflation: the labels) and the property-tax rate per USD 10,000 fell
+   by the same factor (the same levy on dearer houses).
 2. **Detect.** Shifted houses from the traffic pool go through the transformer; their labels follow
-   ``--label-delay`` requests later (``POST /feedback``). The detector flags the drifted window.
+   ``--label-delay`` requests later (``POST /feedback``). The detector flags the drifted window, and the
+   live coverage of the champion's 90% intervals falls: its ranges were calibrated on the old prices.
 3. **Retrain.** The detector's ``command`` action runs ``housing train --data bundled ARCHIVE`` once
    ``--min-labels`` labels of the shifted traffic are in (``--retrain_min_labels``), after uploading its
    archive: the new version is registered in MLflow with the alias ``challenger``.
 4. **Shadow.** The challenger gets its own predictor (pinned by its sha256); the transformer copies every
    request to it. Held-out shifted houses, never seen in training, are priced by both, and labelled.
 5. **Analyse.** The always-valid paired test of ``housing experiment analyze`` on the detector's outcomes;
-   the figure: the challenger's MAE on the held-out shifted houses against the champion's.
+   the figure: the challenger's MAE on the held-out shifted houses against the champion's, and both models'
+   live interval coverage there (the challenger's recovers: it was calibrated on the new prices).
 6. **Promote.** On a win: the MLflow alias ``champion`` moves to the challenger, and the stack is restarted
    on it (what ``housing rollout promote`` does on the cluster); one prediction shows the new version.
+
+Live coverage is the detector's ``housing_interval_coverage`` (``/status``), over the last ``--window``
+labels of each model (the detector's ``--coverage_window``), so each figure is about one phase's houses.
 
 Everything the loop writes (detector state, archive, MLflow store, the new artifact, logs) goes under
 ``var/simulate/<time>/``: the champion the user serves and the user's MLflow store (``MLFLOW_TRACKING_URI``
@@ -67,6 +74,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=300,
         help="shifted houses sent before retraining (default: %(default)s)",
+    )
+    drift.add_argument(
+        "--before",
+        type=int,
+        default=100,
+        help="houses sent before the shift, as they are, labelled (default: %(default)s)",
     )
     drift.add_argument(
         "--held-out",
@@ -212,17 +225,23 @@ class Loop:
         version = str(champion["version"])
         step(1, f"champion: {named(champion)} ({self.champion_dir}); the run writes to {self.out}")
         self.start(self.champion_dir)
+        key = f"default/{version}"
+        if self.args.before:
+            self.send(pool.sample(self.args.before, replace=True, random_state=self.args.seed))
+            print(f"before the shift: {self.coverage(key)} (houses it was trained on)", flush=True)
         print(f"shift: {LEAN:.0%} of houses from the cheaper half (lstat > {median:.2f}), "
               f"prices +{INFLATION:.0%}, tax rate / {1 + INFLATION:g}")  # fmt: skip
         self.send(shifted_houses(pool, self.args.requests, self.rng, median))
-        key = f"default/{version}"
-        status = self.wait(lambda s: (s["keys"].get(key) or {}).get("last_result"), "a tested window")
+
+        def drifted_window(status: dict[str, Any]) -> bool:  # not the unshifted window tested before it
+            return bool(((status["keys"].get(key) or {}).get("last_result") or {}).get("drifted"))
+
+        status = self.wait(drifted_window, "a drifted window (the detector did not flag the shifted traffic)")
         result = status["keys"][key]["last_result"]
         drifted = [feature["name"] for feature in result["features"] if feature["drifted"]]
         step(2, f"detector: window drift score {result['score']:.2f} (threshold {status['threshold']}), "
                 f"drifted: {', '.join(drifted) or 'none'}; {self.live(status, key)}")  # fmt: skip
-        if not result["drifted"]:
-            raise RuntimeError("the detector did not flag the shifted traffic")
+        print(f"after the shift: {self.coverage(key, status)}", flush=True)
 
         firings = self.wait(lambda s: s["retrain"]["firings"], "the retrain to fire")["retrain"]["firings"]
         print(f"retrain fired: reason {firings[-1]['reason']}, after {self.args.min_labels} labels of the "
@@ -258,6 +277,9 @@ class Loop:
 
         wait_until(labelled, timeout=self.args.timeout, what="the shadow's labelled outcomes")
         champion_errors, challenger_errors, _, _ = paired_errors(outcomes, key, shadow_key)
+        status = self.wait(lambda s: True, "the detector's status")
+        both = f"challenger {self.coverage(shadow_key, status)}; champion {self.coverage(key, status)}"
+        print(f"after the retrain, on the held-out shifted houses: {both}", flush=True)
         # Only the held-out houses: both models priced them, the challenger never trained on them.
         decision = decide(champion_errors, challenger_errors, paired=True)
         improvement = 1 - decision.mae_challenger / decision.mae_champion
@@ -291,7 +313,8 @@ class Loop:
         retrain = shlex.join([sys.executable, "-m", "housing", "train", "--fast", "--no-progress", "--data",
                               "bundled", local_stack.archive_uri(self.ports)])  # fmt: skip
         specs["detector"].command = [
-            *specs["detector"].command, "--window_size", str(self.args.window), "--retrain_action", "command",
+            *specs["detector"].command, "--window_size", str(self.args.window),
+            "--coverage_window", str(self.args.window), "--retrain_action", "command",
             "--retrain_command", retrain, "--retrain_min_labels", str(self.args.min_labels),
             "--archive_flush_seconds", "1",
         ]  # fmt: skip
@@ -389,6 +412,17 @@ class Loop:
         artifact = latest_artifact()
         assert artifact is not None
         return artifact
+
+    def coverage(self, key: str, status: dict[str, Any] | None = None) -> str:
+        """The live coverage of ``key``'s 90% intervals, as one phrase (``/status`` read if not given)."""
+        status = status or self.wait(lambda s: True, "the detector's status")
+        found = ((status["keys"].get(key) or {}).get("coverage") or {}).get("0.9")
+        if not found:
+            return f"{key} has no labelled interval yet"
+        share, labels, width = found["coverage"], found["labels"], found["width"]
+        return (
+            f"{key}'s 90% intervals hold {share:.0%} of its last {labels} labelled prices (width {width:.1f})"
+        )
 
     @staticmethod
     def live(status: dict[str, Any], key: str) -> str:

@@ -36,6 +36,10 @@ pinned to ``model.joblib`` serves ``model.joblib``, and says how to serve the co
   (:mod:`model.dle`; JSON arrays, no pickle; absent in older artifacts)
 - ``outliers_sha256``: of ``outliers.json``, the density the detector flags houses unlike any seen in training
   with (:mod:`model.outliers`; JSON arrays, no pickle; absent in older artifacts, which get no outlier scores)
+- ``intervals_sha256``: of ``intervals.json``, the calibrated prediction intervals (:mod:`model.intervals`; a
+  few numbers, no pickle; the compiled form carries the same numbers in its graph). Absent in older artifacts,
+  which serve no intervals
+- ``intervals``: what a client can ask for: ``{"method", "levels", "outputs"}``
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from model.files import write_atomic
+from model.intervals import Intervals
 
 MODEL_FILE = "model.joblib"
 ONNX_FILE = "model.onnx"
@@ -60,6 +65,9 @@ DLE_SHA256 = "dle_sha256"
 OUTLIERS_FILE = "outliers.json"
 OUTLIERS_SHA256 = "outliers_sha256"
 """The ``model.json`` key of ``outliers.json``'s sha256 (:mod:`model.outliers`)."""
+INTERVALS_FILE = "intervals.json"
+INTERVALS_SHA256 = "intervals_sha256"
+"""The ``model.json`` key of ``intervals.json``'s sha256 (:mod:`model.intervals`)."""
 SKLEARN, ONNX = "sklearn", "onnx"
 MODEL_FORMATS = (ONNX, SKLEARN)
 """The forms a model can be loaded in: the compiled one (the predictor's default) and scikit-learn's."""
@@ -84,12 +92,14 @@ class ModelArtifact:
         metadata: The parsed ``model.json``.
         path: The directory it was loaded from.
         format: Which file was loaded: ``sklearn`` (``model.joblib``) or ``onnx`` (``model.onnx``).
+        intervals: The calibrated intervals (``intervals.json``), or ``None`` for an artifact without them.
     """
 
     pipeline: Any
     metadata: dict[str, Any]
     path: Path
     format: str = SKLEARN
+    intervals: Intervals | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -128,6 +138,7 @@ def save_artifact(
     compiled: bytes | None = None,
     dle: bytes | None = None,
     outliers: bytes | None = None,
+    intervals: Intervals | None = None,
 ) -> Path:
     """Write ``model.joblib``, ``model.onnx`` (given the compiled form) and ``model.json`` into ``directory``.
 
@@ -141,6 +152,7 @@ def save_artifact(
         compiled: The serialised ONNX model (:func:`model.compiled.compile_pipeline`), if any.
         dle: The loss estimator's ``dle.json`` (:func:`model.dle.to_bytes`), if any.
         outliers: The outlier density's ``outliers.json`` (:func:`model.outliers.to_bytes`), if any.
+        intervals: The calibrated intervals (``intervals.json``), if any.
 
     Returns:
         The artifact directory.
@@ -163,6 +175,10 @@ def save_artifact(
     if outliers is not None:
         write_atomic(directory / OUTLIERS_FILE, outliers.decode())
         document[OUTLIERS_SHA256] = hashlib.sha256(outliers).hexdigest()
+    if intervals is not None:
+        data = intervals.to_bytes()
+        write_atomic(directory / INTERVALS_FILE, data.decode())
+        document[INTERVALS_SHA256] = hashlib.sha256(data).hexdigest()
     write_atomic(directory / METADATA_FILE, json.dumps(document, indent=2, sort_keys=True) + "\n")
     os.replace(model_tmp, directory / MODEL_FILE)
     return directory
@@ -292,6 +308,7 @@ def load_artifact(
         verify_artifact(directory, model_format=ONNX)
     read_dle(directory, metadata)
     read_outliers(directory, metadata)
+    calibrated = read_intervals(directory, metadata)
     try:
         import joblib
 
@@ -306,7 +323,7 @@ def load_artifact(
         raise ArtifactError(
             f"cannot load {MODEL_FILE} (libraries {metadata.get('libraries')}): {error}"
         ) from error
-    return ModelArtifact(pipeline=pipeline, metadata=metadata, path=directory)
+    return ModelArtifact(pipeline=pipeline, metadata=metadata, path=directory, intervals=calibrated)
 
 
 def _load_compiled(directory: Path, expected_sha256: str | None, intra_op_threads: int) -> ModelArtifact:
@@ -316,6 +333,7 @@ def _load_compiled(directory: Path, expected_sha256: str | None, intra_op_thread
     metadata = verify_artifact(directory)
     read_dle(directory, metadata)
     read_outliers(directory, metadata)
+    calibrated = read_intervals(directory, metadata)
     data = _read_verified(directory, metadata, expected_sha256, ONNX)
     try:
         compiled = CompiledModel(data, intra_op_threads)  # from the bytes checked, not from the path
@@ -323,7 +341,9 @@ def _load_compiled(directory: Path, expected_sha256: str | None, intra_op_thread
         raise ArtifactError(
             f"cannot load {ONNX_FILE} (libraries {metadata.get('libraries')}): {error}"
         ) from error
-    return ModelArtifact(pipeline=compiled, metadata=metadata, path=directory, format=ONNX)
+    return ModelArtifact(
+        pipeline=compiled, metadata=metadata, path=directory, format=ONNX, intervals=calibrated
+    )
 
 
 def _read_verified(
@@ -365,6 +385,22 @@ def read_outliers(directory: str | Path, metadata: dict[str, Any]) -> bytes | No
         ArtifactError: ``model.json`` records an ``outliers.json`` that is missing or whose sha256 differs.
     """
     return _read_recorded(Path(directory) / OUTLIERS_FILE, metadata.get(OUTLIERS_SHA256))
+
+
+def read_intervals(directory: str | Path, metadata: dict[str, Any]) -> Intervals | None:
+    """The verified calibrated intervals (``intervals.json``), or ``None`` for an artifact without them.
+
+    Raises:
+        ArtifactError: ``model.json`` records an ``intervals.json`` that is missing, modified or unreadable.
+    """
+    path = Path(directory) / INTERVALS_FILE
+    data = _read_recorded(path, metadata.get(INTERVALS_SHA256))
+    if data is None:
+        return None
+    try:
+        return Intervals.from_bytes(data)
+    except ValueError as error:
+        raise ArtifactError(f"{path}: {error}") from error
 
 
 def _read_recorded(path: Path, recorded: str | None) -> bytes | None:

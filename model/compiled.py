@@ -13,6 +13,13 @@ because onnxruntime's ``TreeEnsembleRegressor`` takes no float64) and gives one 
 [N, 1] in USD 1000s. For a model trained on log(medv) the inverse, ``exp``, is an ``Exp`` node in the graph,
 so the file alone gives prices. Its metadata properties name the features, in order, and the target's unit.
 Compiling needs skl2onnx and scikit-learn (the ``training`` extra); running needs only onnxruntime.
+
+With calibrated intervals (:mod:`model.intervals`) the graph has two more outputs, ``medv_lower`` and
+``medv_upper`` of shape [N, n_levels] (a column per level, in the ``levels`` metadata property's order): the
+same arithmetic as :meth:`model.intervals.Intervals.bounds`, as a dozen ONNX nodes after the trees (a
+``MatMul`` for the scale, ``Clip``, ``Exp``, ``Log``, ``Mul``, ``Sub``, ``Add``). A call that asks only for
+``medv`` runs only the nodes ``medv`` needs (onnxruntime prunes the rest), so the price alone costs what it
+did; the bounds add a few microseconds.
 """
 
 from __future__ import annotations
@@ -24,10 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from model.intervals import LOG, PRICE_FLOOR, Intervals
 from model.schema import TARGET, TARGET_UNIT, select
 
 INPUT = "input"
 OUTPUT = TARGET
+LOWER = f"{TARGET}_lower"
+UPPER = f"{TARGET}_upper"
 OPSET = 17
 """The ONNX opset of the graph (onnxruntime 1.17 and later run it)."""
 PARITY_TOLERANCE = 0.01
@@ -66,6 +76,11 @@ class CompiledModel:
         self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self._input = self.session.get_inputs()[0].name
         self._outputs = [self.session.get_outputs()[0].name]
+        names = {output.name for output in self.session.get_outputs()}
+        properties = self.session.get_modelmeta().custom_metadata_map
+        self.levels: tuple[float, ...] = ()
+        if {LOWER, UPPER} <= names and properties.get("levels"):
+            self.levels = tuple(float(level) for level in properties["levels"].split(","))
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Predict for rows of features.
@@ -79,8 +94,26 @@ class CompiledModel:
         values = self.session.run(self._outputs, {self._input: rows.astype(np.float32, copy=False)})[0]
         return values.reshape(-1).astype(np.float64)
 
+    def predict_bounds(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Prices and their bounds at every level, in one call.
 
-def compile_pipeline(pipeline: Any, features: Sequence[str]) -> bytes:
+        Args:
+            rows: Array of shape [N, n_features], in model order.
+
+        Returns:
+            Predictions of shape [N], and lower and upper bounds of shape [N, len(levels)] (USD 1000s).
+
+        Raises:
+            ValueError: The model was compiled without intervals.
+        """
+        if not self.levels:
+            raise ValueError("this compiled model has no intervals (an artifact older than intervals)")
+        feed = {self._input: rows.astype(np.float32, copy=False)}
+        price, lower, upper = self.session.run([OUTPUT, LOWER, UPPER], feed)
+        return price.reshape(-1).astype(np.float64), lower.astype(np.float64), upper.astype(np.float64)
+
+
+def compile_pipeline(pipeline: Any, features: Sequence[str], intervals: Intervals | None = None) -> bytes:
     """Convert a fitted pipeline of :func:`model.pipeline.make_candidate` to ONNX.
 
     Every step is converted by skl2onnx; a final ``TransformedTargetRegressor`` is converted as its inner
@@ -89,6 +122,7 @@ def compile_pipeline(pipeline: Any, features: Sequence[str]) -> bytes:
     Args:
         pipeline: The fitted scikit-learn pipeline.
         features: Its inputs, in model order.
+        intervals: Its calibrated intervals, whose bounds become two more outputs (see the module docstring).
 
     Returns:
         The serialised ONNX model.
@@ -120,8 +154,53 @@ def compile_pipeline(pipeline: Any, features: Sequence[str]) -> bytes:
     graph = onnx_model.graph
     graph.node.append(helper.make_node(inverse, [graph.output[0].name], [OUTPUT]))
     graph.output[0].name = OUTPUT
-    helper.set_model_props(onnx_model, {"features": ",".join(features), "unit": TARGET_UNIT})
+    properties = {"features": ",".join(features), "unit": TARGET_UNIT}
+    if intervals is not None:
+        _append_bounds(graph, intervals)
+        properties["levels"] = ",".join(f"{level:g}" for level in intervals.levels)
+    helper.set_model_props(onnx_model, properties)
     return bytes(onnx_model.SerializeToString())
+
+
+def _append_bounds(graph: Any, intervals: Intervals) -> None:
+    """Add the ``medv_lower`` and ``medv_upper`` outputs: :meth:`Intervals.bounds` as ONNX nodes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def constant(name: str, values: Any) -> str:
+        graph.initializer.append(
+            numpy_helper.from_array(np.asarray(values, dtype=np.float32), f"bounds_{name}")
+        )
+        return f"bounds_{name}"
+
+    def node(op: str, inputs: list[str], name: str) -> str:
+        graph.node.append(helper.make_node(op, inputs, [f"bounds_{name}"]))
+        return f"bounds_{name}"
+
+    coef = constant("coef", np.asarray(intervals.coef).reshape(-1, 1))
+    linear = node(
+        "Add",
+        [node("MatMul", [INPUT, coef], "matmul"), constant("intercept", [intervals.intercept])],
+        "linear",
+    )
+    clipped = node(
+        "Clip",
+        [linear, constant("min", intervals.log_scale_min), constant("max", intervals.log_scale_max)],
+        "clip",
+    )
+    half = node(
+        "Mul", [node("Exp", [clipped], "scale"), constant("quantiles", [intervals.quantiles])], "half"
+    )
+    if intervals.space == LOG:
+        centre = node("Log", [node("Max", [OUTPUT, constant("floor", PRICE_FLOOR)], "floored")], "centre")
+        graph.node.append(helper.make_node("Exp", [node("Sub", [centre, half], "log_lower")], [LOWER]))
+        graph.node.append(helper.make_node("Exp", [node("Add", [centre, half], "log_upper")], [UPPER]))
+    else:
+        lower = node("Sub", [OUTPUT, half], "lower")
+        graph.node.append(helper.make_node("Max", [lower, constant("zero", 0.0)], [LOWER]))
+        graph.node.append(helper.make_node("Add", [OUTPUT, half], [UPPER]))
+    width = len(intervals.levels)
+    for name in (LOWER, UPPER):
+        graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, width]))
 
 
 def _inverse_node(regressor: Any) -> str:
@@ -159,26 +238,42 @@ def parity_rows(x: np.ndarray, features: Sequence[str]) -> np.ndarray:
     return np.vstack(blocks)
 
 
-def check_parity(pipeline: Any, compiled: CompiledModel, rows: np.ndarray) -> float:
-    """The largest absolute difference between the two forms over ``rows``, if within the tolerance.
+def check_parity(
+    pipeline: Any, compiled: CompiledModel, rows: np.ndarray, intervals: Intervals | None = None
+) -> tuple[float, float]:
+    """The largest absolute differences between the two forms over ``rows``, if within the tolerance.
 
     Args:
         pipeline: The fitted scikit-learn pipeline.
         compiled: Its compiled form.
         rows: The rows to compare (see :func:`parity_rows`).
+        intervals: The calibrated intervals compiled with it, whose bounds must agree too.
 
     Returns:
-        The largest absolute difference, USD 1000s.
+        The largest absolute difference of the prices and of the bounds (at any level; NaN without
+        intervals), USD 1000s.
 
     Raises:
-        CompileError: It exceeds :data:`PARITY_TOLERANCE`; the message says by how much and where.
+        CompileError: One exceeds :data:`PARITY_TOLERANCE`; the message says by how much and where.
     """
-    difference = np.abs(compiled.predict(rows) - np.asarray(pipeline.predict(rows), dtype=np.float64))
+    expected = np.asarray(pipeline.predict(rows), dtype=np.float64)
+    if intervals is None:
+        return _within_tolerance(np.abs(compiled.predict(rows) - expected), rows, "model"), float("nan")
+    price, lower, upper = compiled.predict_bounds(rows)
+    expected_lower, expected_upper = intervals.bounds(rows, expected)
+    bounds = np.maximum(np.abs(lower - expected_lower), np.abs(upper - expected_upper)).max(axis=1)
+    return (
+        _within_tolerance(np.abs(price - expected), rows, "model"),
+        _within_tolerance(bounds, rows, "model's interval bounds"),
+    )
+
+
+def _within_tolerance(difference: np.ndarray, rows: np.ndarray, what: str) -> float:
     worst = int(np.argmax(difference))
     if difference[worst] > PARITY_TOLERANCE:
         raise CompileError(
-            f"the compiled model differs from scikit-learn by up to {difference[worst]:.4f} USD 1000s "
-            f"(row {worst} of {len(rows)}: {rows[worst].tolist()}), over the limit of {PARITY_TOLERANCE}; "
-            f"{int((difference > PARITY_TOLERANCE).sum())} rows are over it"
+            f"the compiled {what} differ{'s' if what == 'model' else ''} from scikit-learn by up to "
+            f"{difference[worst]:.4f} USD 1000s (row {worst} of {len(rows)}: {rows[worst].tolist()}), "
+            f"over the limit of {PARITY_TOLERANCE}; {int((difference > PARITY_TOLERANCE).sum())} rows over"
         )
     return float(difference[worst])

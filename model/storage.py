@@ -20,18 +20,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from model.artifact import DLE_FILE, METADATA_FILE, MODEL_FILE, ONNX_FILE, OUTLIERS_FILE, sha256_file
+from model.artifact import (
+    DLE_FILE,
+    INTERVALS_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    ONNX_FILE,
+    OUTLIERS_FILE,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 SHA256_METADATA_KEY = "sha256"
 # model.json goes last: a reader that sees the new metadata finds the new model beside it.
-UPLOAD_ORDER = (MODEL_FILE, ONNX_FILE, DLE_FILE, OUTLIERS_FILE, METADATA_FILE)
-OPTIONAL = frozenset({ONNX_FILE, DLE_FILE, OUTLIERS_FILE})
+UPLOAD_ORDER = (MODEL_FILE, ONNX_FILE, DLE_FILE, OUTLIERS_FILE, INTERVALS_FILE, METADATA_FILE)
+OPTIONAL = frozenset({ONNX_FILE, DLE_FILE, OUTLIERS_FILE, INTERVALS_FILE})
 """Files an artifact may lack: artifacts written before the compiled form have no ``model.onnx``, those
 written before the loss estimator no ``dle.json``, those written before the outlier density no
-``outliers.json``."""
+``outliers.json``, those written before intervals no ``intervals.json``."""
 
 
 class StorageError(RuntimeError):

@@ -133,7 +133,7 @@ def _log_figures(result: TrainingResult) -> None:
     import mlflow
 
     from model.importance import save_importance_plot, tree_model
-    from model.plots import save_plots
+    from model.plots import save_interval_plot, save_plots
 
     mlflow.log_params({**result.params, "features": ",".join(result.features)})
     mlflow.log_metrics(result.metrics)
@@ -149,6 +149,9 @@ def _log_figures(result: TrainingResult) -> None:
             return
         for path in save_plots(scratch, result.y, predicted, result.importances):
             mlflow.log_artifact(str(path), "plots")
+        if result.held_out_intervals is not None:  # held-out prices in their intervals, coverage by quintile
+            plot = save_interval_plot(scratch, result.y, result.held_out_intervals, result.strata)
+            mlflow.log_artifact(str(plot), "plots")
         if result.global_importance:  # mean |TreeSHAP contribution| (model/importance.py)
             log_target = tree_model(result.pipeline).log_target
             plot = save_importance_plot(scratch, result.global_importance, log_target=log_target)

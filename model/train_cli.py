@@ -63,6 +63,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fast", action="store_true", help="few folds, fewer trees, no nested CV: seconds")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
     parser.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="worker processes for the folds (default: one per usable core; --fast: none); "
+        "the figures are the same for any N",
+    )
+    parser.add_argument(
+        "--compare-intervals",
+        action="store_true",
+        help="also compare MAPIE's CV+ and conformalized quantile regression with the shipped intervals "
+        "on the same folds (minutes more; docs/training.md)",
+    )
+    parser.add_argument(
         "--no-mlflow", action="store_true", help="do not log to MLflow nor register the model"
     )
     parser.add_argument(
@@ -119,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         fast=args.fast,
         seed=args.seed,
         progress=not args.no_progress,
+        jobs=args.jobs,
+        compare_intervals=args.compare_intervals,
     )
     result.params.update(provenance)  # into model.json's params and the MLflow run's
     print(format_table(figure_rows(result)))
@@ -147,7 +162,15 @@ def run(args: argparse.Namespace) -> int:
         version = version or unregistered_version(created_at)
         directory = args.output or default_artifact_dir(version)
         metadata = artifact_metadata(result, version, created_at)
-        save_artifact(directory, result.pipeline, metadata, result.compiled, result.dle, result.outliers)
+        save_artifact(
+            directory,
+            result.pipeline,
+            metadata,
+            result.compiled,
+            result.dle,
+            result.outliers,
+            result.intervals,
+        )
         if args.output is None:
             point_latest_at(directory)
         return Path(directory)
@@ -211,6 +234,8 @@ def figure_rows(result: TrainingResult) -> list[tuple[str, str]]:
             f"R² {-metrics['b_cost_r2']:+.3f}",
         )
     )
+    if result.intervals is not None:
+        rows += coverage_rows(result, method)
     top = sorted(result.importances.items(), key=lambda item: -item[1])[:5]
     rows.append(("top importances", ", ".join(f"{name} {value:.2f}" for name, value in top)))
     rows.append(("final fit", f"{metrics['fit_seconds']:.3f} s (CPU {metrics['fit_cpu_seconds']:.3f} s)"))
@@ -224,11 +249,38 @@ def figure_rows(result: TrainingResult) -> list[tuple[str, str]]:
     return rows
 
 
+def coverage_rows(result: TrainingResult, method: str) -> list[tuple[str, str]]:
+    """The held-out coverage of the shipped intervals, by quintile, and every method compared."""
+    from model.coverage import MAPIE_METHODS, comparison_rows
+    from model.intervals import METHODS
+
+    metrics = result.metrics
+    quintiles = []
+    for stratum in ("price", "lstat"):
+        shares = [metrics.get(f"interval_coverage_90_{stratum}_q{quintile}") for quintile in range(1, 6)]
+        if None not in shares:
+            quintiles.append(f"{stratum} " + " ".join(f"{share:.2f}" for share in shares))
+    levels = " / ".join(f"{metrics[f'interval_coverage_{level}']:.3f}" for level in (80, 90, 95))
+    rows = [
+        (
+            f"intervals ({result.intervals.method}, {method})" if result.intervals else "intervals",
+            f"coverage 80/90/95% {levels}",
+        ),
+        ("90% coverage by quintile", ", ".join(quintiles)),
+    ]
+    return rows + comparison_rows(metrics, (*METHODS, *MAPIE_METHODS))
+
+
 def compiled_rows(result: TrainingResult) -> list[tuple[str, str]]:
     """The figures of the compiled form, printed once it passed its parity gate."""
     metrics = result.metrics
+    bounds = metrics.get("compiled_bounds_parity_max_abs_diff")
     return [
-        ("compiled (ONNX) parity", f"max |diff| {metrics['compiled_parity_max_abs_diff']:.6f} USD 1000s"),
+        (
+            "compiled (ONNX) parity",
+            f"max |diff| {metrics['compiled_parity_max_abs_diff']:.6f} USD 1000s"
+            + ("" if bounds is None else f", interval bounds {bounds:.6f}"),
+        ),
         (
             "compiled predict 1 row",
             f"p50 {metrics['compiled_predict_latency_p50_us']:.0f} µs, "

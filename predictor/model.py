@@ -8,6 +8,11 @@ Input: one FP32/FP64 tensor of shape [N, n_features], columns in the model's fea
 V2 model metadata ``parameters.feature_names``). Output: ``predictions``, median home value in USD 1000s; a
 V2 answer carries the artifact's version in ``model_version``.
 
+Intervals (:mod:`model.intervals`), when asked for as :mod:`serving.outputs` says (V2: ``outputs``
+``price_lower``/``price_upper`` with ``parameters.interval_level``; V1: ``parameters.interval_level``): the
+compiled form computes them in the same onnxruntime call as the prices, the scikit-learn form from
+``intervals.json``. The price output keeps KServe's name, ``output-0``.
+
 A V2 tensor may name its columns in its own ``parameters.feature_names`` (comma-separated), as the
 transformer always does: a predictor can be replaced under a running transformer (a rolling update, a Knative
 revision) by one whose model takes another order. Names equal to the model's order cost one string compare;
@@ -32,17 +37,22 @@ from typing import Any
 import numpy as np
 from kserve import InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput, ModelNotReady
-from kserve.utils.utils import get_predict_input, get_predict_response
+from kserve.utils.utils import generate_uuid, get_predict_input, get_predict_response
 
 from model import storage
 from model.artifact import ONNX, SKLEARN, ModelArtifact, load_artifact, read_metadata, serving_format
+from model.intervals import BOUND_OUTPUTS, LEVEL_PARAMETER
 from model.schema import TARGET, TARGET_UNIT
 from predictor.metrics import MODEL_INFO, PREDICTED_VALUE
 from serving.metrics import BATCH_ROWS
+from serving.outputs import INTERVALS, Outputs, requested, v1_intervals, v2_outputs
 from serving.payload import FEATURE_NAMES, check_batch_rows, check_unsigned_shape, select_columns
 from serving.policy import rows_limit
 
 NUMERIC_DATATYPES = ("FP32", "FP64")
+PRICE_OUTPUT = "output-0"
+"""The price's output name: KServe's default for a model's first output, as it always was here."""
+Bounds = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 MAX_BATCH_ROWS = rows_limit("predictor", "/v2/models/{name}/infer")
 """The most rows one request may hold (``--max_batch_rows``): the transformer's default ``--max_batch_rows``,
 the most its calls carry, merged or not (raise both together). 1,000 rows of V1 JSON cost about 7 ms here,
@@ -87,6 +97,7 @@ class HousingModel(Model):
         self._download_dir: str | None = None
         self._feature_list = ""
         self._predict: Callable[[np.ndarray], np.ndarray] = self._unloaded
+        self._bounds: Bounds | None = None
         self._info: tuple[str, str, str] | None = None  # its housing_model_info labels, while it holds them
 
     def load(self) -> bool:
@@ -115,6 +126,7 @@ class HousingModel(Model):
             self._predict = functools.partial(predict_validated, artifact.pipeline)
         else:
             self._predict = artifact.pipeline.predict
+        self._bounds = _bounds(artifact, self._predict)
         self.artifact = artifact
         self._feature_list = ",".join(self.artifact.feature_names)
         # Labelled once here, not per request: a labels() lookup costs about as much as the trees.
@@ -147,25 +159,57 @@ class HousingModel(Model):
         )
 
     def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
-        """Predict for every row of the payload's tensor."""
+        """Predict for every row of the payload's tensor, with the bounds it asks for (if any)."""
         artifact = self._loaded()
+        outputs = requested(payload, PRICE_OUTPUT)
         rows = self._rows(payload, artifact.feature_names, self._feature_list, self.max_batch_rows)
-        predictions = self._predict(rows)  # the rows were checked just above
+        lower = upper = None
+        if outputs.bounds:
+            predictions, lower, upper = self._interval(rows, outputs, artifact)
+        else:
+            predictions = self._predict(rows)  # the rows were checked just above
         self._batch_rows.observe(len(rows))
         for value in predictions:
             self._predicted_value.observe(value)
+        if isinstance(payload, InferRequest) and outputs.names is not None:
+            tensors = v2_outputs(
+                outputs, PRICE_OUTPUT, predictions, lower, upper, binary=payload.use_binary_outputs
+            )
+            return InferResponse(
+                payload.id or generate_uuid(),
+                self.name,
+                tensors,
+                model_version=artifact.version,
+                use_binary_outputs=payload.use_binary_outputs,
+            )
         response = get_predict_response(payload, predictions, self.name)
         if isinstance(response, InferResponse):  # the transformer logs the version that answered
             response.model_version = artifact.version
+        elif outputs.bounds:
+            response[INTERVALS] = v1_intervals(outputs.level, lower, upper)  # type: ignore[arg-type]
         return response
+
+    def _interval(
+        self, rows: np.ndarray, outputs: Outputs, artifact: ModelArtifact
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Prices and their bounds at the level asked for."""
+        if self._bounds is None or artifact.intervals is None:
+            raise InvalidInput(
+                f"{LEVEL_PARAMETER}: model {self.name} version {artifact.version} has no intervals (its "
+                "artifact was trained before them); ask for the price alone"
+            )
+        predictions, lower, upper = self._bounds(rows)
+        column = artifact.intervals.level_index(outputs.level)  # type: ignore[arg-type]
+        return predictions, lower[:, column], upper[:, column]
 
     def get_input_types(self) -> list[dict[str, Any]]:
         """One tensor of shape [-1, n_features]."""
         return [{"name": "input-0", "datatype": "FP64", "shape": [-1, len(self._loaded().feature_names)]}]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        """One tensor of shape [-1]: median home value in USD 1000s."""
-        return [{"name": "output-0", "datatype": "FP64", "shape": [-1]}]
+        """The price (median home value, USD 1000s) and, when the model has them, its interval's bounds."""
+        names = (PRICE_OUTPUT, *(BOUND_OUTPUTS if self._loaded().intervals is not None else ()))
+        return [{"name": name, "datatype": "FP64", "shape": [-1]} for name in names]
 
     async def describe(self) -> dict[str, Any]:
         """Model version, feature order and units, added to the V2 model metadata."""
@@ -181,6 +225,7 @@ class HousingModel(Model):
                 "target": TARGET,
                 "unit": TARGET_UNIT,
                 "max_batch_rows": self.max_batch_rows,
+                **interval_parameters(artifact),
             },
         }
 
@@ -220,6 +265,35 @@ class HousingModel(Model):
         if not np.isfinite(rows).all():
             raise InvalidInput("input-0: every value must be a finite number (no NaN or infinity)")
         return rows
+
+
+def interval_parameters(artifact: ModelArtifact) -> dict[str, str]:
+    """What the V2 metadata says about the model's intervals: its levels and method (nothing without them)."""
+    if artifact.intervals is None:
+        return {}
+    return {
+        "interval_levels": ",".join(f"{level:g}" for level in artifact.intervals.levels),
+        "interval_method": artifact.intervals.method,
+    }
+
+
+def _bounds(artifact: ModelArtifact, predict: Callable[[np.ndarray], np.ndarray]) -> Bounds | None:
+    """How the loaded form computes prices with their bounds at every level; ``None`` without intervals.
+
+    The compiled form computes both in one onnxruntime call; the scikit-learn form applies ``intervals.json``
+    to its prices.
+    """
+    calibrated = artifact.intervals
+    if calibrated is None:
+        return None
+    if artifact.format == ONNX and getattr(artifact.pipeline, "levels", ()) == calibrated.levels:
+        return artifact.pipeline.predict_bounds
+
+    def bounds(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        predictions = predict(rows)
+        return predictions, *calibrated.bounds(rows, predictions)
+
+    return bounds
 
 
 def _check_row_count(payload: Any, max_rows: int) -> None:

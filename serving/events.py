@@ -9,6 +9,12 @@ a JSON object (:func:`encode_metadata`; KServe's agent maps each key to a list i
 
 The sender is ``transformer/request_logger.py``; the reader ``detector/events.py``.
 
+**Data.** A request event's data is ``{"instances": [{feature: value, ...}, ...]}``; a response event's is
+``{"predictions": [...]}`` and, when the predictor computed them, the interval bounds of each prediction:
+``"intervals": {"level": 0.9, "lower": [...], "upper": [...]}`` (:data:`INTERVALS`; USD 1000s, one per
+prediction; the level the client asked for, else the monitored one, 0.9). The detector scores each label
+against them (``housing_interval_coverage``).
+
 **Batches.** The transformer sends CloudEvents' batched content mode (:data:`BATCH_CONTENT_TYPE`: a JSON array
 of structured-mode events, each with its attributes as keys and the payload under ``data``); the detector also
 reads single binary and structured events, as KServe's agent posts them. A request and its response travel in
@@ -56,6 +62,9 @@ SAMPLE_RATE = "housingsamplerate"
 """Extension attribute (header ``ce-housingsamplerate``): the sender's delivered share, in (0, 1]."""
 ROUTING_HEADER = "x-inference-id"
 """The header a hashing proxy routes on: the inference id, on one-inference batches and on ``/feedback``."""
+
+INTERVALS = "intervals"
+"""A response event's key for the bounds of its predictions: ``{"level", "lower", "upper"}``."""
 
 METADATA_MODEL_NAME = "model_name"
 METADATA_MODEL_VERSION = "model_version"

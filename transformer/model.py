@@ -8,6 +8,13 @@ turned into 503 (unreachable, not ready) or 504 (too slow). ``postprocess`` logs
 (when a request logger is set) and answers in the client's protocol: predictions are the median home value in
 USD 1000s.
 
+**Intervals** (:mod:`serving.outputs` says how a request asks for them): the transformer checks what is asked
+(a 400 for an unknown output or a level not served), asks the chosen predictor for the bounds at that level
+(each arm's model gives its own), and answers them in the client's protocol; V2 without ``outputs`` gets
+exactly the answer it always got. With a request logger, the bounds at the monitored level (90%) are asked
+for every request whose client did not ask for a level, so the detector can score every label
+(``housing_interval_coverage``); the client's answer is unchanged by it.
+
 Faults stay bounded (:mod:`transformer.resilience`): each request has a deadline from its arrival (the
 predictor timeout, or less with ``x-request-timeout``) that covers every wait; a predictor whose circuit
 breaker is open is not called (503 at once); beyond ``max_in_flight`` requests in flight the transformer
@@ -28,12 +35,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve import InferRequest, InferResponse, Model
+from kserve.errors import InvalidInput
 from kserve.model import InferenceVerb
 
+from model.intervals import BOUND_OUTPUTS, LEVEL_PARAMETER
 from model.schema import FEATURES_BY_NAME, TARGET, TARGET_DESCRIPTION, TARGET_UNIT
 from serving.errors import PredictorUnavailableError
 from serving.metrics import BATCH_ROWS
+from serving.outputs import (
+    INTERVALS,
+    PRICE_ONLY,
+    NoIntervalsError,
+    Outputs,
+    requested,
+    v1_intervals,
+    v2_outputs,
+)
 from serving.payload import FEATURE_NAMES
 from serving.policy import rows_limit
 from transformer.explain import ExplainerClient, check_same_model
@@ -67,6 +85,9 @@ class ValidatedRequest:
     deadline: Deadline
     binary_outputs: bool = False
     payload: Any = None  # as the client sent it: a shadow with other features validates it for its own
+    outputs: Outputs = PRICE_ONLY  # what the client asked for
+    # The interval level asked of the predictor: the client's, else the monitored one (for the detector).
+    level: float | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +160,12 @@ class HousingTransformer(Model):
         deadline = Deadline.start(self.timeout, headers)
         arm, model = await self.router.arm_and_model(deadline, headers)
         try:
+            outputs = requested(payload, TARGET)
+            level = self._level(outputs, model)
+        except InvalidInput:  # an unknown output, a level not served, or bounds from a model without them
+            VALIDATION_ERRORS.labels(self.name, "other", "bad_output").inc()
+            raise
+        try:
             rows = rows_from(payload, model.feature_names, self.max_batch_rows)
         except PayloadError as error:
             field = (
@@ -154,11 +181,9 @@ class HousingTransformer(Model):
             or (headers or {}).get(REQUEST_ID_HEADER)
             or str(uuid.uuid4())
         )
-        if isinstance(payload, InferRequest):
-            return ValidatedRequest(
-                rows, request_id, arm, model, True, deadline, payload.use_binary_outputs, payload
-            )
-        return ValidatedRequest(rows, request_id, arm, model, False, deadline, payload=payload)
+        v2 = isinstance(payload, InferRequest)
+        binary = payload.use_binary_outputs if isinstance(payload, InferRequest) else False
+        return ValidatedRequest(rows, request_id, arm, model, v2, deadline, binary, payload, outputs, level)
 
     def dead(self) -> str | None:
         """Why the transformer cannot do its whole job again without a restart (liveness fails), or ``None``.
@@ -187,15 +212,39 @@ class HousingTransformer(Model):
         """
         try:
             answer = await batch.arm.predict(
-                batch.rows, batch.model, batch.request_id, headers, batch.deadline
+                batch.rows, batch.model, batch.request_id, headers, batch.deadline, batch.level
             )
-        except PredictorUnavailableError:
+        except PredictorUnavailableError as error:
             stable = self.router.fallback(batch.arm, batch.model)
             if stable is None:
                 raise
+            if stable.cached_model is not None and batch.level is not None:
+                try:  # the stable model's own intervals: the monitored level may go, the client's is refused
+                    batch = dataclasses.replace(batch, level=self._level(batch.outputs, stable.cached_model))
+                except InvalidInput:
+                    raise error from None
             batch = dataclasses.replace(batch, arm=stable)
-            answer = await stable.predict(batch.rows, batch.model, batch.request_id, headers, batch.deadline)
+            answer = await stable.predict(
+                batch.rows, batch.model, batch.request_id, headers, batch.deadline, batch.level
+            )
         return Prediction(batch, answer)
+
+    def _level(self, outputs: Outputs, model: PredictorMetadata) -> float | None:
+        """The interval level to ask ``model``'s predictor for.
+
+        The client's, else the monitored one (when logging and the model has it), else none.
+
+        Raises:
+            InvalidInput: The client asked for bounds the model cannot give (trained before intervals).
+        """
+        if outputs.level is not None:
+            if outputs.level not in model.interval_levels:
+                raise NoIntervalsError(
+                    f"{LEVEL_PARAMETER}: the model that answers (version {model.version}) has no intervals "
+                    "(it was trained before them); ask for the price alone"
+                )
+            return outputs.level
+        return model.monitored_level if self.request_logger is not None else None
 
     async def explain(self, payload: ValidatedRequest, headers: dict[str, str] | None = None) -> Explanation:
         """Send the validated houses to the explainer (V1 ``:explain``), within the request's deadline.
@@ -235,6 +284,7 @@ class HousingTransformer(Model):
                 model_version=answer.model_version,
                 request_id=batch.request_id,
                 endpoint=batch.arm.endpoint,
+                intervals=None if answer.level is None else (answer.level, answer.lower, answer.upper),
             )
         if self.shadow is not None:  # after the answer is ready: the client never waits for the copy
             self.shadow.mirror(
@@ -244,14 +294,19 @@ class HousingTransformer(Model):
             response_headers[REQUEST_ID_HEADER] = batch.request_id
             response_headers[MODEL_VERSION_HEADER] = answer.model_version
             response_headers[ARM_HEADER] = batch.arm.spec.name
+        outputs = batch.outputs
         if not batch.reply_v2:
+            if outputs.level is not None and answer.lower is not None and answer.upper is not None:
+                intervals = v1_intervals(outputs.level, answer.lower, answer.upper)
+                return {"predictions": answer.values.tolist(), INTERVALS: intervals}
             return {"predictions": answer.values.tolist()}
-        output = InferOutput(TARGET, [len(answer.values)], "FP64")
-        output.set_data_from_numpy(answer.values, binary_data=batch.binary_outputs)
+        tensors = v2_outputs(
+            outputs, TARGET, answer.values, answer.lower, answer.upper, binary=batch.binary_outputs
+        )
         return InferResponse(
             batch.request_id,
             self.name,
-            [output],
+            tensors,
             model_version=answer.model_version,
             use_binary_outputs=batch.binary_outputs,
         )
@@ -263,8 +318,10 @@ class HousingTransformer(Model):
         return [{"name": name, "datatype": "FP64", "shape": [-1]} for name in names]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        """``medv``: median home value, USD 1000s."""
-        return [{"name": TARGET, "datatype": "FP64", "shape": [-1]}]
+        """``medv``, the median home value in USD 1000s, and its interval's bounds (asked for by name)."""
+        model = self.router.stable.cached_model
+        names = (TARGET, *(BOUND_OUTPUTS if model is None or model.interval_levels else ()))
+        return [{"name": name, "datatype": "FP64", "shape": [-1]} for name in names]
 
     async def describe(self) -> dict[str, Any]:
         """Units, the stable predictor's feature order and version, limits: added to the V2 model metadata."""
@@ -280,5 +337,10 @@ class HousingTransformer(Model):
                 "description": TARGET_DESCRIPTION,
                 "unit": TARGET_UNIT,
                 "max_batch_rows": self.max_batch_rows,
+                **(
+                    {"interval_levels": ",".join(f"{level:g}" for level in model.interval_levels)}
+                    if model.interval_levels
+                    else {}
+                ),
             },
         }

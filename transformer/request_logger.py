@@ -13,7 +13,9 @@ and their meaning: :mod:`serving.events`, the contract the detector reads). The 
   features of the model that answered, whatever protocol the client used). Named, not positional: arms of
   an experiment may serve models with different inputs (notebook 04's challenger adds ``rm``), and the
   detector picks its own by name;
-- response: ``{"predictions": [...]}`` (median value in USD 1000s).
+- response: ``{"predictions": [...]}`` (median value in USD 1000s) and, when the predictor computed them, the
+  bounds of each prediction's interval: ``"intervals": {"level": 0.9, "lower": [...], "upper": [...]}``
+  (:data:`serving.events.INTERVALS`).
 
 **Delivery.** Logging must not cost the inferences it logs: the issue-19 soak asks for 95% of the
 throughput with the logger off, on the core that serves. :meth:`RequestLogger.log` puts the whole inference
@@ -86,6 +88,7 @@ import orjson
 from serving.events import (
     BATCH_CONTENT_TYPE,
     DEFAULT_ENDPOINT,
+    INTERVALS,
     METADATA_MODEL_NAME,
     METADATA_MODEL_VERSION,
     REQUEST_TYPE,
@@ -133,6 +136,8 @@ class Inference(NamedTuple):
     predictions: Any
     time: float
     """Seconds since the epoch (formatted by the sender, off the inference's path)."""
+    intervals: tuple[float, Any, Any] | None = None
+    """The level and the lower and upper bounds of the predictions, if the predictor computed them."""
 
 
 class SamplingRates:
@@ -409,6 +414,7 @@ class RequestLogger:
         model_version: str,
         request_id: str | None = None,
         endpoint: str = DEFAULT_ENDPOINT,
+        intervals: tuple[float, Any, Any] | None = None,
     ) -> None:
         """Queue the request and response events of one inference, together; never blocks.
 
@@ -419,10 +425,13 @@ class RequestLogger:
             model_version: The served model's version (goes into ``ce-metadata``).
             request_id: The inference request id (``ce-id``); a new UUID when absent.
             endpoint: ``default`` (the stable predictor answered) or ``canary`` (``ce-endpoint``).
+            intervals: The level and the lower and upper bounds of the predictions (each of shape [N]), if the
+                predictor computed them.
         """
         event_id = request_id or str(uuid.uuid4())
+        metadata = self._metadata(model_version)
         inference = Inference(
-            event_id, endpoint, self._metadata(model_version), feature_names, rows, predictions, time.time()
+            event_id, endpoint, metadata, feature_names, rows, predictions, time.time(), intervals
         )
         lane = self._lanes[replica_for(event_id, len(self._lanes)) if len(self._lanes) > 1 else 0]
         taken = lane.offer(inference) > 0
@@ -480,10 +489,19 @@ class RequestLogger:
         names = inference.feature_names
         rows = np.asarray(inference.rows, dtype=float).tolist()  # Python floats at once, not one by one
         instances = [dict(zip(names, row, strict=True)) for row in rows]
-        predictions = np.asarray(inference.predictions, dtype=float).reshape(-1).tolist()
+        response: dict[str, Any] = {
+            "predictions": np.asarray(inference.predictions, dtype=float).reshape(-1).tolist()
+        }
+        if inference.intervals is not None:
+            level, lower, upper = inference.intervals
+            response[INTERVALS] = {
+                "level": level,
+                "lower": np.asarray(lower, dtype=float).reshape(-1).tolist(),
+                "upper": np.asarray(upper, dtype=float).reshape(-1).tolist(),
+            }
         return [
             {**common, "type": REQUEST_TYPE, "data": {"instances": instances}},
-            {**common, "type": RESPONSE_TYPE, "data": {"predictions": predictions}},
+            {**common, "type": RESPONSE_TYPE, "data": response},
         ]
 
     def body(self, batch: list[Inference], rates: dict[str, float]) -> bytes:

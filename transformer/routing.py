@@ -9,8 +9,10 @@ arm drawn by weight (:func:`choose_arm`): at random, or, for an A/B test, by a s
 stay; a request without the key is drawn at random.
 
 An arm holds what belongs to one predictor: KServe's client for it (REST V1/V2 or gRPC V2), its V2 model
-metadata (feature order and version: read at first use and again after any failure of that arm) and its
-adaptive batching (:mod:`transformer.batching`; requests merge only within one arm and one feature order).
+metadata (feature order, version and interval levels: read at first use and again after any failure of that
+arm) and its adaptive batching (:mod:`transformer.batching`; requests merge only within one arm, one feature
+order and one interval level). Each arm's intervals are its own model's: a canary, an A/B arm or a shadow
+answers with the bounds its predictor computes.
 Every V2 tensor carries the feature order its columns are in (``parameters.feature_names``), so a predictor
 replaced under the transformer (a rolling update, a revision with another order) still reads them right:
 see ``predictor/model.py``.
@@ -49,8 +51,10 @@ from kserve import (
 from kserve.model import append_forwardable_headers
 from kserve.predictor_config import PredictorConfig
 
+from model.intervals import BOUND_OUTPUTS, DEFAULT_LEVEL, LEVEL_PARAMETER, LOWER_OUTPUT, UPPER_OUTPUT
 from serving.errors import PredictorTimeoutError, PredictorUnavailableError, UpstreamError
 from serving.events import CANARY_ENDPOINT, DEFAULT_ENDPOINT
+from serving.outputs import INTERVALS, request_outputs
 from serving.payload import FEATURE_NAMES
 from transformer.batching import COALESCE_ROWS, Coalescer
 from transformer.metrics import BREAKER_STATE, CANARY_FALLBACKS, PREDICTOR_ERRORS, SHORT_CIRCUITS
@@ -58,6 +62,8 @@ from transformer.resilience import STATE_VALUES, CircuitBreaker, Deadline
 
 STABLE = "stable"
 """The stable arm's name. Its events are logged with ``ce-endpoint: default``, a canary's with ``canary``."""
+PREDICTOR_PRICE = "output-0"
+"""The predictor's price output (KServe's name for a model's first output)."""
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 T = TypeVar("T")
@@ -146,10 +152,22 @@ def check_canaries(canaries: Sequence[ArmSpec]) -> None:
 
 @dataclass(frozen=True)
 class PredictorMetadata:
-    """What the transformer learns from a predictor's V2 metadata."""
+    """What the transformer learns from a predictor's V2 metadata.
+
+    Attributes:
+        feature_names: The model's inputs, in order.
+        version: The model's version.
+        interval_levels: The interval levels it serves (none for a model trained before intervals).
+    """
 
     feature_names: tuple[str, ...]
     version: str
+    interval_levels: tuple[float, ...] = ()
+
+    @property
+    def monitored_level(self) -> float | None:
+        """The level whose bounds go to the detector with every prediction, if the model serves it."""
+        return DEFAULT_LEVEL if DEFAULT_LEVEL in self.interval_levels else None
 
     @functools.cached_property
     def feature_list(self) -> str:
@@ -159,10 +177,28 @@ class PredictorMetadata:
 
 @dataclass(frozen=True)
 class Answer:
-    """A predictor's predictions for some rows, and the version of the model that made them."""
+    """A predictor's predictions for some rows, the version of the model that made them, and their bounds.
+
+    Attributes:
+        values: Prices, shape [N] (USD 1000s).
+        model_version: The version that answered.
+        level: The interval level of ``lower`` and ``upper``; ``None`` when no bound was asked for.
+        lower: Lower bounds, shape [N].
+        upper: Upper bounds, shape [N].
+    """
 
     values: np.ndarray
     model_version: str
+    level: float | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+
+    @classmethod
+    def stacked(cls, values: np.ndarray, model_version: str, level: float | None) -> Answer:
+        """An answer from the prices, or from [N, 3] rows of price, lower and upper bound (a batch's form)."""
+        if level is None:
+            return cls(values, model_version)
+        return cls(values[:, 0], model_version, level, values[:, 1], values[:, 2])
 
 
 @dataclass(frozen=True)
@@ -277,8 +313,11 @@ class PredictorArm:
         request_id: str,
         headers: dict[str, str] | None,
         deadline: Deadline,
+        level: float | None = None,
     ) -> Answer:
         """The predictor's answer for rows built in ``model``'s feature order, before ``deadline``.
+
+        ``level``: the interval level whose bounds to ask for too (``None``: the prices alone).
 
         Raises:
             UpstreamError: The predictor failed (503 unreachable, not ready or breaker open, 504 not answered
@@ -288,28 +327,31 @@ class PredictorArm:
             if self._coalescer is None:
                 try:
                     return await asyncio.wait_for(
-                        self._call(rows, model, request_id, headers), deadline.remaining()
+                        self._call(rows, model, request_id, headers, level), deadline.remaining()
                     )
                 except TimeoutError as error:
                     raise self.failure(error, seconds=deadline.seconds) from error
-            # Requests merge only with others that carry the same credentials and the same column order. The
-            # deadline covers the wait for a call slot too: a request queued behind a hung call fails in time.
-            key = ((headers or {}).get("authorization"), model.feature_list)
-            waiting = self._coalescer.predict(rows, key=key, context=(request_id, headers, model))
+            # Requests merge only with others that carry the same credentials, the same column order and the
+            # same interval level. The deadline covers the wait for a call slot too: a request queued behind a
+            # hung call fails in time.
+            key = ((headers or {}).get("authorization"), model.feature_list, level)
+            waiting = self._coalescer.predict(rows, key=key, context=(request_id, headers, model, level))
             try:
                 values, version = await asyncio.wait_for(waiting, deadline.remaining())
             except TimeoutError as error:  # the hung call itself is counted when its own timeout ends it
                 raise self.failure(error, seconds=deadline.seconds, counted=False) from error
-            return Answer(values, version)
+            return Answer.stacked(values, version, level)
 
     async def _call_merged(self, rows: np.ndarray, contexts: list[Any]) -> tuple[np.ndarray, str]:
         # A lone request keeps its id and headers; a merged call gets its own id and the shared credentials.
-        request_id, headers, model = contexts[0]
+        request_id, headers, model, level = contexts[0]
         if len(contexts) > 1:
             authorization = (headers or {}).get("authorization")
             request_id, headers = None, {"authorization": authorization} if authorization else None
-        answer = await self._call(rows, model, request_id, headers)
-        return answer.values, answer.model_version
+        answer = await self._call(rows, model, request_id, headers, level)
+        if answer.lower is None or answer.upper is None:
+            return answer.values, answer.model_version
+        return np.column_stack([answer.values, answer.lower, answer.upper]), answer.model_version
 
     async def _call(
         self,
@@ -317,27 +359,62 @@ class PredictorArm:
         model: PredictorMetadata,
         request_id: str | None,
         headers: dict[str, str] | None,
+        level: float | None = None,
     ) -> Answer:
         """One call to the predictor through KServe's own REST or gRPC client."""
-        request = self._request(rows, model, request_id)
+        request = self._request(rows, model, request_id, level)
         try:
             response = await self._send(request, headers)
         except Exception as error:
             raise self.failure(error) from error
-        if isinstance(response, InferResponse):
-            values = response.outputs[0].as_numpy().reshape(-1)
-            return Answer(values, response.model_version or model.version)
-        return Answer(np.asarray(response["predictions"], dtype=np.float64), model.version)
+        try:
+            return self._answer(response, model, level)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise self.failure(UpstreamError(f"predictor call failed: unexpected answer: {error}")) from error
 
-    def _request(self, rows: np.ndarray, model: PredictorMetadata, request_id: str | None) -> Any:
+    @staticmethod
+    def _answer(response: Any, model: PredictorMetadata, level: float | None) -> Answer:
+        if isinstance(response, InferResponse):
+            version = response.model_version or model.version
+            if level is None:
+                return Answer(response.outputs[0].as_numpy().reshape(-1), version)
+            lower, upper = (
+                response.get_output_by_name(name).as_numpy().reshape(-1) for name in BOUND_OUTPUTS
+            )
+            price = response.get_output_by_name(PREDICTOR_PRICE).as_numpy().reshape(-1)
+            return Answer(price, version, level, lower, upper)
+        values = np.asarray(response["predictions"], dtype=np.float64)
+        if level is None:
+            return Answer(values, model.version)
+        bounds = response[INTERVALS]
+        lower = np.array([bound["lower"] for bound in bounds], dtype=np.float64)
+        upper = np.array([bound["upper"] for bound in bounds], dtype=np.float64)
+        return Answer(values, model.version, level, lower, upper)
+
+    def _request(
+        self, rows: np.ndarray, model: PredictorMetadata, request_id: str | None, level: float | None = None
+    ) -> Any:
         protocol = self.config.predictor_protocol
         if protocol == "v1":  # V1 has no place for the feature order: the metadata's order is trusted
-            return {"instances": rows.tolist()}
+            body: dict[str, Any] = {"instances": rows.tolist()}
+            if level is not None:
+                body["parameters"] = {LEVEL_PARAMETER: level}
+            return body
         names = {FEATURE_NAMES: model.feature_list}
         tensor = InferInput("input-0", list(rows.shape), "FP64", parameters=names)
         # gRPC carries the tensor as raw bytes; REST as JSON (KServe's REST binary extension fails here).
         tensor.set_data_from_numpy(rows, binary_data=protocol == "grpc-v2")
-        return InferRequest(self.model_name, [tensor], request_id=request_id or str(uuid.uuid4()))
+        request_id = request_id or str(uuid.uuid4())
+        if level is None:
+            return InferRequest(self.model_name, [tensor], request_id=request_id)
+        # The level as a string: KServe's V2 gRPC parameters carry no doubles (serving/outputs.py).
+        return InferRequest(
+            self.model_name,
+            [tensor],
+            request_id=request_id,
+            parameters={LEVEL_PARAMETER: str(level)},
+            request_outputs=request_outputs((PREDICTOR_PRICE, LOWER_OUTPUT, UPPER_OUTPUT)),
+        )
 
     async def _send(self, request: Any, headers: dict[str, str] | None) -> Any:
         # Only x-request-id, x-b3-traceid and authorization are forwarded, as KServe's own transformer does.
@@ -394,10 +471,12 @@ class PredictorArm:
             response.raise_for_status()
             metadata = response.json()
             names = tuple(metadata["parameters"][FEATURE_NAMES].split(","))
+            levels = metadata["parameters"].get("interval_levels")
+            interval_levels = tuple(float(level) for level in levels.split(",")) if levels else ()
         except Exception as error:
             context = f"cannot read the predictor's metadata at {self.metadata_url}"
             raise self.failure(error, context) from error
-        return PredictorMetadata(names, str(metadata.get("versions", ["unknown"])[0]))
+        return PredictorMetadata(names, str(metadata.get("versions", ["unknown"])[0]), interval_levels)
 
     def failure(
         self,

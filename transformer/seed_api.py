@@ -5,12 +5,18 @@
   gone, or its circuit breaker open; or the transformer itself cannot recover, as liveness says: its request
   logger stopped); the transformer's readiness asks the same question;
 - ``POST /predict`` with one flat house (``{"crim": 0.00632, ..., "b": 396.9, "lstat": 4.98}``, ``b``
-  accepted and ignored when the model does not use it) -> ``{"prediction": ..., "model_version": ...,
-  "unit": "USD 1000s"}``;
-- ``POST /predict/batch`` with ``{"instances": [house, ...]}`` -> ``{"predictions": [...], ...}``;
+  accepted and ignored when the model does not use it) -> ``{"prediction": ..., "interval": {"level": 0.9,
+  "lower": ..., "upper": ...}, "model_version": ..., "unit": "USD 1000s"}``;
+- ``POST /predict/batch`` with ``{"instances": [house, ...]}`` -> ``{"predictions": [...], "intervals":
+  [...], ...}``, one interval per house;
 - ``POST /explain`` with one flat house, as ``/predict`` takes it -> the explainer's answer for it (each
   feature's contribution, the base value, the prediction; docs/explainer.md); 501 without an explainer;
 - ``GET /metrics`` is KServe's own (Prometheus).
+
+**The interval is always included** (the 90% one; ``?interval_level=0.8`` or ``0.95`` for another, any other
+value is a 400): a price is half an answer without its range, and a client that reads ``prediction`` is not
+disturbed by a key beside it. A model trained before intervals answers without ``interval`` unless a level is
+asked for explicitly (then a 400 says why).
 
 The predict and explain routes are V1 requests underneath: they go through KServe's data plane into
 :class:`transformer.model.HousingTransformer`, so the same validation and 400s (naming the field and the
@@ -25,14 +31,16 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from kserve.protocol.dataplane import DataPlane
 from pydantic import BaseModel, Field
 
+from model.intervals import DEFAULT_LEVEL, LEVEL_PARAMETER, level_rule
 from model.schema import FEATURES, TARGET_DESCRIPTION, TARGET_UNIT
 from serving.errors import UpstreamError
 from serving.inputs import parse_json
+from serving.outputs import INTERVALS, NoIntervalsError
 from transformer.model import MODEL_VERSION_HEADER, REQUEST_ID_HEADER, HousingTransformer
 from transformer.payload import PayloadError
 from transformer.resilience import Deadline
@@ -58,10 +66,19 @@ _HOUSE_SCHEMA: dict[str, Any] = {
 }  # fmt: skip
 
 
+class Interval(BaseModel):
+    """A price's calibrated range: the true price lies inside it ``level`` of the time (docs/training.md)."""
+
+    level: float = Field(description="nominal coverage: 0.8, 0.9 or 0.95")
+    lower: float = Field(description=f"lower bound, {TARGET_UNIT}")
+    upper: float = Field(description=f"upper bound, {TARGET_UNIT}")
+
+
 class SeedPrediction(BaseModel):
     """The answer of ``POST /predict``."""
 
     prediction: float = Field(description=f"{TARGET_DESCRIPTION}, {TARGET_UNIT}")
+    interval: Interval | None = Field(None, description="absent for a model trained before intervals")
     model_version: str
     unit: str = TARGET_UNIT
 
@@ -70,8 +87,16 @@ class SeedBatchPrediction(BaseModel):
     """The answer of ``POST /predict/batch``: one prediction per house, in order."""
 
     predictions: list[float] = Field(description=f"{TARGET_DESCRIPTION}, {TARGET_UNIT}")
+    intervals: list[Interval] | None = Field(None, description="one per house, in order")
     model_version: str
     unit: str = TARGET_UNIT
+
+
+LEVEL_QUERY = Query(
+    None,
+    alias=LEVEL_PARAMETER,
+    description=f"the interval's level, default {DEFAULT_LEVEL} ({level_rule()})",
+)
 
 
 class Health(BaseModel):
@@ -87,9 +112,24 @@ def seed_router(dataplane: DataPlane, model: HousingTransformer) -> APIRouter:
     """The seed's routes, answering through ``dataplane`` with ``model``."""
     router = APIRouter(tags=["original API"])
 
-    async def infer(body: dict[str, Any], request: Request) -> tuple[Any, dict[str, str]]:
-        response, headers = await dataplane.infer(model.name, body, dict(request.headers.items()))
-        return response["predictions"], headers
+    async def infer(
+        body: Any, request: Request, asked: str | None
+    ) -> tuple[Any, list[Interval] | None, dict[str, str]]:
+        """The predictions and their intervals (at the level ``asked``, else the default one).
+
+        The level is checked by the transformer, as a V1 request's is (a 400 naming the rule, counted).
+        """
+        level = DEFAULT_LEVEL if asked is None else asked
+        # A body that is not an object goes as it came: the transformer's 400 names what is wrong with it.
+        with_level = {**body, "parameters": {LEVEL_PARAMETER: level}} if isinstance(body, dict) else body
+        try:
+            response, headers = await dataplane.infer(model.name, with_level, dict(request.headers.items()))
+        except NoIntervalsError:
+            if asked is not None:
+                raise
+            response, headers = await dataplane.infer(model.name, body, dict(request.headers.items()))
+        intervals = response.get(INTERVALS)
+        return response["predictions"], intervals and [Interval(**bound) for bound in intervals], headers
 
     @router.get(
         "/health", response_model=Health, response_model_exclude_none=True, responses={503: {"model": Health}}
@@ -115,12 +155,14 @@ def seed_router(dataplane: DataPlane, model: HousingTransformer) -> APIRouter:
             "requestBody": {"required": True, "content": {"application/json": {"schema": _HOUSE_SCHEMA}}}
         },
     )
-    async def predict(request: Request) -> Any:
-        """The median value of one house (the original system's payload: a flat object of features)."""
+    async def predict(request: Request, interval_level: str | None = LEVEL_QUERY) -> Any:
+        """The median value of one house, and its interval (the original payload: one flat house)."""
         house = _house(_json(await request.body()))
         with _one_house():
-            predictions, headers = await infer({"instances": [house]}, request)
-        return _answer(SeedPrediction(prediction=predictions[0], model_version=_version(headers)), headers)
+            predictions, intervals, headers = await infer({"instances": [house]}, request, interval_level)
+        interval = intervals[0] if intervals else None
+        answer = SeedPrediction(prediction=predictions[0], interval=interval, model_version=_version(headers))
+        return _answer(answer, headers)
 
     @router.post(
         "/predict/batch",
@@ -140,10 +182,14 @@ def seed_router(dataplane: DataPlane, model: HousingTransformer) -> APIRouter:
             }
         },
     )
-    async def predict_batch(request: Request) -> Any:
-        """The median values of several houses: ``{"instances": [house, ...]}``, answered in order."""
-        predictions, headers = await infer(_json(await request.body()), request)
-        return _answer(SeedBatchPrediction(predictions=predictions, model_version=_version(headers)), headers)
+    async def predict_batch(request: Request, interval_level: str | None = LEVEL_QUERY) -> Any:
+        """The median values of several houses, with their intervals: ``{"instances": [house, ...]}``."""
+        body = _json(await request.body())
+        predictions, intervals, headers = await infer(body, request, interval_level)
+        answer = SeedBatchPrediction(
+            predictions=predictions, intervals=intervals, model_version=_version(headers)
+        )
+        return _answer(answer, headers)
 
     @router.post(
         "/explain",
@@ -197,4 +243,6 @@ def _version(headers: dict[str, str]) -> str:
 
 
 def _answer(content: BaseModel, headers: dict[str, str]) -> JSONResponse:
-    return JSONResponse(content.model_dump(), headers={REQUEST_ID_HEADER: headers.get(REQUEST_ID_HEADER, "")})
+    return JSONResponse(
+        content.model_dump(exclude_none=True), headers={REQUEST_ID_HEADER: headers.get(REQUEST_ID_HEADER, "")}
+    )

@@ -116,7 +116,9 @@ class Shadow:
             # in the same order; a shadow with other features validates the request for its own.
             if model.feature_names != features:
                 rows = rows_from(payload, model.feature_names, self.max_rows)
-            answer = await self.arm.predict(rows, model, request_id, headers, deadline)
+            # Its own bounds at the monitored level, for the detector: the shadow's coverage is its own.
+            level = model.monitored_level if self.request_logger is not None else None
+            answer = await self.arm.predict(rows, model, request_id, headers, deadline, level)
         except PayloadError as error:  # valid for the champion, not for the shadow's model
             outcome = "refused"
             log.debug("shadow %s refused request %s: %s", self.arm.spec.name, request_id, error)
@@ -138,5 +140,6 @@ class Shadow:
                     model_version=answer.model_version,
                     request_id=request_id,
                     endpoint=SHADOW_ENDPOINT,
+                    intervals=None if answer.level is None else (answer.level, answer.lower, answer.upper),
                 )
         self._outcomes[outcome].inc()

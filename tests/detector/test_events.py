@@ -131,3 +131,45 @@ def test_invalid_events() -> None:
     assert caught.value.kind == "request"
     with pytest.raises(InvalidEventError, match="body: empty"):
         parse_event(headers, b"", FEATURES)
+
+
+def test_responses_carry_the_bounds_of_their_predictions() -> None:
+    from detector.events import decode_bounds
+
+    v1 = {
+        "predictions": [20.0, 30.0],
+        "intervals": {"level": 0.9, "lower": [17.0, 26.0], "upper": [23.0, 35.0]},
+    }
+    bounds = decode_bounds(v1, 2)
+    assert bounds is not None and bounds.level == 0.9
+    assert bounds.lower.tolist() == [17.0, 26.0] and bounds.upper.tolist() == [23.0, 35.0]
+    assert decode_bounds({"predictions": [20.0]}, 1) is None
+    v2 = {  # a V2 answer as its client asked for it: the price need not come first
+        "outputs": [
+            {"name": "price_upper", "data": [23.0], "parameters": {"interval_level": "0.8"}},
+            {"name": "medv", "data": [20.0]},
+            {"name": "price_lower", "data": [18.0], "parameters": {"interval_level": "0.8"}},
+        ]
+    }
+    assert decode_response(v2)[0].tolist() == [20.0]
+    bounds = decode_bounds(v2, 1)
+    assert bounds is not None and (bounds.level, bounds.lower[0], bounds.upper[0]) == (0.8, 18.0, 23.0)
+
+
+@pytest.mark.parametrize(
+    ("intervals", "message"),
+    [
+        ({"level": 1.5, "lower": [1.0], "upper": [2.0]}, r"intervals\.level: must be one of 0.8, 0.9, 0.95"),
+        # Only the levels served: the monitor keeps a coverage series per level, so a forged one is refused.
+        ({"level": 0.42, "lower": [1.0], "upper": [2.0]}, r"intervals\.level: must be one of"),
+        ({"level": 10**400, "lower": [1.0], "upper": [2.0]}, r"intervals\.level: .*got 1000"),
+        ({"level": 0.9, "lower": [1.0, 2.0], "upper": [2.0, 3.0]}, "one lower and one upper bound per"),
+        ({"level": 0.9, "lower": [3.0], "upper": [2.0]}, "a lower bound is above its upper bound"),
+        ({"level": 0.9, "lower": ["x"], "upper": [2.0]}, r"intervals\.lower: must be numbers"),
+    ],
+)
+def test_bad_bounds_name_the_field(intervals: dict, message: str) -> None:
+    from detector.events import decode_bounds
+
+    with pytest.raises(InvalidEventError, match=message):
+        decode_bounds({"predictions": [1.5], "intervals": intervals}, 1)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from detector.events import InferenceEvent, InvalidEventError
+from detector.events import Bounds, InferenceEvent, InvalidEventError
 from detector.keys import WindowKey
 from detector.monitor import ENTRY_BYTES, Monitor, Settings
 from detector.retrain import RetrainTrigger
-from detector.state import read_state
+from detector.state import read_state, validated
 from detector.stats import DriftTester, Reference
 from model.artifact import read_metadata
 from tests.detector.conftest import held_out_rows
@@ -207,6 +208,67 @@ def test_state_saved_by_the_first_release_is_resumed(
     assert list(monitor.pending) == [("predictor", "open")]
     assert monitor.trigger.active == {canary} and monitor.trigger.last_fired == 50.0
     assert monitor.feedback("two", [20.0, 21.0]) and monitor.live(default)["labels"] == 4
+
+
+def bounded(event_id: str, values: list[float], lower: list[float], upper: list[float], level: float = 0.9,
+            version: str = "3") -> InferenceEvent:  # fmt: skip
+    """A response whose predictions carry their interval bounds."""
+    bounds = Bounds(level, np.array(lower), np.array(upper))
+    event = response(event_id, values, version=version)
+    return dataclasses.replace(event, intervals=bounds)
+
+
+def test_each_label_is_a_hit_or_a_miss_of_its_interval(tester: DriftTester, artifact_dir: Path) -> None:
+    rows = held_out_rows(artifact_dir)[:4]
+    monitor = Monitor(tester, Settings(coverage_window=3), RetrainTrigger("none", None))
+    key = WindowKey("default", "3")
+    monitor.ingest(request("a", rows[:2]), now=0)
+    monitor.ingest(bounded("a", [20.0, 30.0], [18.0, 27.0], [22.0, 34.0]), now=0)
+    assert monitor.feedback("a", [21.0, 35.0])  # inside, then above its upper bound: a hit and a miss
+    assert monitor.interval_coverage(key) == {"0.9": {"labels": 2, "coverage": 0.5, "width": 5.5}}
+    assert sample("housing_interval_coverage", endpoint="default", model_version="3", level="0.9") == 0.5
+    assert sample("housing_interval_width", endpoint="default", model_version="3", level="0.9") == 5.5
+    assert sample("housing_interval_labels", endpoint="default", model_version="3", level="0.9") == 2
+    monitor.ingest(request("b", rows[2:4]), now=1)
+    monitor.ingest(bounded("b", [25.0, 25.0], [23.0, 23.0], [27.0, 27.0]), now=1)
+    assert monitor.feedback("b", [23.0, 27.0])  # both on a bound: hits (the interval is closed)
+    # Over the last 3 labels only: the miss, then two hits.
+    assert monitor.interval_coverage(key)["0.9"] == {
+        "labels": 3,
+        "coverage": 2 / 3,
+        "width": 5.0,
+    }
+    # Another level is counted on its own; a response without bounds is scored for accuracy only.
+    monitor.ingest(request("c", rows[0]), now=2)
+    monitor.ingest(bounded("c", [20.0], [19.0], [21.0], level=0.8), now=2)
+    assert monitor.feedback("c", 25.0)
+    monitor.ingest(request("d", rows[0]), now=3)
+    monitor.ingest(response("d", [20.0], version="3"), now=3)
+    assert monitor.feedback("d", 20.0)
+    coverage = monitor.interval_coverage(key)
+    assert coverage["0.8"] == {"labels": 1, "coverage": 0.0, "width": 2.0} and coverage["0.9"]["labels"] == 3
+    assert monitor.live(key)["labels"] == 6
+    assert monitor.status()["keys"]["default/3"]["coverage"] == coverage
+    # Coverage and the bounds of predictions not yet labelled survive a restart.
+    monitor.ingest(request("e", rows[1]), now=4)
+    monitor.ingest(bounded("e", [20.0], [10.0], [30.0]), now=4)
+    saved = json.loads(json.dumps(monitor.snapshot()))
+    checked = validated(saved, Settings(coverage_window=3), monitor.width, tester.reference.version)
+    assert checked["coverage"] == saved["coverage"] and checked["recent"] == saved["recent"]
+    restored = Monitor(tester, Settings(coverage_window=3), RetrainTrigger("none", None), checked)
+    assert restored.interval_coverage(key) == coverage
+    assert restored.feedback("e", 29.0)
+    assert restored.interval_coverage(key)["0.9"] == {
+        "labels": 3,
+        "coverage": 1.0,
+        "width": pytest.approx(28 / 3),
+    }
+
+
+def sample(name: str, **labels: str) -> float | None:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels)
 
 
 def test_a_new_model_version_takes_the_place_of_an_idle_one_never_the_references(

@@ -22,7 +22,7 @@ import pytest
 
 from detector.keys import WindowKey
 from detector.monitor import Monitor, Settings
-from detector.report import HistoryPoint, Section, estimated_mae, render
+from detector.report import HistoryPoint, Section, estimated_mae, interval_coverage, render
 from detector.retrain import RetrainTrigger
 from detector.stats import DriftTester, Reference
 from model.artifact import load_artifact, read_metadata
@@ -284,6 +284,29 @@ def test_estimate_is_drawn_when_the_status_has_one_else_named_missing(artifact_d
                             "model version: v1"]  # fmt: skip
     assert page.captions["accuracy"] == "now: no labels yet; estimated MAE 4.40."
     assert page.figures == {}  # no window's rows to draw yet: said, not drawn
+
+
+def test_interval_coverage_is_shown_beside_the_mae(artifact_dir: Path) -> None:
+    status = {
+        "live": {"mae": 2.0, "labels": 40},
+        "coverage": {"0.9": {"labels": 40, "coverage": 0.875, "width": 9.0}},
+    }
+    assert interval_coverage(status) == (0.875, 40) and interval_coverage({"live": {}}) == (None, 0)
+    reference = Reference.from_metadata(read_metadata(artifact_dir))
+    history = [
+        HistoryPoint(
+            score=0.1, threshold=0.3, drifted=False, realised_mae=2.0, labels=40, coverage=0.9 - step / 10
+        )
+        for step in range(3)
+    ]
+    now = {"realised_mae": 2.0, "labels": 40, "coverage": 0.875, "coverage_labels": 40}
+    section = Section("default/v1", "v1", 200, reference.features, reference.rows, history=history, **now)
+    page = read_page(render([section]))
+    assert page.captions["accuracy"] == (
+        "now: realised MAE 2.00 (40 labels); 90% intervals cover 87.5% of labelled prices (40 labels); "
+        "no estimate."
+    )
+    assert "90% interval coverage" in render([section])  # the coverage line's legend, as text in the SVG
 
 
 def test_history_is_kept_per_key_and_saved_with_the_state(artifact_dir: Path) -> None:

@@ -59,6 +59,20 @@ def test_the_loop_flags_the_shift_retrains_on_the_archive_shadows_and_promotes(
     # At least the 200 labels awaited were joined, and flushed to the archive, before the retrain started.
     assert trained and int(trained.group(2)) >= 200 and int(trained.group(1)) == 506 + int(trained.group(2))
     assert "WINNER: the challenger (shadow/1)" in output
+    # Live interval coverage: high before the shift (houses the champion trained on), falls under it, and the
+    # retrained challenger's is back near 90% on held-out shifted houses, where the champion's still is not.
+    coverage = r"{}'s 90% intervals hold (\d+)% of its last (\d+) labelled prices"
+    before = re.search("before the shift: " + coverage.format(r"default/\S+"), output)
+    after = re.search("after the shift: " + coverage.format(r"default/\S+"), output)
+    retrained = re.search(
+        coverage.format(r"challenger shadow/1") + r".*; champion " + coverage.format(r"\S+"), output
+    )
+    assert before and after and retrained, output
+    # Over 100 labels a 90% interval's share has a standard deviation of 3 points: "recovered" is 80% or more
+    # (0.1% of runs of well-calibrated intervals fall below), and clearly above the share under the shift.
+    assert int(before.group(1)) >= 90 and int(after.group(1)) < 85
+    assert int(retrained.group(1)) >= 80 and int(retrained.group(1)) >= int(after.group(1)) + 10
+    assert before.group(2) == after.group(2) == retrained.group(2) == "100"  # one phase's labels each
     figure = re.search(r"challenger MAE ([0-9.]+)% lower than the champion's", output)
     assert figure and float(figure.group(1)) / 100 >= TARGET_IMPROVEMENT, output
     # Both models are "version 1", each of its own store: the sha256 of what each serves tells them apart.
@@ -85,5 +99,6 @@ def test_the_loop_flags_the_shift_retrains_on_the_archive_shadows_and_promotes(
 
     archived = read_archive(str(out / "archive"))
     labelled = archived[archived["medv"].notna()]
-    # 300 houses before the retrain and 200 held-out ones (the shadow's copies share their request ids).
-    assert len(labelled) == 500 and set(labelled["endpoint"]) == {"default"}
+    # 100 unshifted and 300 shifted houses before the retrain, 200 held-out ones (the shadow's copies share
+    # their request ids).
+    assert len(labelled) == 600 and set(labelled["endpoint"]) == {"default"}

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from model.artifact import (
+    INTERVALS_FILE,
+    INTERVALS_SHA256,
     ONNX,
     ONNX_FILE,
     ONNX_SHA256,
@@ -85,6 +87,26 @@ def test_tampered_model_is_refused_before_unpickling(copy):
 def test_wrong_pinned_sha256_is_refused(copy):
     with pytest.raises(ArtifactError, match="does not match the pinned sha256"):
         verify_artifact(copy, expected_sha256="0" * 64)
+
+
+def test_the_intervals_file_is_pinned_and_carries_the_calibration(artifact_dir, copy):
+    metadata = read_metadata(artifact_dir)
+    assert metadata[INTERVALS_SHA256] == sha256_file(artifact_dir / INTERVALS_FILE)
+    assert metadata["intervals"] == {
+        "method": "normalised",
+        "levels": [0.8, 0.9, 0.95],
+        "outputs": ["price_lower", "price_upper"],
+        "parameter": "interval_level",
+    }
+    for model_format in (ONNX, SKLEARN):
+        artifact = load_artifact(artifact_dir, model_format=model_format)
+        assert artifact.intervals is not None and artifact.intervals.levels == (0.8, 0.9, 0.95)
+        assert artifact.intervals.n_calibration == 506
+    calibration = copy / INTERVALS_FILE
+    calibration.write_text(calibration.read_text().replace('"quantiles": [', '"quantiles": [9, '))
+    for model_format in (ONNX, SKLEARN):
+        with pytest.raises(ArtifactError, match=r"intervals\.json sha256 .* refusing to load a file"):
+            load_artifact(copy, model_format=model_format)
 
 
 def test_broken_metadata_is_refused(copy, tmp_path):

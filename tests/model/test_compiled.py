@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from model.compiled import (
     parity_rows,
 )
 from model.dataset import load_dataset
+from model.intervals import CONSTANT, NORMALISED, calibrate
 from model.pipeline import FAST_GBR_PARAMS, make_candidate
 from model.schema import DEFAULT_FEATURES
 from model.train import features_and_target
@@ -34,17 +37,54 @@ def test_every_shipped_candidate_compiles_and_passes_the_parity_gate(data, candi
     pipeline = fitted(candidate, data)
     compiled = CompiledModel(compile_pipeline(pipeline, DEFAULT_FEATURES))
     rows = parity_rows(data[0], DEFAULT_FEATURES)
-    assert check_parity(pipeline, compiled, rows) <= PARITY_TOLERANCE
-    assert compiled.session.get_outputs()[0].name == "medv"
+    worst, bounds = check_parity(pipeline, compiled, rows)
+    assert worst <= PARITY_TOLERANCE and np.isnan(bounds)
+    assert [output.name for output in compiled.session.get_outputs()] == ["medv"]
     meta = compiled.session.get_modelmeta().custom_metadata_map
     assert meta == {"features": ",".join(DEFAULT_FEATURES), "unit": "USD 1000s"}
+    assert compiled.levels == ()
+    with pytest.raises(ValueError, match="has no intervals"):
+        compiled.predict_bounds(data[0][:1])
+
+
+@pytest.mark.parametrize("candidate", ["gbr_log", "gbr", "linear"])
+@pytest.mark.parametrize("method", [NORMALISED, CONSTANT])
+def test_the_compiled_interval_bounds_agree_with_scikit_learn(data, candidate, method):
+    x, y = data
+    pipeline = fitted(candidate, data)
+    # Calibrated on in-sample predictions: any numbers do for parity (coverage is tested on held-out folds).
+    intervals = calibrate(x, y, pipeline.predict(x), DEFAULT_FEATURES, method=method)
+    compiled = CompiledModel(compile_pipeline(pipeline, DEFAULT_FEATURES, intervals))
+    rows = parity_rows(x, DEFAULT_FEATURES)
+    worst, bounds = check_parity(pipeline, compiled, rows, intervals)
+    assert worst <= PARITY_TOLERANCE and bounds <= PARITY_TOLERANCE
+    assert compiled.levels == (0.8, 0.9, 0.95)
+    price, lower, upper = compiled.predict_bounds(x[:5])
+    np.testing.assert_array_equal(price, compiled.predict(x[:5]))  # the price alone is the same price
+    assert lower.shape == upper.shape == (5, 3)
+    assert (lower <= price[:, None]).all() and (price[:, None] <= upper).all()
+    assert (np.diff(upper - lower, axis=1) > 0).all()  # a higher level, a wider interval
+
+
+def test_compiled_bounds_that_disagree_fail_the_parity_gate(data):
+    x, y = data
+    pipeline = fitted("gbr_log", data)
+    intervals = calibrate(x, y, pipeline.predict(x), DEFAULT_FEATURES)
+    compiled = CompiledModel(compile_pipeline(pipeline, DEFAULT_FEATURES, intervals))
+    wider = dataclasses.replace(intervals, quantiles=tuple(q * 1.5 for q in intervals.quantiles))
+    with pytest.raises(
+        CompileError, match="compiled model's interval bounds differ from scikit-learn by up to"
+    ):
+        check_parity(pipeline, compiled, x, wider)
 
 
 def test_parity_gate_fails_and_says_by_how_much(data):
     compiled = CompiledModel(compile_pipeline(fitted("gbr_log", data), DEFAULT_FEATURES))
     other = fitted("gbr_log", data, seed=7)  # another model: its predictions differ by dollars, not cents
     worst = float(np.abs(compiled.predict(data[0]) - other.predict(data[0])).max())
-    with pytest.raises(CompileError, match=rf"differs from scikit-learn by up to {worst:.4f} USD 1000s"):
+    with pytest.raises(
+        CompileError, match=rf"model differs from scikit-learn by up to {worst:.4f} USD 1000s"
+    ):
         check_parity(other, compiled, data[0])
 
 

@@ -10,7 +10,7 @@ from model.storage import download, publish
 def test_publish_download_round_trip_is_idempotent(azurite, artifact_dir, tmp_path):
     url = azurite.url("models", "housing/round-trip")
     first = publish(artifact_dir, url, progress=False)
-    files = ["model.joblib", "model.onnx", "dle.json", "outliers.json", "model.json"]
+    files = ["model.joblib", "model.onnx", "dle.json", "outliers.json", "intervals.json", "model.json"]
     assert first.uploaded == files and first.skipped == []
     second = publish(artifact_dir, url, progress=False)
     assert second.uploaded == []
@@ -21,19 +21,22 @@ def test_publish_download_round_trip_is_idempotent(azurite, artifact_dir, tmp_pa
     assert fetched.metadata == read_metadata(artifact_dir)
     compiled = load_artifact(fetched.path, read_metadata(artifact_dir)["onnx_sha256"], model_format="onnx")
     assert compiled.format == "onnx"
+    assert fetched.intervals is not None  # the calibration came too, verified
+    assert fetched.intervals.to_bytes() == (artifact_dir / "intervals.json").read_bytes()
 
 
 def test_publish_command_reports_uploaded_and_skipped(azurite, artifact_dir, capsys):
     url = azurite.url("models", "housing/cli")
     assert main(["publish", str(artifact_dir), "--to", url, "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "uploaded: model.joblib, model.onnx, dle.json, outliers.json, model.json" in out
+    assert "uploaded: model.joblib, model.onnx, dle.json, outliers.json, intervals.json, model.json" in out
     onnx_sha256 = read_metadata(artifact_dir)["onnx_sha256"]
     assert f"onnx_sha256: {onnx_sha256} (pin it to serve the compiled form)" in out
     assert main(["publish", str(artifact_dir), "--to", url, "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "uploaded: nothing" in out
-    assert "skipped (unchanged): model.joblib, model.onnx, dle.json, outliers.json, model.json" in out
+    files = "model.joblib, model.onnx, dle.json, outliers.json, intervals.json, model.json"
+    assert f"skipped (unchanged): {files}" in out
 
 
 def test_the_azure_sdks_header_dumps_show_only_with_verbose(azurite, artifact_dir, capsys):
@@ -84,6 +87,6 @@ def test_train_can_publish_what_it_trained(azurite, tmp_path, capsys):
     assert (
         main(["train", "--fast", "--no-mlflow", "--no-progress", "--output", output, "--publish", url]) == 0
     )
-    uploaded = "uploaded: model.joblib, model.onnx, dle.json, outliers.json, model.json"
+    uploaded = "uploaded: model.joblib, model.onnx, dle.json, outliers.json, intervals.json, model.json"
     assert uploaded in capsys.readouterr().out
     assert load_artifact(download(url, tmp_path / "b")).version.startswith("dev-")

@@ -16,7 +16,16 @@ import numpy as np
 import pytest
 
 from housing.processes import wait_until
-from model.artifact import METADATA_FILE, MODEL_FILE, ONNX_FILE, ONNX_SHA256, load_artifact, read_metadata
+from model.artifact import (
+    INTERVALS_FILE,
+    INTERVALS_SHA256,
+    METADATA_FILE,
+    MODEL_FILE,
+    ONNX_FILE,
+    ONNX_SHA256,
+    load_artifact,
+    read_metadata,
+)
 from tests.serving.conftest import MODEL, Server, start_predictor
 
 pytestmark = pytest.mark.slow
@@ -53,13 +62,23 @@ def rows(houses, rows_of) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def without_onnx(artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The artifact as training wrote it before the compiled form: no model.onnx, no onnx_sha256."""
+    """The artifact as training wrote it before the compiled form: no model.onnx, no onnx_sha256, and no
+    intervals (which came later still)."""
     directory = Path(shutil.copytree(artifact_dir, tmp_path_factory.mktemp("old") / "artifact"))
     (directory / ONNX_FILE).unlink()
+    (directory / INTERVALS_FILE).unlink()
     metadata = read_metadata(directory)
-    del metadata[ONNX_SHA256]
+    del metadata[ONNX_SHA256], metadata[INTERVALS_SHA256], metadata["intervals"]
     (directory / METADATA_FILE).write_text(json.dumps(metadata))
     return directory
+
+
+def bounds(server: Server, rows: np.ndarray) -> httpx.Response:
+    """The predictor's answer to ``rows`` asking for the 90% interval's bounds by name."""
+    body = {**v2(rows), "outputs": [{"name": "price_lower"}, {"name": "price_upper"}]}
+    return httpx.post(
+        f"{server.url}/v2/models/{MODEL}/infer", json={**body, "parameters": {"interval_level": 0.9}}
+    )
 
 
 def test_each_form_serves_its_own_predictions(artifact_dir, without_onnx, log_dir, rows):
@@ -93,6 +112,13 @@ def test_each_form_serves_its_own_predictions(artifact_dir, without_onnx, log_di
         assert "has no model.onnx" in servers["old"].service.log()
         assert f"pin model.onnx's sha256 {onnx_sha256}" in servers["pin joblib"].service.log()
         assert "WARNING" not in servers["default"].service.log()
+        # Both forms give the intervals, the compiled one from its graph, scikit-learn's from intervals.json,
+        # within the parity training checked; an artifact trained before intervals says it has none.
+        answers = {name: bounds(servers[name], rows).json()["outputs"] for name in ("default", "sklearn")}
+        for lower_and_upper in zip(*(answer for answer in answers.values()), strict=True):
+            np.testing.assert_allclose(*(output["data"] for output in lower_and_upper), atol=0.01)
+        refused = bounds(servers["old"], rows)
+        assert refused.status_code == 400 and "has no intervals" in refused.text
     finally:
         for server in servers.values():
             server.service.stop()

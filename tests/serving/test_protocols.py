@@ -25,11 +25,12 @@ from tests.serving.conftest import MODEL, Server
 pytestmark = pytest.mark.slow
 
 
-def triton_grpc(server: Server, inputs: list[dict], output: str) -> dict:
-    """tritonclient.grpc's view of a server (in a subprocess: see triton_grpc_client.py)."""
+def triton_grpc(server: Server, inputs: list[dict], output: str, **extra: object) -> dict:
+    """tritonclient.grpc's view of a server (in a subprocess: see triton_grpc_client.py); ``extra``: the
+    request's ``outputs`` and ``parameters``."""
     completed = subprocess.run(
         [sys.executable, "-m", "tests.serving.triton_grpc_client", server.grpc_address, MODEL, output],
-        input=json.dumps({"inputs": inputs}),
+        input=json.dumps({"inputs": inputs, **extra}),
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -37,6 +38,16 @@ def triton_grpc(server: Server, inputs: list[dict], output: str) -> dict:
     )
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout)
+
+
+def triton_inputs(artifact, instances: list[dict[str, float]]) -> list[triton_http.InferInput]:
+    """tritonclient's named inputs, one FP64 tensor per feature of the model, for ``instances``."""
+    inputs = []
+    for name in artifact.feature_names:
+        tensor = triton_http.InferInput(name, [len(instances)], "FP64")
+        tensor.set_data_from_numpy(np.array([house[name] for house in instances]))
+        inputs.append(tensor)
+    return inputs
 
 
 def expected(artifact, rows: np.ndarray) -> np.ndarray:
@@ -59,7 +70,10 @@ def test_predictor_v2_rest_tritonclient(predictor: Server, artifact, batch_1000,
     metadata = client.get_model_metadata(MODEL)
     n = len(artifact.feature_names)
     assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, n]}]
-    assert metadata["outputs"] == [{"name": "output-0", "datatype": "FP64", "shape": [-1]}]
+    assert metadata["outputs"] == [
+        {"name": name, "datatype": "FP64", "shape": [-1]}
+        for name in ("output-0", "price_lower", "price_upper")
+    ]
     assert metadata["parameters"]["feature_names"].split(",") == artifact.feature_names
     assert metadata["versions"] == [artifact.version]
     data = batch_1000[:rows]
@@ -86,7 +100,7 @@ def test_predictor_v2_grpc_tritonclient(predictor: Server, artifact, batch_1000,
     )
     assert seen["live"] and seen["ready"] and seen["model_ready"]
     assert seen["inputs"] == [["input-0", "FP64", [-1, len(artifact.feature_names)]]]
-    assert seen["outputs"] == [["output-0", "FP64", [-1]]]
+    assert seen["outputs"] == [[name, "FP64", [-1]] for name in ("output-0", "price_lower", "price_upper")]
     np.testing.assert_allclose(seen["result"], expected(artifact, data), rtol=1e-9)
 
 
@@ -159,14 +173,11 @@ def test_transformer_v2_named_inputs_tritonclient(transformer: Server, artifact,
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(MODEL)
     metadata = client.get_model_metadata(MODEL)
     assert [tensor["name"] for tensor in metadata["inputs"]] == artifact.feature_names
-    assert metadata["outputs"] == [{"name": "medv", "datatype": "FP64", "shape": [-1]}]
+    assert metadata["outputs"] == [
+        {"name": name, "datatype": "FP64", "shape": [-1]} for name in ("medv", "price_lower", "price_upper")
+    ]
     assert metadata["parameters"]["unit"] == "USD 1000s"
-    inputs = []
-    for name in artifact.feature_names:
-        tensor = triton_http.InferInput(name, [rows], "FP64")
-        tensor.set_data_from_numpy(np.array([house[name] for house in instances]))
-        inputs.append(tensor)
-    result = client.infer(MODEL, inputs).as_numpy("medv")
+    result = client.infer(MODEL, triton_inputs(artifact, instances)).as_numpy("medv")
     np.testing.assert_allclose(result, expected(artifact, rows_of(instances)), rtol=1e-9)
 
 
@@ -176,7 +187,7 @@ def test_transformer_v2_matrix_grpc_tritonclient(transformer: Server, artifact, 
     data = [[house[name] for name in ALL_FEATURES] for house in instances]
     seen = triton_grpc(transformer, [{"name": "houses", "datatype": "FP64", "data": data}], "medv")
     assert seen["live"] and seen["ready"] and seen["model_ready"]
-    assert seen["outputs"] == [["medv", "FP64", [-1]]]
+    assert seen["outputs"] == [[name, "FP64", [-1]] for name in ("medv", "price_lower", "price_upper")]
     np.testing.assert_allclose(seen["result"], expected(artifact, rows_of(instances)), rtol=1e-9)
 
 

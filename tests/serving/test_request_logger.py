@@ -110,11 +110,18 @@ def test_transformer_emits_request_and_response_events(
     assert abs(datetime.fromisoformat(events[REQUEST_TYPE]["time"]).timestamp() - time.time()) < 60
     predictions = events[RESPONSE_TYPE].get_data()["predictions"]
     np.testing.assert_allclose(predictions, response.json()["predictions"])
+    # The client asked for no interval, and got none; the detector gets the 90% bounds (the monitored level).
+    assert list(response.json()) == ["predictions"]
+    intervals = events[RESPONSE_TYPE].get_data()["intervals"]
+    _, lower, upper = artifact.pipeline.predict_bounds(rows_of(houses[:3]))
+    assert intervals["level"] == 0.9
+    np.testing.assert_allclose(intervals["lower"], lower[:, 1], rtol=1e-9)
+    np.testing.assert_allclose(intervals["upper"], upper[:, 1], rtol=1e-9)
 
 
 @pytest.mark.slow
 def test_feedback_finds_each_prediction_by_the_id_the_client_sent(
-    predictor: Server, log_dir: Path, start_detector, artifact, houses
+    predictor: Server, log_dir: Path, start_detector, artifact, houses, rows_of
 ):
     """Transformer -> predictor, logging to a real detector; the truth is posted back by the clients' ids."""
     detector = start_detector()
@@ -169,6 +176,13 @@ def test_feedback_finds_each_prediction_by_the_id_the_client_sent(
     assert live["labels"] == rows
     errors = [truth[indices] - answered[request_id] for request_id, indices in asked.items()]
     assert live["mae"] == pytest.approx(np.mean(np.abs(np.concatenate(errors))), rel=1e-9)
+    # Each label was scored a hit or a miss of its prediction's 90% interval, merged predictor calls included.
+    rows_asked = np.concatenate([indices for indices in asked.values()])
+    _, lower, upper = artifact.pipeline.predict_bounds(rows_of([houses[index] for index in rows_asked]))
+    inside = (truth[rows_asked] >= lower[:, 1]) & (truth[rows_asked] <= upper[:, 1])
+    coverage = detector.status()["keys"][key]["coverage"]
+    assert coverage["0.9"]["labels"] == rows and coverage["0.9"]["coverage"] == pytest.approx(inside.mean())
+    assert coverage["0.9"]["width"] == pytest.approx(np.mean(upper[:, 1] - lower[:, 1]), rel=1e-6)
 
 
 async def v1_burst(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -134,19 +135,23 @@ def test_the_transformer_splits_requests_between_stable_and_canary(
             name="transformer-split",
         )
         chosen = [houses[index % len(houses)] for index in range(REQUESTS)]
-        answers = asyncio.run(send_v2(transformer, chosen))
+        answers = asyncio.run(send_v2(transformer, chosen, bounds=True))
     finally:
         if transformer:
             transformer.service.stop()
         canary.service.stop()
 
     references = {artifact.version: artifact, reversed_artifact.version: reversed_artifact}
-    versions = Counter(version for version, _ in answers)
+    versions = Counter(version for version, *_ in answers)
     assert set(versions) <= set(references), versions
-    for house, (version, value) in zip(chosen, answers, strict=True):  # each arm's own model answered
+    for house, (version, value, *bounds) in zip(
+        chosen, answers, strict=True
+    ):  # each arm's own model answered
         model = references[version]
         row = np.array([[house[name] for name in model.feature_names]])
         assert value == pytest.approx(model.pipeline.predict(row)[0], rel=1e-9)
+        _, lower, upper = model.pipeline.predict_bounds(row)  # and with its own model's 90% interval
+        assert bounds == pytest.approx([lower[0, 1], upper[0, 1]], rel=1e-9)
     # Binomial(400, 0.3): mean 120, standard deviation 9.2 requests. Within 4 standard deviations, a right
     # split fails about once in 16,000 runs; a 50/50 split, or the canary ignored, is far outside.
     tolerance = 4 * math.sqrt(REQUESTS * 0.3 * 0.7)
@@ -165,18 +170,24 @@ def test_the_transformer_splits_requests_between_stable_and_canary(
     wait_until(lambda: logged_rows() == expected_rows, timeout=30, what=f"detector windows {expected_rows}")
 
 
-async def send_v2(server: Server, instances: list[dict[str, float]]) -> list[tuple[str, float]]:
-    """One V2 request (named inputs, one row) per instance, 16 at a time: (model_version, prediction) each."""
+async def send_v2(
+    server: Server, instances: list[dict[str, float]], bounds: bool = False
+) -> list[tuple[Any, ...]]:
+    """One V2 request (named inputs, one row) per instance, 16 at a time: (model_version, prediction) each,
+    and with ``bounds`` the prediction's 90% interval too (asked for by name)."""
     limit = asyncio.Semaphore(16)
+    outputs = (
+        {"outputs": [{"name": name} for name in ("medv", "price_lower", "price_upper")]} if bounds else {}
+    )
 
-    async def one(client: httpx.AsyncClient, house: dict[str, float]) -> tuple[str, float]:
+    async def one(client: httpx.AsyncClient, house: dict[str, float]) -> tuple[Any, ...]:
         body = {"inputs": [{"name": name, "datatype": "FP64", "shape": [1], "data": [value]}
-                           for name, value in house.items()]}  # fmt: skip
+                           for name, value in house.items()], **outputs}  # fmt: skip
         async with limit:
             response = await client.post(f"{server.url}/v2/models/{MODEL}/infer", json=body)
         assert response.status_code == 200, response.text
         answer = response.json()
-        return answer["model_version"], answer["outputs"][0]["data"][0]
+        return (answer["model_version"], *(output["data"][0] for output in answer["outputs"]))
 
     async with httpx.AsyncClient(timeout=30) as client:
         return await asyncio.gather(*(one(client, house) for house in instances))
@@ -196,7 +207,7 @@ def test_a_canary_that_goes_away_hands_its_share_to_the_stable_predictor(
         transformer = start_transformer(
             log_dir, predictor, *canary_flag("c", 50, canary, "v2"), name="transformer-canary-gone"
         )
-        before = Counter(version for version, _ in asyncio.run(send_v2(transformer, houses[:40])))
+        before = Counter(version for version, *_ in asyncio.run(send_v2(transformer, houses[:40])))
         assert len(before) == 2, before  # both arms answer while the canary runs
         canary.service.stop()
         after = asyncio.run(send_v2(transformer, houses[:60]))  # every answer 200 (send_v2 asserts it)

@@ -79,6 +79,12 @@ def test_every_request_is_mirrored_logged_as_shadow_and_a_frozen_shadow_harms_no
         ]
         accepted = detector.client.post(f"{detector.url}/feedback", json={"labels": labels}).json()
         assert accepted["accepted"] == 40
+        # Each model's labels are scored against its own 90% intervals (the shadow's from its own predictor).
+        keys = detector.status()["keys"]
+        covered = {key.split("/")[0]: entry["coverage"]["0.9"] for key, entry in keys.items()}
+        assert covered["default"]["labels"] == covered["shadow"]["labels"] == 40
+        assert covered["default"]["coverage"] == 1.0  # the truth posted is the champion's own price
+        assert covered["default"]["width"] != covered["shadow"]["width"]  # two models, two calibrations
         outcomes = detector.client.get(f"{detector.url}/outcomes").json()["keys"]
         shadow_key = next(key for key in outcomes if key.startswith("shadow/"))
         assert outcomes[shadow_key]["request_ids"] == [label["id"] for label in labels]  # only those labelled

@@ -5,7 +5,8 @@ protobuf's default descriptor pool, so the two cannot be imported into one proce
 servers through tritonclient.grpc from here.
 
 Usage: ``python -m tests.serving.triton_grpc_client ADDRESS MODEL OUTPUT < request.json``, where the request
-is ``{"inputs": [{"name": ..., "datatype": ..., "data": [[...], ...]}]}``.
+is ``{"inputs": [{"name": ..., "datatype": ..., "data": [[...], ...]}]}``, optionally with ``"outputs"``
+(names asked for; each one's data is then reported under ``"results"``) and ``"parameters"``.
 """
 
 from __future__ import annotations
@@ -36,8 +37,15 @@ def main() -> None:
         tensor = triton_grpc.InferInput(spec["name"], list(data.shape), spec["datatype"])
         tensor.set_data_from_numpy(data)
         tensors.append(tensor)
+    asked = request.get("outputs")
+    requested = [triton_grpc.InferRequestedOutput(name) for name in asked] if asked else None
     try:
-        report["result"] = client.infer(model, tensors).as_numpy(output).tolist()
+        result = client.infer(model, tensors, outputs=requested, parameters=request.get("parameters"))
+        report["result"] = result.as_numpy(output).tolist()
+        if asked:
+            response = result.get_response(as_json=True)
+            report["results"] = {name: result.as_numpy(name).tolist() for name in asked}
+            report["output_names"] = [tensor["name"] for tensor in response["outputs"]]
     except InferenceServerException as error:
         report["error"] = {"status": error.status(), "message": error.message()}
     print(json.dumps(report))
