@@ -475,8 +475,9 @@ def test_megabytes_of_ids_in_batches_leave_memory_and_state_flat(target: Target)
     memory = rss_bytes(detector)
     attack(range(4, 40))
     assert_nothing_kept(detector, before)
-    # 108 MB more ids, none kept: what is left is the allocator's arenas (21 MB once seen here)
-    assert rss_bytes(detector) - memory < 40 * MB
+    # 108 MB more ids, none kept: 3 MB grown here; 59 MB while a refused event was raised again, its
+    # traceback holding the request's frame and body in a cycle until a full collection
+    assert rss_bytes(detector) - memory < 16 * MB
     assert long_id not in json.dumps(target.state())
 
 
@@ -494,7 +495,7 @@ def test_pending_memory_is_bounded_in_bytes_and_evictions_are_counted(target: Ta
     assert 0 < held <= MAX_PENDING_BYTES // 2
     assert detector.metric("housing_detector_evicted_total", buffer="pending") - evicted >= 50
     assert detector.status()["pending"] <= 11
-    assert rss_bytes(detector) - memory < 40 * MB
+    assert rss_bytes(detector) - memory < 1 * MB
     assert state_path(detector).stat().st_size < 4 * MB
 
 
