@@ -19,10 +19,14 @@ _tester: DriftTester | None = None
 
 
 def start(reference: Reference, options: dict[str, Any]) -> None:
-    """Build the tester (the pool's initializer); exit with the detector."""
+    """Exit with the detector, then build the tester (the pool's initializer).
+
+    The watch starts first: building the tests takes seconds (alibi-detect's imports), and a detector killed
+    meanwhile would otherwise leave this process waiting for work for ever.
+    """
     global _tester
-    _tester = DriftTester(reference, **options)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
+    _tester = DriftTester(reference, **options)
 
 
 def _exit_with_parent(parent: int) -> None:
